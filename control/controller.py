@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -79,6 +80,7 @@ from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, Sta
                                               abandon)
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
+from plinth.control.shard_outages import OutageFacts, ShardOutages
 from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
                                      specs_by_shard)
 from plinth.control.nodes import Node, RayNodes
@@ -96,6 +98,10 @@ from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, Partiti
                                         TierOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
+
+# Earlier shard processes process_owner remembers (a few restarts of each shard; a
+# pid is looked up within seconds of its death).
+_PAST_PIDS_MAX = 64
 
 # Why the shards cannot hold a replication factor (Controller._copies_refused).
 _TOO_FEW_SHARDS = "shards"
@@ -355,6 +361,11 @@ class Controller:
         # instead of waiting, because this actor does one thing at a time, and a wait on a
         # dead shard is a wait of every election behind it. At most one entry per shard.
         self._silent: set[str] = set()
+        # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
+        self._outages = ShardOutages()
+        # The processes shards ran in before their last restart, oldest first: pid ->
+        # shard id (process_owner), at most _PAST_PIDS_MAX.
+        self._past_pids: dict[int, str] = {}
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -674,6 +685,11 @@ class Controller:
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
+        before = self._shards.pids.get(shard_id, 0)
+        if before and before != pid:   # for process_owner: Ray's death message may come late
+            self._past_pids[before] = shard_id
+            while len(self._past_pids) > _PAST_PIDS_MAX:
+                del self._past_pids[next(iter(self._past_pids))]
         self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
@@ -985,9 +1001,9 @@ class Controller:
         if changes:
             self._save()   # before any shard or router hears of the new leaders
             self._push_records(changes, set(self._shards.addresses))
-            for pid, record in changes:
-                log.warning("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
-                            pid.topic, pid.partition, record.leader, record.leader_epoch)
+            for pid, record in changes:   # INFO: the healthy outcome an operator asked for
+                log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
+                         pid.topic, pid.partition, record.leader, record.leader_epoch)
         self._end_hand_overs(given_up)
         return results
 
@@ -1039,13 +1055,45 @@ class Controller:
                 misses = self._ping_misses[shard_id] = self._ping_misses.get(shard_id, 0) + 1
                 if misses < limits.LEADER_PING_MISSES_MAX:
                     answering.add(shard_id)   # slow, maybe busy: not lost yet
+                else:
+                    self._outages.not_answering(
+                        shard_id, f"{misses} leader pings in a row unanswered within "
+                                  f"{limits.LEADER_PING_TIMEOUT_S} s each",
+                        lambda s=shard_id: self._outage_facts(s))
             elif isinstance(outcome, BrokerError):
                 self._silent.add(shard_id)
+                self._outages.not_answering(shard_id, f"leader ping: {outcome}",
+                                            lambda s=shard_id: self._outage_facts(s))
             else:
                 self._ping_misses.pop(shard_id, None)
                 self._silent.discard(shard_id)
+                self._outages.answering(shard_id)
                 answering.add(shard_id)
         return answering
+
+    def _outage_facts(self, shard_id: str) -> OutageFacts:
+        """For a shard's outage line: its process, node, and the partitions it leads.
+        Any thread: plain reads of the metadata (a change racing them may make the
+        count one off; it is a log line's)."""
+        offline = sum(1 for topic in list(self._metadata.topics.values())
+                      for p in range(topic.partitions) if topic.leader_of(p) == shard_id)
+        return OutageFacts(self._shards.pids.get(shard_id, 0),
+                           placement.node_name(self._metadata.shard_nodes.get(shard_id, "")),
+                           offline)
+
+    def _note_stats_answers(self, asked: dict[str, ShardHandle | None],
+                            stats: dict[str, dict | None]) -> None:
+        """Log the outages a stats call (status, a metrics scrape) found beginning or
+        ending; a shard not asked (silent to the leader pings) is theirs to log."""
+        for shard_id, handle in asked.items():
+            if handle is None:
+                continue
+            if stats.get(shard_id) is None:
+                self._outages.not_answering(
+                    shard_id, f"no stats within {limits.STATUS_CALL_TIMEOUT_S} s",
+                    lambda s=shard_id: self._outage_facts(s))
+            else:
+                self._outages.answering(shard_id)
 
     def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str],
                       answered: set[str] = frozenset()) -> None:
@@ -1108,6 +1156,20 @@ class Controller:
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
         self._routers_heard_s.pop(listen, None)
+
+    # --- Processes -----------------------------------------------------------------------
+
+    def process_owner(self, pid: int) -> str:
+        """What ran in process ``pid`` (query thread): a shard's id, "controller" for
+        this actor's, or "" if not known. For the server's line on a Ray worker's death
+        (plinth/ray_messages.py), which has the pid only; the process may already
+        have been replaced by its restart, so a shard's earlier pids are kept."""
+        if pid == os.getpid():
+            return "controller"
+        for shard_id, shard_pid in list(self._shards.pids.items()):
+            if shard_pid == pid:
+                return shard_id
+        return self._past_pids.get(pid, "")
 
     # --- Routers' liveness --------------------------------------------------------------
 
@@ -1228,7 +1290,10 @@ class Controller:
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer (query
         thread)."""
-        return _stats_of(self._on_actor_thread(self._plan_stats))
+        asked = self._on_actor_thread(self._plan_stats)
+        stats = _stats_of(asked)
+        self._note_stats_answers(asked, stats)
+        return stats
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (with partitions, bytes and rates; a draining one's reason for
@@ -1236,6 +1301,7 @@ class Controller:
         last range retention has deleted, or is tiered (rebalancer.py)."""
         plan = self._on_actor_thread(self._plan_status)
         stats = _stats_of(plan.stats)
+        self._note_stats_answers(plan.stats, stats)
         shards = [_shard_status(shard_id, shard_stats, plan.shards[shard_id])
                   for shard_id, shard_stats in stats.items()]
         # A leader's shard that does not answer now (stopped, hung, or restarting)
@@ -1849,8 +1915,9 @@ class Controller:
         applies it when it runs the call, or reopens its partitions with it after a
         restart."""
         plan = self._on_actor_thread(self._plan_alter, name, changes, delete_config)
-        info = self._on_actor_thread(self._finish_alter, name, plan)
-        log.info("altered topic %s: %s", name, changes)
+        info, old_config = self._on_actor_thread(self._finish_alter, name, plan)
+        log.info("altered topic %s: %s", name,
+                 _config_changes(old_config, plan.config, delete_config))
         failed = _first_failure(wait_all(
             {s: handle.alter_partitions([spec.id for spec in specs], plan.config)
              for s, (handle, specs) in plan.asks.items()}, limits.CHANGE_SHARD_WAIT_S))
@@ -1871,12 +1938,14 @@ class Controller:
         return _TopicChangePlan(topic.topic_id, topic.partitions, config, None,
                                 self._partition_asks(specs_by_shard({name: topic})))
 
-    def _finish_alter(self, name: str, plan: _TopicChangePlan) -> protocol.TopicInfo:
-        """The new config, saved (before the shards apply it). Actor thread."""
+    def _finish_alter(self, name: str, plan: _TopicChangePlan
+                      ) -> tuple[protocol.TopicInfo, dict[str, str]]:
+        """The new config, saved (before the shards apply it); returns the topic's
+        info, and its config before (for the audit line). Actor thread."""
         topic = self._planned_topic(name, plan)
-        topic.config = plan.config
+        old_config, topic.config = topic.config, plan.config
         self._save([name])
-        return self._topic_info(name)
+        return self._topic_info(name), old_config
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
         """Grow a topic to ``partition_count`` partitions (Kafka's CreatePartitions;
@@ -2577,3 +2646,19 @@ def _requests_by_socket(stats: dict | None) -> tuple[int, int]:
     """(requests taken from routers, on the direct socket) of a shard's stats."""
     by_socket = (stats or {}).get("requests_by_socket", {})
     return by_socket.get("router", 0), by_socket.get("direct", 0)
+
+
+def _config_changes(old: dict[str, str], new: dict[str, str], deleted_keys) -> str:
+    """An alter's audit line, in words: each key changed, old -> new, and each key
+    --delete-config set back to its default (a saved config holds the defaults, so
+    the new value is the default's); "nothing changed" if the config is the same."""
+    deleted = set(deleted_keys)
+    words = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if key in deleted:
+            words.append(f"{key} reset to its default {after!r} (was {before!r})"
+                         if after is not None else f"{key} reset to its default (was {before!r})")
+        elif before != after:
+            words.append(f"{key} {before!r} -> {after!r}")
+    return "; ".join(words) or "nothing changed"

@@ -333,6 +333,11 @@ class ControllerHandle:
         return self._call(lambda actor: actor.partition_replication.remote(),
                           "partition_replication")
 
+    def process_owner(self, pid: int, timeout_s: float) -> str:
+        """Which shard ("controller": the controller) ran in process ``pid``; "" if
+        the controller does not know (Controller.process_owner)."""
+        return self._query("process_owner", pid, timeout_s=timeout_s)
+
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that did not answer."""
         return self._query("shard_stats", timeout_s=limits.STATUS_CALL_TIMEOUT_S * 2)

@@ -5,8 +5,18 @@ Runs in the server process (``plinth serve --metrics-port P``; a ``plinth
 router`` may serve one too). At each scrape the collector asks the
 controller for every shard's ShardStats snapshot (one Ray call) and turns it
 into metric families; nothing is sampled in between, so a scrape costs the
-broker nothing when nobody scrapes. The HTTP server binds ``--metrics-host``
-(127.0.0.1 by default) and answers ``/metrics`` only (404 elsewhere).
+broker nothing when nobody scrapes.
+
+Broker-wide series (the shards', the partitions', the groups') are exported by
+the server's endpoint only: a ``plinth router``'s (``broker_wide=False``)
+exports its own router's series alone, so that a Prometheus scraping every
+Plinth process counts each once. ``plinth_errors_total`` is labelled by
+``source``: the shard that made the error reply, or ``router:<listen address>``
+for the errors a router made (its refusals, and the controller's answers to
+admin requests), each counted by the one process that made it.
+
+The HTTP server binds ``--metrics-host`` (127.0.0.1 by default) and answers
+``/metrics`` only (404 elsewhere).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
@@ -84,15 +95,26 @@ class BrokerCollector:
 
     def __init__(self, controller: ControllerHandle,
                  router_refusals: Callable[[], dict[str, int]] | None = None,
-                 router: str = ""):
+                 router: str = "", router_errors: Callable[[], dict[str, int]] | None = None,
+                 broker_wide: bool = True):
         """``router_refusals()``: this process's router's refusals by code (its
-        Security's ``refusals``; None: a router without CurveZMQ refuses nothing),
-        reported in plinth_errors_total under ``router``, its listen address."""
+        Security's ``refusals``; None: a router without CurveZMQ refuses nothing), and
+        ``router_errors()`` the other error replies it made (Router.errors; None: no
+        router here), both reported in plinth_errors_total under ``source``
+        "router:<router>", its listen address. ``broker_wide``: also the shards' and
+        partitions' series (the server's endpoint); False for a standalone router's."""
         self._controller = controller
         self._router_refusals = router_refusals
+        self._router_errors = router_errors
         self._router = router
+        self._broker_wide = broker_wide
 
     def collect(self):
+        router_errors = Counter(self._router_errors() if self._router_errors else {})
+        router_errors.update(self._router_refusals() if self._router_refusals else {})
+        if not self._broker_wide:   # a standalone router's endpoint: its own series only
+            yield _errors({}, router_errors, self._router)
+            return
         try:
             snapshots = self._controller.shard_stats()
         except BrokerError as exc:   # the controller is down: report that, not a 500
@@ -103,8 +125,7 @@ class BrokerCollector:
         states = self._partition_replication()
         yield from _partition_families(live)
         yield from _latency_families(live)
-        yield _errors(live, {} if self._router_refusals is None else self._router_refusals(),
-                      self._router)
+        yield _errors(live, router_errors, self._router)
         yield _requests_by_socket(live)
         yield from _remote_fetch_families(live)
         yield from _upload_families(live)
@@ -175,18 +196,21 @@ def _latency_families(live):
     yield family
 
 
-def _errors(live, router_refusals: dict[str, int], router: str):
-    """Error replies by code: a shard's (``router`` label empty), and the refusals
-    only the router makes (``shard`` label empty): the ACL's, a revoked key's, and
-    refused handshakes (``handshakeRefused``, which get no reply), so that what a
-    security operator alerts on is here, not only in the log."""
-    family = CounterMetricFamily("plinth_errors", "Error replies by code",
-                                 labels=["code", "shard", "router"])
+def _errors(live, router_errors: dict[str, int], router: str):
+    """Error replies by code and ``source``: a shard's (its id), and those the router
+    of this process made (``router:<listen address>``): its own refusals (unknown
+    topic, partition out of range, too many requests, malformed...), the
+    controller's answers to admin requests it relayed (invalid topic, invalid
+    config, unknown group...), the ACL's, a revoked key's, and refused handshakes
+    (``handshakeRefused``, which get no reply), so that what an operator alerts on
+    is here, not only in the log. No sample has an empty label."""
+    family = CounterMetricFamily("plinth_errors", "Error replies by code, and the shard or "
+                                 "router that made them", labels=["code", "source"])
     for shard, snap in live.items():
         for code, count in snap["errors"].items():
-            family.add_metric([code, shard, ""], count)
-    for code, count in sorted(router_refusals.items()):
-        family.add_metric([code, "", router], count)
+            family.add_metric([code, shard], count)
+    for code, count in sorted(router_errors.items()):
+        family.add_metric([code, f"router:{router}"], count)
     return family
 
 
@@ -251,10 +275,13 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
 def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1",
                          registry=REGISTRY,
                          router_refusals: Callable[[], dict[str, int]] | None = None,
-                         router: str = ""):
+                         router: str = "",
+                         router_errors: Callable[[], dict[str, int]] | None = None,
+                         broker_wide: bool = True):
     """Serve the metrics on http://host:port/metrics from a daemon thread (any other
     path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
-    once by the server process's main thread. OSError naming the address if it
+    once by the server process's main thread (BrokerCollector says what the router
+    arguments and ``broker_wide`` are). OSError naming the address if it
     cannot listen there (in use, not this machine's); then nothing is registered,
     so a later call may try again."""
     try:
@@ -263,8 +290,11 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
         raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}{METRICS_PATH}: "
                                  f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
-    registry.register(BrokerCollector(controller, router_refusals, router))
-    log.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
+    registry.register(BrokerCollector(controller, router_refusals, router, router_errors,
+                                      broker_wide))
+    log.info("metrics on http://%s:%d%s%s", host, port, METRICS_PATH,
+             "" if broker_wide else ": this router's series only (the broker's are on "
+                                    "plinth serve's --metrics-port)")
     return server
 
 

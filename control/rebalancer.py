@@ -536,7 +536,8 @@ class Rebalancer:
                          for why, n in sorted(counts.items(), key=lambda c: -c[1]))
 
     def _prune_ranges(self) -> None:
-        """Forget the older ranges that retention emptied, on shards that no longer own
+        """Forget the older ranges that hold no record (retention emptied them, or
+        none was written before their writes moved), on shards that no longer own
         their partition, and delete those shards' empty logs of it. Each shard is asked
         once, about all its candidates (a pass runs at every status call and shard's
         nudge: one call per range would make it as slow as the ranges are many)."""
@@ -560,6 +561,10 @@ class Rebalancer:
         """Forget each shard's emptied ranges in one save, then delete its logs of them
         in one call (one save and one call per range took 20-50 ms each: a shard
         removed from 2,000 partitions held the controller for over a minute)."""
+        # Before forgetting: whether a range ever held records is in its offsets.
+        wrote = {shard_id: {pid: _range_offsets(self._metadata.topics[pid.topic],
+                                                pid.partition, shard_id) for pid in pids}
+                 for shard_id, pids in emptied.items()}
         for shard_id, pids in emptied.items():
             for pid in pids:
                 self._metadata.topics[pid.topic].forget_ranges_on(pid.partition, shard_id)
@@ -567,11 +572,34 @@ class Rebalancer:
         for shard_id, pids in emptied.items():
             # Not waited for: a shard that misses it keeps empty directories.
             self._shards[shard_id].delete_partitions(pids, keep_remote=True)
-            log.info("retention emptied the ranges of %d partitions on %s (%s); forgot them",
-                     len(pids), shard_id, ", ".join(f"{pid.topic}-{pid.partition}"
-                                                    for pid in pids[:5])
-                     + (", ..." if len(pids) > 5 else ""))
+            # Two causes, told apart for the operator reading the log after a shards
+            # add or remove: a range empty when its writes moved away (no record was
+            # ever written there), or one whose records retention deleted since.
+            never = [pid for pid in pids if wrote[shard_id][pid] == 0]
+            deleted = [pid for pid in pids if wrote[shard_id][pid] != 0]
+            if never:
+                log.info("%s: forgot its ranges of %d %s, empty when their writes moved "
+                         "away (%s); deleted its empty logs of them", shard_id, len(never),
+                         "partition" if len(never) == 1 else "partitions", _named(never))
+            if deleted:
+                log.info("%s: forgot its ranges of %d %s, whose records retention deleted "
+                         "since their writes moved away (%s: %s offsets); deleted its "
+                         "empty logs of them", shard_id, len(deleted),
+                         "partition" if len(deleted) == 1 else "partitions", _named(deleted),
+                         sum(wrote[shard_id][pid] for pid in deleted))
 
+
+def _range_offsets(topic, partition: int, shard_id: str) -> int:
+    """How many offsets the partition's ranges on ``shard_id`` span (from a range's
+    start to the next range's): 0 if it took no record before its writes moved."""
+    ranges = topic.ranges_of(partition)
+    return sum(following.start_offset - r.start_offset
+               for r, following in zip(ranges, ranges[1:]) if shard_id in r.holders)
+
+
+def _named(pids: list[PartitionId]) -> str:
+    return ", ".join(f"{pid.topic}-{pid.partition}" for pid in pids[:5]) + \
+        (f", ... ({len(pids) - 5} more)" if len(pids) > 5 else "")
 
 def _holds_nothing(info: protocol.PartitionInfo) -> bool:
     # A tiered range whose local segments local retention dropped still holds its

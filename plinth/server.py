@@ -618,9 +618,11 @@ def _check_free_space(data_dir: Path) -> None:
 
 
 def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
-                   router=None) -> None:
+                   router=None, broker_wide: bool = True) -> None:
     """The Prometheus endpoint on ``host:port``, if a port was given; with the
-    refusals of ``router`` (this process's) beside the shards' errors."""
+    error replies and refusals of ``router`` (this process's) beside the shards'
+    errors. ``broker_wide``: the shards' and partitions' series too (plinth serve's;
+    a plinth router's exports its own router's alone: control/metrics.py)."""
     if port is None:
         return
     from plinth.control.metrics import start_metrics_server
@@ -629,7 +631,9 @@ def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
     with option_os_errors("--metrics-port", port):
         start_metrics_server(controller, port, host,
                              router_refusals=None if security is None else security.refusals,
-                             router="" if router is None else router.listen)
+                             router="" if router is None else router.listen,
+                             router_errors=None if router is None else router.errors,
+                             broker_wide=broker_wide)
 
 
 def _end_shards() -> None:
@@ -955,7 +959,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
     with option_os_errors("--kafka-listen", options.kafka_listen):
         kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)
-    _start_metrics(controller, options.metrics_port, options.metrics_host, router)
+    _start_metrics(controller, options.metrics_port, options.metrics_host, router,
+                   broker_wide=False)
     stop = _stop_on_signal()
     reloads = _reloads(security, kafka_service)
     hangup = _reload_on_hangup()

@@ -65,6 +65,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 import capnp
 import zmq
@@ -140,11 +141,21 @@ class Router:
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self.in_process_url: str | None = None   # set by start() on a plaintext router
+        # The error replies this router made (its own refusals, and the controller's
+        # answers to admin requests), by code: the metrics' plinth_errors_total beside
+        # the shards' own. Counted on the loop thread; read by the metrics thread.
+        self._errors: Counter[str] = Counter()
 
     @property
     def security(self):
         """The router's router.security.Security (its ``reload`` on SIGHUP), or None."""
         return self._security
+
+    def errors(self) -> dict[str, int]:
+        """The error replies this router made since it started, by code (the shards'
+        relayed ones are theirs to count; notAuthorized is Security's, which counts the
+        Kafka listener's refusals too). Any thread (the metrics endpoint's)."""
+        return dict(self._errors)
 
     @property
     def context(self) -> zmq.Context:
@@ -550,10 +561,25 @@ class Router:
                 f"been applied; retry")))
 
     def _reply(self, client_id, reply: bytes) -> None:
+        """Send a reply the router made (not a shard's: those are relayed), counting it
+        by code if it is an error."""
+        self._count_error(reply)
         try:
             self._frontend.send_multipart([client_id, reply], zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("router: reply dropped, client is not reading")
+
+    def _count_error(self, reply: bytes) -> None:
+        # Only a reply with no result (an error, or a plain ok) is decoded: a result
+        # (topics, offsets...) is never an error, and is read no further.
+        if reply_header.kind_code(reply) not in (None, reply_header.NO_RESULT):
+            return
+        try:
+            error = protocol.decode_reply(reply).error
+        except MalformedReplyError:
+            return
+        if error is not None and type(error) is not NotAuthorizedError:
+            self._errors[error.code_name] += 1
 
     # --- ACL and quotas (router/security.py, router/quotas.py) -------------------------
 

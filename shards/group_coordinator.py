@@ -461,9 +461,16 @@ class GroupCoordinator:
     def reset_offsets(self, name: str, offsets: dict[TopicPartition, int],
                       metadata: dict[TopicPartition, str] | None = None) -> None:
         """An administrator's (or a member-less consumer's) commit, while the group has
-        no members; every offset must be of a partition that exists, and not negative."""
+        no members; every offset must be of a partition that exists, and not negative.
+        Logged (INFO), old -> new: the audit trail of who moved a group's position."""
+        before = self._store.offsets(name) if self._store.has(name) else {}
         self._commit_without_members(name, offsets, "stop them before resetting its offsets",
                                      metadata=metadata)
+        if offsets:
+            log.info("group %r: offsets of %s reset: %s", name,
+                     counted(len(offsets), "partition"),
+                     _offset_changes({tp: (before.get(tp), offset)
+                                      for tp, offset in offsets.items()}))
 
     def commit_classic(self, name: str, offsets: dict[TopicPartition, int],
                        metadata: dict[TopicPartition, str] | None = None) -> None:
@@ -522,8 +529,12 @@ class GroupCoordinator:
                                      f"stop them before deleting it")
         if not self._store.has(name):
             raise UnknownGroupError(f"group {name!r} has no committed offsets to delete")
+        before = self._store.offsets(name)
         self._store.delete([name])
         self._offsets_expiry.discard(name)
+        log.info("group %r deleted, with its committed offsets of %s: %s", name,
+                 counted(len(before), "partition"),
+                 _offset_changes({tp: (offset, None) for tp, offset in before.items()}))
 
     def delete_offsets(self, name: str, partitions: Iterable[TopicPartition],
                        classic_subscribes: Callable[[str], bool] | None = None
@@ -548,10 +559,17 @@ class GroupCoordinator:
         outcomes = {tp: self._deletion_refusal(name, group, classic_subscribes, *tp)
                     for tp in sorted(set(partitions))}
         gone = [tp for tp, refusal in outcomes.items() if refusal is None]
+        before = self._store.offsets(name) if self._store.has(name) else {}
         self._store.delete_offsets(name, gone)
+        deleted = {tp: (before[tp], None) for tp in gone if tp in before}
+        if deleted:
+            log.info("group %r: committed offsets of %s deleted: %s", name,
+                     counted(len(deleted), "partition"), _offset_changes(deleted))
         if not has_members and self._store.has(name) and not self._store.offsets(name):
             self._store.delete([name])
             self._offsets_expiry.discard(name)
+            log.info("group %r deleted: it has no members and no committed offsets left",
+                     name)
         return outcomes
 
     def _deletion_refusal(self, name: str, group: Group | None,
@@ -671,6 +689,23 @@ def _check_metadata(name: str, metadata: dict[TopicPartition, str] | None) -> No
                 f"group {name!r}: the metadata of the offset of {topic}-{partition} is "
                 f"{size_bytes} bytes, over the limit of {limits.OFFSET_METADATA_BYTES_MAX} "
                 f"bytes (offset.metadata.max.bytes); nothing of this commit was stored")
+
+
+# Partitions an audit line names one by one; the rest are counted.
+_AUDIT_PARTITIONS_NAMED_MAX = 20
+
+
+def _offset_changes(changes: dict[TopicPartition, tuple[int | None, int | None]]) -> str:
+    """An audit line's ``topic-partition old -> new`` list, by topic then partition
+    ("none": no offset committed, or deleted), its first _AUDIT_PARTITIONS_NAMED_MAX."""
+    def word(offset: int | None) -> str:
+        return "none" if offset is None else str(offset)
+
+    items = sorted(changes.items())
+    named = ", ".join(f"{topic}-{partition} {word(old)} -> {word(new)}"
+                      for (topic, partition), (old, new) in items[:_AUDIT_PARTITIONS_NAMED_MAX])
+    more = len(items) - _AUDIT_PARTITIONS_NAMED_MAX
+    return named + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _negative(name: str, topic: str, partition: int, offset: int) -> OffsetOutOfRangeError:

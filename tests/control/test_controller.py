@@ -126,6 +126,28 @@ def test_a_deleted_config_key_goes_back_to_its_default_on_the_shards_and_on_disk
     assert specs and all(s.config == info.config for s in specs)
 
 
+def test_an_alter_logs_each_key_old_to_new_and_each_deleted_key_back_at_its_default(
+        brokers, caplog):
+    # Given a topic with retention.ms and retention.bytes set
+    broker = brokers(1)
+    topic = unique_topic("audit")
+    created = broker.controller.create_topic(topic, 1, {"retention.ms": "5000",
+                                                        "retention.bytes": "1048576"})
+    default_ms = str(topics.TOPIC_CONFIG_KEYS["retention.ms"][2])
+    # When one alter deletes retention.ms and changes retention.bytes
+    with caplog.at_level("INFO", logger="plinth.control.controller"):
+        broker.controller.alter_topic(topic, {"retention.bytes": "2097152"}, ("retention.ms",))
+        broker.controller.alter_topic(topic, {"retention.bytes": "2097152"})
+    # Then the audit line names both, with the old and new values (it logged "{}" for a
+    # --delete-config alone), and an alter that changes nothing says so
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("altered")]
+    assert lines == [
+        f"altered topic {topic}: retention.bytes '1048576' -> '2097152'; retention.ms reset "
+        f"to its default '{default_ms}' (was '5000')",
+        f"altered topic {topic}: nothing changed"]
+    assert created.config["retention.ms"] == "5000"
+
+
 def test_deleting_an_unknown_key_or_one_also_set_is_refused_and_changes_nothing(brokers):
     broker = brokers(1)
     topic = unique_topic("delete-config")
@@ -452,3 +474,17 @@ def test_an_add_of_shards_with_too_little_of_its_callers_time_left_starts_none(b
         broker.controller.run_change("add_shards", time.time() + 6, 1)
     assert broker.controller.routing().shard_ids == tuple(TWO)
     assert broker.shards.find_shard("shard-2") is None
+
+
+def test_the_controller_names_the_shard_that_ran_in_a_process_its_restarts_included(brokers):
+    # Given a shard that announced itself from pid 900001, then restarted in 900002
+    broker = brokers(2)
+    address = broker.address("shard-1")
+    broker.controller.shard_started("shard-1", address, pid=900001)
+    broker.controller.shard_started("shard-1", address, pid=900002)
+    # Then both pids name it (Ray's death message may come after the restart), the
+    # controller's own names it, and an unknown one names nothing
+    assert broker.controller.process_owner(900001) == "shard-1"
+    assert broker.controller.process_owner(900002) == "shard-1"
+    assert broker.controller.process_owner(os.getpid()) == "controller"
+    assert broker.controller.process_owner(900003) == ""

@@ -270,3 +270,23 @@ def test_without_the_auto_rebalance_a_moved_partition_stays_where_it_moved(broke
     broker = brokers(3, leader_rebalance_interval_s=None, **ON_ONE_NODE)
     moved = moved_off_its_preferred_leader(broker)   # (its checks would have rebalanced)
     assert broker.controller.check_leaders() == [] and record_now(broker) == moved
+
+
+def test_a_preferred_leader_leading_again_is_logged_at_info_its_leaving_at_warning(
+        brokers, caplog):
+    # Given a partition whose failover away from its preferred leader was logged
+    broker = brokers(3, **ON_ONE_NODE)
+    with caplog.at_level("INFO", logger="plinth.control.controller"):
+        moved = moved_off_its_preferred_leader(broker)
+    left = [r for r in caplog.records if r.getMessage().startswith("t-0: leader ")]
+    assert left and all(r.levelname == "WARNING" for r in left)
+    caplog.clear()
+    # When the operator's preferred election gives it back
+    with caplog.at_level("INFO", logger="plinth.control.controller"):
+        [result] = broker.controller.elect_leaders(PREFERRED, [("t", 0)])
+    assert result.error is None
+    # Then that healthy outcome is one INFO line (teams page on WARNING), not a warning
+    back = [r for r in caplog.records if "leads it again" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in back] == [
+        ("INFO", f"t-0: its preferred leader {moved.replicas[0]} leads it again "
+                 f"(leader epoch {moved.leader_epoch + 1})")]

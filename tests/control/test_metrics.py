@@ -152,20 +152,55 @@ def test_the_log_end_offset_gauge_says_it_is_the_high_watermark_despite_its_name
     assert doc.startswith("High watermark: ") and "not the log end offset" in doc
 
 
-def test_the_routers_refusals_are_counted_in_plinth_errors_beside_the_shards_errors_by_code():
-    # Given a shard that answered offsetOutOfRange 3 times, and a router that refused
-    # 5 requests by its ACL and 2 handshakes
-    stats = {"shard-0": {"partitions": {}, "logs": {}, "latency_counts": {},
-                         "latency_buckets_s": [], "latency_sum_s": {}, "groups": {}, "tier": {},
-                         "errors": {"offsetOutOfRange": 3}}}
-    collector = BrokerCollector(ControllerAnswering(stats=stats),
+SHARD_ERRORS = {"shard-0": {"partitions": {("t", 0): {"records_in": 4}},
+                            "logs": {("t", 0): {"end_offset": 4}}, "latency_counts": {},
+                            "latency_buckets_s": [], "latency_sum_s": {}, "groups": {},
+                            "tier": {}, "errors": {"offsetOutOfRange": 3}}}
+
+
+def errors_by_source(collector) -> dict[tuple[str, str], float]:
+    return {(s.labels["code"], s.labels["source"]): s.value
+            for family in collector.collect() if family.name == "plinth_errors"
+            for s in family.samples if s.name == "plinth_errors_total"}
+
+
+def test_the_routers_errors_and_refusals_are_counted_in_plinth_errors_beside_the_shards():
+    # Given a shard that answered offsetOutOfRange 3 times, and a router that answered
+    # unknownTopic twice and invalidTopic once, refused 5 requests by its ACL and 2
+    # handshakes
+    collector = BrokerCollector(ControllerAnswering(stats=SHARD_ERRORS),
                                 router_refusals=lambda: {"notAuthorized": 5, "handshakeRefused": 2},
-                                router="tcp://127.0.0.1:7800")
+                                router="tcp://127.0.0.1:7800",
+                                router_errors=lambda: {"unknownTopic": 2, "invalidTopic": 1})
     # When the metrics are collected
-    errors = {(s.labels["code"], s.labels["shard"], s.labels["router"]): s.value
-              for family in collector.collect() if family.name == "plinth_errors"
-              for s in family.samples if s.name == "plinth_errors_total"}
-    # Then each is there, told apart by code and by the shard or the router
-    assert errors == {("offsetOutOfRange", "shard-0", ""): 3,
-                      ("notAuthorized", "", "tcp://127.0.0.1:7800"): 5,
-                      ("handshakeRefused", "", "tcp://127.0.0.1:7800"): 2}
+    errors = errors_by_source(collector)
+    # Then each is there by code, told apart by source: the shard's id, or the router's
+    # address (no sample has an empty label, as the shard="" and router="" ones had)
+    router = "router:tcp://127.0.0.1:7800"
+    assert errors == {("offsetOutOfRange", "shard-0"): 3, ("notAuthorized", router): 5,
+                      ("handshakeRefused", router): 2, ("unknownTopic", router): 2,
+                      ("invalidTopic", router): 1}
+    assert all(value for family in collector.collect() if family.name == "plinth_errors"
+               for s in family.samples for value in s.labels.values())
+
+
+def test_a_standalone_routers_endpoint_exports_its_own_series_only():
+    # Given the collector of a plinth router's endpoint, over a broker with a shard
+    collector = BrokerCollector(ControllerAnswering(
+        [PartitionReplication("t", 0, 1, 1, "shard-0", False)], stats=SHARD_ERRORS),
+        router="tcp://127.0.0.1:7801", router_errors=lambda: {"unknownTopic": 1},
+        broker_wide=False)
+    # When the metrics are collected
+    families = list(collector.collect())
+    # Then only its router's errors are there: the shards', partitions' and groups'
+    # series are the server endpoint's, so a Prometheus scraping both counts them once
+    assert [f.name for f in families] == ["plinth_errors"]
+    assert errors_by_source(collector) == {("unknownTopic", "router:tcp://127.0.0.1:7801"): 1}
+    # And the server's endpoint has them, with its own router's errors
+    server = BrokerCollector(ControllerAnswering(
+        [PartitionReplication("t", 0, 1, 1, "shard-0", False)], stats=SHARD_ERRORS),
+        router="tcp://127.0.0.1:7800", router_errors=lambda: {})
+    names = {f.name for f in server.collect()}
+    assert {"plinth_shard_up", "plinth_partition_records_in", "plinth_partition_offline",
+            "plinth_errors"} <= names
+    assert errors_by_source(server) == {("offsetOutOfRange", "shard-0"): 3}

@@ -232,6 +232,37 @@ def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broke
     assert metadata.draining == [] and metadata.topics[topic].ranges_of(partition)[0].shard_id != "shard-2"
 
 
+def test_forgotten_ranges_are_logged_as_never_written_or_as_emptied_by_retention(
+        brokers, caplog):
+    # Given a removed shard that held the writes of several partitions, one with a record
+    broker = brokers(3)
+    topic = topic_that_moves(16, TWO, THREE, moving_min=4)
+    broker.controller.create_topic(topic, 16, {})
+    held = [p for p in range(16) if placement.shard_for(topic, p, THREE) == "shard-2"]
+    written, empty = held[0], held[1:]
+    broker.produce(topic, written, [b"old"])
+    # When it is removed, its empty ranges are forgotten at once
+    with caplog.at_level("INFO", logger="plinth.control.rebalancer"):
+        broker.controller.remove_shards(1)
+    # Then the log says they were empty when their writes moved away, not "retention"
+    lines = [r.getMessage() for r in caplog.records if "forgot its ranges" in r.getMessage()]
+    names = ", ".join(f"{topic}-{p}" for p in empty[:5])
+    assert lines == [f"shard-2: forgot its ranges of {len(empty)} partitions, empty when "
+                     f"their writes moved away ({names}"
+                     + (f", ... ({len(empty) - 5} more)" if len(empty) > 5 else "")
+                     + "); deleted its empty logs of them"]
+    caplog.clear()
+    # And when retention deletes the written one's record, that is what its line says
+    with caplog.at_level("INFO", logger="plinth.control.rebalancer"):
+        broker.controller.alter_topic(topic, {"retention.ms": "1"})
+        wait_until(lambda: "shard-2" not in {s.shard_id for s in broker.controller.status().shards},
+                   timeout_s=30, interval_s=0.5)
+    lines = [r.getMessage() for r in caplog.records if "forgot its ranges" in r.getMessage()]
+    assert lines == [f"shard-2: forgot its ranges of 1 partition, whose records retention "
+                     f"deleted since their writes moved away ({topic}-{written}: 1 offsets); "
+                     f"deleted its empty logs of them"]
+
+
 def test_ranges_retention_emptied_on_a_removed_shard_are_forgotten_in_one_save(
         brokers, monkeypatch):
     # Given a removed shard that keeps the older ranges of several partitions, each with a

@@ -164,8 +164,9 @@ def test_a_shard_killed_under_an_embedded_server_is_reported_in_one_line_of_ours
         [shard_pid] = processes_named(started, "ray::ShardActor")
         # When its shard's process alone is SIGKILLed
         os.kill(shard_pid, signal.SIGKILL)
-        # Then the server prints one line of its own naming the process, and none of Ray's
-        ours = f"a Ray worker process (pid {shard_pid}) ended unexpectedly"
+        # Then the server prints one line of its own naming the process and the shard it
+        # ran (the controller knows the pid), and none of Ray's
+        ours = f"a Ray worker process (pid {shard_pid}, shard-0) ended unexpectedly"
         wait_until(lambda: any(ours in printed for printed in output), timeout_s=60,
                    explain=lambda: "".join(output[-20:]))
         assert not [printed for printed in output if "(raylet)" in printed or

@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 from plinth import Admin, Producer
+from plinth.errors import UnknownTopicError
 from plinth.server import RAY_ADDRESS_FILE
 from tests.e2e.test_crash_cleanup_e2e import STOP_WAIT_S, kill_leftovers, start_embedded, started_by
+from tests.e2e.test_status_metrics_e2e import scrape
 from tests.support import free_port, read_all, start_until_ready, unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
@@ -26,12 +30,13 @@ def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_pat
     try:
         assert (data_dir / RAY_ADDRESS_FILE).read_text().startswith("127.0.0.1:")
         # When a router is started for it by its data dir alone
-        router_url = f"tcp://127.0.0.1:{free_port()}"
+        router_url, metrics_port = f"tcp://127.0.0.1:{free_port()}", free_port()
         # (from a shell whose environment names another Ray cluster's token)
         other_token = tmp_path / "other_cluster_token"
         other_token.write_text("0" * 64)
         router, output = start_until_ready(
-            PLINTH + ["router", "--data-dir", str(data_dir), "--listen", router_url],
+            PLINTH + ["router", "--data-dir", str(data_dir), "--listen", router_url,
+                      "--metrics-port", str(metrics_port)],
             "plinth router ready", timeout_s=120,
             env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token)})
         # Then records produced through it are read through the server's router
@@ -46,6 +51,15 @@ def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_pat
             assert all(future.get(30) for future in futures)
         values = sorted(int(record.value) for record in read_all(server_url, topic))
         assert values == list(range(RECORDS))
+        # And its metrics endpoint exports its own router's series only (the broker-wide
+        # ones are the server's: scraping both counted them twice), its errors among them
+        with Admin(broker=router_url) as admin, pytest.raises(UnknownTopicError):
+            admin.describe_topic(unique_topic("nosuch"))
+        text = scrape(metrics_port)
+        assert "plinth_partition_records_in_total" not in text
+        assert "plinth_shard_up" not in text and "plinth_request_latency" not in text
+        assert f'plinth_errors_total{{code="unknownTopic",source="router:{router_url}"}} 1.0' \
+            in text
         # And a SIGTERM stops it cleanly, leaving the server serving
         router.terminate()
         assert router.wait(STOP_WAIT_S) == 0, "".join(output[-20:])

@@ -112,20 +112,20 @@ def test_a_router_with_the_brokers_security_starts_and_applies_the_acl(strict_br
         router.stop()
 
 
-def errors_total(metrics_url: str) -> dict[tuple[str, str, str], float]:
-    """plinth_errors_total's samples by (code, shard, router), scraped."""
+def errors_total(metrics_url: str) -> dict[tuple[str, str], float]:
+    """plinth_errors_total's samples by (code, source), scraped."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(metrics_url, timeout=30) as response:
         text = response.read().decode()
-    return {(s.labels["code"], s.labels["shard"], s.labels["router"]): s.value
+    return {(s.labels["code"], s.labels["source"]): s.value
             for family in text_string_to_metric_families(text) if family.name == "plinth_errors"
             for s in family.samples if s.name == "plinth_errors_total"}
 
 
 def test_the_routers_acl_refusals_are_in_plinth_errors_total_by_code_and_router(strict_broker):
     # Given the reader, who may only consume, refused twice by the ACL
-    sample = ("notAuthorized", "", strict_broker.url)
+    sample = ("notAuthorized", f"router:{strict_broker.url}")
     before = errors_total(strict_broker.metrics_url).get(sample, 0)
     topic = unique_topic("metrics")
     with Admin(broker=strict_broker.url, **strict_broker.as_admin) as admin:

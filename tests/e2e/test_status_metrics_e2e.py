@@ -89,4 +89,18 @@ def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broke
     assert metric(text, "plinth_group_lag", group=group, topic=topic, partition=0) == 60
     assert metric(text, "plinth_request_latency_seconds_count", kind="produce") >= 1
     assert metric(text, "plinth_errors_total", code="notOwner") >= 1
+    # And the error replies the router and controller make are counted too, by code, the
+    # router named (a missing topic's and an invalid config's were counted nowhere)
+    with Admin(broker=broker.url) as admin:
+        for call in (lambda: admin.describe_topic(unique_topic("nosuch")),
+                     lambda: admin.create_topic(unique_topic("bad"), 1,
+                                                config={"retention.ms": "soon"})):
+            try:
+                call()
+            except Exception:
+                pass
+    text = scrape(port)
+    for code in ("unknownTopic", "invalidConfig"):
+        assert metric(text, "plinth_errors_total", code=code,
+                      source=f"router:{broker.url}") == 1
     assert metric(text, "plinth_shard_up", shard="shard-0") == 1

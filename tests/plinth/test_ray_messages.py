@@ -75,3 +75,32 @@ def test_a_workers_own_output_still_goes_to_rays_printer(routed, capsys):
                                    "ip": "127.0.0.1", "actor_name": "", "task_name": ""},
                                   ignore_prefix=True)
     assert "hello from a worker" in capsys.readouterr().out
+
+
+def test_a_death_names_the_shard_the_controller_says_ran_in_that_process():
+    # Given the controller knows pid 4436 as shard-1's (the server's error thread asks it)
+    asked = []
+
+    def owner_of_pid(pid: int) -> str:
+        asked.append(pid)
+        return "shard-1"
+    # When Ray says the worker with that pid died
+    line = worker_death_line(RAY_WORKER_DIED, owner_of_pid)
+    # Then the line names the shard: the operator need not map the pid himself
+    assert asked == [4436]
+    assert line.startswith("a Ray worker process (pid 4436, shard-1) ended unexpectedly "
+                           "(SYSTEM_ERROR: ")
+    assert "Ray restarts shard-1, which reopens its logs" in line
+    # And a pid the controller does not know (or no answer) keeps the general words
+    unknown = worker_death_line(RAY_WORKER_DIED, lambda pid: "")
+    assert unknown == worker_death_line(RAY_WORKER_DIED)
+    assert "Ray restarts the controller or shard it hosted" in unknown
+
+
+def test_without_ray_connected_the_lookup_names_nothing_and_does_not_start_ray(
+        monkeypatch, caplog):
+    import ray
+
+    from plinth.ray_messages import controller_owner_of_pid
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert controller_owner_of_pid(4436) == ""

@@ -13,7 +13,8 @@ import zmq
 
 from plinth import limits, protocol, topics
 from plinth.control import placement
-from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
+from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderError,
+                           OffsetOutOfRangeError, PartitionOutOfRangeError,
                            RecordTooLargeError, RequestTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
@@ -964,3 +965,33 @@ def test_list_offsets_by_time_of_a_partition_spanning_shards_asks_the_controller
     # Then the controller is asked at that time
     assert view.error is None
     assert rig.controller.time_lookups == [1_700_000_000_000]
+
+
+def test_the_error_replies_the_router_makes_are_counted_by_code_and_the_shards_are_not(
+        router_rig):
+    # Given a router whose shard-0 answers every fetch offsetOutOfRange itself
+    def shard_refusing_fetches(request):
+        if isinstance(request, protocol.FetchRequest):
+            return [protocol.encode_error(request.request_id, OffsetOutOfRangeError("past end"))]
+        return fakes.answer(request, "shard-0")
+    rig = router_rig(shards={"shard-0": {"handler": shard_refusing_fetches}},
+                     topics={"t": 1})
+    client = rig.client()
+    # When clients get errors the router makes: a partition out of range, a batch over
+    # the limit, an unknown topic (twice), and the controller's answer to a create
+    assert isinstance(client.request(fetch(1, partition=5)).error, PartitionOutOfRangeError)
+    assert isinstance(client.request(protocol.encode_produce(2, "t", 0, 1),
+                                     bytes(limits.BATCH_BYTES_MAX + 1)).error,
+                      RecordTooLargeError)
+    for rid in (3, 4):
+        assert isinstance(client.request(protocol.encode_produce(rid, "nope", 0, 1),
+                                         b"batch").error, UnknownTopicError)
+    assert isinstance(client.request(protocol.encode_create_topic(5, "t", 1, {})).error,
+                      TopicExistsError)
+    # And a shard's own error, relayed, and answers that are no error
+    assert isinstance(client.request(fetch(6)).error, OffsetOutOfRangeError)
+    assert client.request(protocol.encode_produce(7, "t", 0, 1), b"batch").error is None
+    assert client.request(protocol.encode_list_topics(8)).error is None
+    # Then the router counted its own errors by code (the shard counts its own)
+    assert rig.router.errors() == {"partitionOutOfRange": 1, "recordTooLarge": 1,
+                                   "unknownTopic": 2, "topicExists": 1}

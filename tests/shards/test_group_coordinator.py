@@ -663,3 +663,40 @@ def test_a_large_groups_assignment_is_spread_over_loop_rounds_and_then_answered(
     assert {len(a) for a in answers} <= {204, 205}
     assert set().union(*answers) == {("big", p) for p in range(4096)}
     store.close()
+
+
+AUDIT = "plinth.shards.group_coordinator"
+
+
+def audit_lines(caplog) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == AUDIT]
+
+
+def test_resets_deletes_of_offsets_and_group_deletes_are_each_one_info_line_old_to_new(
+        coordinator, caplog):
+    # Given a group with committed offsets of two partitions
+    coordinator.reset_offsets("billing", {("t", 0): 10, ("t", 1): 20})
+    caplog.clear()
+    with caplog.at_level("INFO", logger=AUDIT):
+        # When an administrator resets one and sets a third, deletes one, then the group
+        coordinator.reset_offsets("billing", {("t", 0): 0, ("t", 2): 5})
+        coordinator.delete_offsets("billing", [("t", 1), ("t", 4)])
+        coordinator.delete_group("billing")
+    # Then each mutation is one INFO line naming the group, partitions, old -> new
+    assert audit_lines(caplog) == [
+        ("INFO", "group 'billing': offsets of 2 partitions reset: t-0 10 -> 0, t-2 none -> 5"),
+        ("INFO", "group 'billing': committed offsets of 1 partition deleted: t-1 20 -> none"),
+        ("INFO", "group 'billing' deleted, with its committed offsets of 2 partitions: "
+                 "t-0 0 -> none, t-2 5 -> none")]
+
+
+def test_a_reset_of_many_partitions_names_the_first_twenty_and_counts_the_rest(tmp_path, caplog):
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 25})
+    with caplog.at_level("INFO", logger=AUDIT):
+        coord.reset_offsets("g", {("t", p): 0 for p in range(25)})
+    store.close()
+    [(level, line)] = audit_lines(caplog)
+    assert line.startswith("group 'g': offsets of 25 partitions reset: t-0 none -> 0, ")
+    assert line.endswith("t-19 none -> 0, ... (5 more)") and "t-20 " not in line
