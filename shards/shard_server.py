@@ -217,8 +217,6 @@ class ShardServer:
         # Restarted and reopening its partitions (see the module): groups wait. Read
         # and cleared on the loop thread; set in start(), before the loop runs.
         self._recovering = False
-        # While recovering: the clean partitions' recovery lines, counted, not logged.
-        self._clean_recoveries = _CleanRecoveries()
         self._thread: threading.Thread | None = None
         self._lock_file = None
         self._replication = ShardReplication(
@@ -240,8 +238,6 @@ class ShardServer:
         group requests are answered unavailable until it calls ``recovered()`` (see
         the module, "Restarts")."""
         self._recovering = recovering
-        if recovering:   # this thread opens the groups' logs, below
-            self._clean_recoveries.watch(threading.current_thread())
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._finish_deletions()
@@ -272,8 +268,6 @@ class ShardServer:
         if self._tier is not None:
             self._tier.start()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
-        if recovering:   # (before the loop runs: it reopens the partitions)
-            self._clean_recoveries.watch(self._thread)
         self._thread.start()
         return self.address
 
@@ -282,10 +276,9 @@ class ShardServer:
         group requests are served from now on. Loop thread (the actor, through call())."""
         if self._recovering:
             self._recovering = False
-            clean = self._clean_recoveries.stop()
-            log.info("%s recovered %d partitions: serving group requests; %d logs "
-                     "recovered clean (nothing cut, no damage) are not logged one by one",
-                     self.shard_id, len(self._partitions), clean)
+            log.info("%s recovered %d partitions: serving group requests (each log that "
+                     "cut something or found damage is logged on its own; the clean ones at "
+                     "DEBUG)", self.shard_id, len(self._partitions))
 
     def _recovering_error(self) -> UnavailableError:
         return UnavailableError(
@@ -369,7 +362,6 @@ class ShardServer:
         """Flush and close every log, then stop the loop (actor thread)."""
         if self._thread is None:
             return
-        self._clean_recoveries.stop()   # (a start that failed before recovered())
         if self._tier is not None:   # first: it posts its results to the loop
             self._tier.stop(grace_period_s)
         try:
@@ -1365,42 +1357,3 @@ class ShardServer:
         """Group commit moved ``part``'s high watermark: answer the fetches waiting for it."""
         self._purgatory.wake(part.key)
 
-
-class _CleanRecoveries(logging.Filter):
-    """Leaves out partition_log's INFO "recovered ...: cut 0 bytes" line of each
-    log a restarting shard reopens cleanly, and counts them: a shard of 2,400
-    partitions logged 2,400 such lines at every restart, even after a clean
-    shutdown, burying the few that matter. A recovery that cut bytes is a WARNING,
-    and one that found damage names a reason: both pass. Only records of the
-    watched threads (the actor's in start, and the loop's) are counted: tests run
-    several shards in one process. ``watch`` (actor thread, in start) and ``stop``
-    (loop thread, in recovered; actor thread, in stop)."""
-
-    _LOGGER = "plinth.shards.partition_log"
-
-    def __init__(self):
-        super().__init__()
-        self._watched: list[threading.Thread] = []
-        self.count = 0
-
-    def watch(self, thread: threading.Thread) -> None:
-        """Before ``thread`` runs (its ident may be None till then)."""
-        self._watched = self._watched + [thread]   # (a new list: read by any thread)
-        logging.getLogger(self._LOGGER).addFilter(self)
-
-    def stop(self) -> int:
-        """Stops leaving lines out; returns how many it left out."""
-        logging.getLogger(self._LOGGER).removeFilter(self)
-        self._watched = []
-        return self.count
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or \
-                not str(record.msg).startswith("recovered %s: cut %d bytes") or \
-                not any(record.thread == t.ident for t in self._watched):
-            return True
-        args = record.args if isinstance(record.args, tuple) else ()
-        if len(args) < 5 or args[1] != 0 or args[4]:   # cut something, or named a reason
-            return True
-        self.count += 1
-        return False
