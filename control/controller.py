@@ -361,6 +361,8 @@ class Controller:
         # instead of waiting, because this actor does one thing at a time, and a wait on a
         # dead shard is a wait of every election behind it. At most one entry per shard.
         self._silent: set[str] = set()
+        # Shards whose disk refused their last leadership records, and why (logged once).
+        self._records_unsaved_by: dict[str, str] = {}
         # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
         self._outages = ShardOutages()
         # The processes shards ran in before their last restart, oldest first: pid ->
@@ -1114,10 +1116,28 @@ class Controller:
         outcomes = wait_all({s: self._shards[s].set_leadership(records)
                              for s, records in per_shard.items()}, limits.LEADER_PING_TIMEOUT_S)
         for shard_id, outcome in outcomes.items():
-            if isinstance(outcome, BrokerError):
+            if isinstance(outcome, StorageError):   # it answered: its disk refused the save
+                self._records_unsent.add(shard_id)
+                self._records_unsaved(shard_id, outcome)
+            elif isinstance(outcome, BrokerError):
                 log.warning("%s; it gets its records again once it answers", outcome)
                 self._records_unsent.add(shard_id)
                 self._silent.add(shard_id)
+            else:
+                self._records_unsaved_by.pop(shard_id, None)
+
+    def _records_unsaved(self, shard_id: str, error: StorageError) -> None:
+        """``shard_id`` answered that it could not save its leadership records (a full
+        or read-only disk): it is up and serves, so it is not taken for silent (which
+        made status show it DOWN and its partitions offline); the records go again at
+        each leader check until one is saved. Logged once until then: the checks run
+        several times a second."""
+        if shard_id in self._records_unsaved_by:
+            return
+        self._records_unsaved_by[shard_id] = str(error)
+        log.warning("%s could not save its leadership records: %s; it serves on, and gets "
+                    "them again at each leader check until one is saved (not logged again "
+                    "until then)", shard_id, error)
 
     def _push_peers(self, shard_ids: list[str] | None = None,
                     timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> None:

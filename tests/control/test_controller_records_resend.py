@@ -8,13 +8,14 @@ controller's neighbour."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pprint import pformat
 
 import pytest
 import ray.exceptions
 
-from plinth.errors import FencedLeaderEpochError, RequestTimedOutError
+from plinth.errors import FencedLeaderEpochError, RequestTimedOutError, StorageError
 from plinth.shards.shard_handle import PartitionId
 from tests.support import wait_until
 
@@ -227,3 +228,37 @@ def test_describe_and_status_skip_a_silent_leader_and_ask_it_again_once_it_answe
     assert broker.controller.check_leaders() == []
     [info] = broker.controller.describe_topic("t").partition_info
     assert (info.shard, info.end_offset) == (leader, 2)
+
+
+def test_a_replica_whose_disk_refused_its_record_stays_up_and_gets_it_once_saved(
+        brokers, caplog):
+    # Given a factor-3 topic, and a follower whose disk refuses its next two saves
+    # (a full disk: the shard answers StorageError, it is not silent)
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    record = controller_record(broker)
+    follower = record.replicas[2]
+    full = StorageError(f"cannot save the shard manifest {follower}/manifest.json: No space "
+                        f"left on device")
+    broker.shards.handles[follower].fail_next("set_leadership", full)
+    # When the leader shrinks the in-sync set (the push to the follower fails), and the
+    # next check's resend fails the same way
+    with caplog.at_level(logging.WARNING, logger="plinth.control.controller"):
+        changed = broker.controller.alter_in_sync(record.leader, PARTITION,
+                                                  record.leader_epoch, record.partition_epoch,
+                                                  record.in_sync[:2])
+        broker.shards.handles[follower].fail_next("set_leadership", full)
+        assert broker.controller.check_leaders() == []
+    # Then the status shows it up and no partition offline (it showed every such
+    # shard DOWN and its partitions OFFLINE while they served)
+    status = broker.controller.status()
+    assert {s.shard_id: s.alive for s in status.shards}[follower] is True
+    assert status.offline_partitions == 0
+    # And one WARNING said why, not one per check
+    unsaved = [r.getMessage() for r in caplog.records if "could not save" in r.getMessage()]
+    assert unsaved == [f"{follower} could not save its leadership records: {full}; it serves "
+                       f"on, and gets them again at each leader check until one is saved (not "
+                       f"logged again until then)"]
+    # And once its disk takes it, the next check saves the record
+    assert broker.controller.check_leaders() == []
+    assert held_record(broker, follower) == changed
