@@ -119,7 +119,7 @@ def group_describe(ctx, name, as_json):
     if as_json:
         echo_json(group_json(info, rows))
         return
-    click.echo(f"group {info.group}  assignor {info.assignor}  epoch {info.epoch}  "
+    click.echo(f"group {info.group}  assignor {info.assignor or '-'}  epoch {info.epoch}  "
                f"members {len(info.members)}")
     owner = {}
     for member in info.members:

@@ -132,7 +132,7 @@ def group_json(info: protocol.GroupInfo, rows: list[tuple]) -> dict:
     none)."""
     owner = {tp: member.member_id for member in info.members for tp in member.assignment}
     return {
-        "group": info.group, "assignor": info.assignor, "epoch": info.epoch,
+        "group": info.group, "assignor": info.assignor or None, "epoch": info.epoch,
         "state": _or_none(info.state), "protocol_type": _or_none(info.protocol_type),
         "members": [{"member_id": m.member_id, "member_epoch": m.member_epoch,
                      "topics": sorted(m.topics),

@@ -665,8 +665,10 @@ class GroupCoordinator:
         self._check_not_moved(name)
         group = self._groups.get(name)
         if group is None and self._store.has(name):
-            group = Group(name, self._store.setting(name, _ASSIGNOR_SETTING) or
-                          assignors.DEFAULT_ASSIGNOR)
+            # Offsets only: the assignor its members last chose, if a Plinth group stored
+            # one; a Kafka (classic) group's members chose theirs client-side, and none
+            # is stored: "" (not Plinth's default, which it never used).
+            group = Group(name, self._store.setting(name, _ASSIGNOR_SETTING) or "")
         return group
 
     def group_names(self) -> list[str]:

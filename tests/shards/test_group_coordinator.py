@@ -700,3 +700,17 @@ def test_a_reset_of_many_partitions_names_the_first_twenty_and_counts_the_rest(t
     [(level, line)] = audit_lines(caplog)
     assert line.startswith("group 'g': offsets of 25 partitions reset: t-0 none -> 0, ")
     assert line.endswith("t-19 none -> 0, ... (5 more)") and "t-20 " not in line
+
+
+def test_an_offsets_only_group_shows_the_assignor_its_members_chose_or_none(coordinator):
+    # Given a Kafka group's commit (its members chose their assignor client-side)
+    coordinator.commit_classic("kafka", {("t", 0): 5})
+    # And a Plinth group whose member chose "range", committed and left
+    member = coordinator.heartbeat("plinth", "", 0, ["t"], set(), SESSION_MS, "range", 0.0)
+    coordinator.commit("plinth", member.member_id, member.member_epoch, {("t", 0): 3})
+    coordinator.heartbeat("plinth", member.member_id, -1, ["t"], set(), SESSION_MS, "range",
+                          0.0)
+    # Then neither is described with Plinth's default it never used
+    assert coordinator.describe("kafka").assignor == ""
+    assert (coordinator.describe("plinth").assignor, coordinator.describe("plinth").members) \
+        == ("range", {})
