@@ -173,6 +173,12 @@ class ControllerHandle:
         """Which shards serve now, which do not and why."""
         return self._call(lambda actor: actor.start_report.remote(), "start_report")
 
+    def start_report_within(self, timeout_s: float) -> StartReport:
+        """``start_report``, given up on (RequestTimedOutError) after ``timeout_s``: a
+        readiness probe's, which must answer in time."""
+        return self._call(lambda actor: actor.start_report.remote(), "start_report",
+                          timeout_s=timeout_s)
+
     def cluster_keys(self) -> ClusterKeys | None:
         """The cluster's key pair (for a ``plinth router`` given no key file)."""
         return self._call(lambda actor: actor.cluster_keys.remote(), "cluster_keys")

@@ -16,7 +16,12 @@ for the errors a router made (its refusals, and the controller's answers to
 admin requests), each counted by the one process that made it.
 
 The HTTP server binds ``--metrics-host`` (127.0.0.1 by default) and answers
-``/metrics`` only (404 elsewhere).
+``/metrics``, and two probes for load balancers and Kubernetes (404 elsewhere):
+``/healthz`` is 200 while the process serves HTTP (liveness: nothing it asks may
+be slow); ``/ready`` is 200 once the controller answers within
+METRICS_READY_CHECK_TIMEOUT_S and every shard of its start serves, else 503
+saying why (one controller call per probe). HEAD is answered as GET, without
+the body. ``plinth_build_info{version}`` says which Plinth answers.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ from collections.abc import Callable
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
+from plinth import limits
 from plinth.control.controller_handle import ControllerHandle
 from plinth.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
-# The one path the endpoint answers (Prometheus's default metrics_path).
+# The paths the endpoint answers: Prometheus's default metrics_path, and the probes.
 METRICS_PATH = "/metrics"
+HEALTH_PATH = "/healthz"
+READY_PATH = "/ready"
 
 _PARTITION_LABELS = ["topic", "partition", "shard"]
 _COUNTERS = (("records_in", "plinth_partition_records_in", "Records appended"),
@@ -112,6 +120,7 @@ class BrokerCollector:
     def collect(self):
         router_errors = Counter(self._router_errors() if self._router_errors else {})
         router_errors.update(self._router_refusals() if self._router_refusals else {})
+        yield _build_info()
         if not self._broker_wide:   # a standalone router's endpoint: its own series only
             yield _errors({}, router_errors, self._router)
             return
@@ -272,6 +281,15 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
     return family
 
 
+def _build_info() -> GaugeMetricFamily:
+    from plinth import __version__
+
+    family = GaugeMetricFamily("plinth_build_info", "1, labelled with the version of Plinth "
+                               "serving this endpoint", labels=["version"])
+    family.add_metric([__version__], 1)
+    return family
+
+
 def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1",
                          registry=REGISTRY,
                          router_refusals: Callable[[], dict[str, int]] | None = None,
@@ -285,7 +303,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
     cannot listen there (in use, not this machine's); then nothing is registered,
     so a later call may try again."""
     try:
-        server = _metrics_http_server(host, port, registry)
+        server = _metrics_http_server(host, port, registry, lambda: _readiness(controller))
     except OSError as exc:
         raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}{METRICS_PATH}: "
                                  f"{exc.strerror or exc}") from None
@@ -298,7 +316,21 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
     return server
 
 
-def _metrics_http_server(host: str, port: int, registry):
+def _readiness(controller: ControllerHandle) -> str | None:
+    """Why the broker is not ready (``/ready``'s 503), or None: the controller must
+    answer within METRICS_READY_CHECK_TIMEOUT_S and every shard of its start serve.
+    The HTTP server's request threads."""
+    try:
+        report = controller.start_report_within(limits.METRICS_READY_CHECK_TIMEOUT_S)
+    except BrokerError as exc:
+        return f"the controller did not answer: {exc}"
+    if report.not_serving:
+        return "not serving: " + "; ".join(f"{shard}: {why}" for shard, why
+                                           in sorted(report.not_serving.items()))
+    return None
+
+
+def _metrics_http_server(host: str, port: int, registry, readiness: Callable[[], str | None]):
     """prometheus_client's start_http_server, but for its app: that answers every path
     with the metrics, so a mistyped scrape path or a probe of / looked like a
     working endpoint."""
@@ -317,15 +349,40 @@ def _metrics_http_server(host: str, port: int, registry):
         def log_message(self, *args) -> None:   # a line per scrape would drown the log
             pass
 
-    return make_server(address[0], port, _metrics_path_only(make_wsgi_app(registry)), Server,
+    return make_server(address[0], port, _routes(make_wsgi_app(registry), readiness), Server,
                        handler_class=QuietHandler)
 
 
-def _metrics_path_only(app):
-    def metrics_path_only(environ, start_response):
-        if environ.get("PATH_INFO") == METRICS_PATH:
-            return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"404: not found; the metrics are at {METRICS_PATH}\n".encode()]
+def _text() -> list[tuple[str, str]]:
+    """The probes' headers: a new list for each response (wsgiref adds its
+    Content-Length to the list it is given)."""
+    return [("Content-Type", "text/plain; charset=utf-8")]
 
-    return metrics_path_only
+
+def _routes(metrics_app, readiness: Callable[[], str | None]):
+    """The endpoint's WSGI app: the metrics, the two probes, 404 elsewhere; HEAD as
+    GET without the body (probers send it; prometheus_client's app refuses it)."""
+    def app(environ, start_response):
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if head:
+            environ = {**environ, "REQUEST_METHOD": "GET"}
+        body = _answer(environ.get("PATH_INFO"), environ, start_response, metrics_app,
+                       readiness)
+        return [] if head else body
+
+    return app
+
+
+def _answer(path, environ, start_response, metrics_app, readiness) -> list[bytes]:
+    if path == METRICS_PATH:
+        return list(metrics_app(environ, start_response))
+    if path == HEALTH_PATH:
+        start_response("200 OK", _text())
+        return [b"ok\n"]
+    if path == READY_PATH:
+        why = readiness()
+        start_response("200 OK" if why is None else "503 Service Unavailable", _text())
+        return [b"ready\n" if why is None else f"not ready: {why}\n".encode()]
+    start_response("404 Not Found", _text())
+    return [f"404: not found; the metrics are at {METRICS_PATH}, the probes at "
+            f"{HEALTH_PATH} and {READY_PATH}\n".encode()]

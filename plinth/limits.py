@@ -265,6 +265,10 @@ CHANGE_SHARD_WAIT_S = 20.0
 OWED_DELETES_PER_SHARD_MAX = TOPICS_MAX
 # A shard that does not answer a status or metrics call this fast is reported down.
 STATUS_CALL_TIMEOUT_S = 5.0
+# The metrics endpoint's /ready asks the controller for its start report; a probe
+# given no answer in this long is told 503 (a probe's own timeout must be longer:
+# Kubernetes' timeoutSeconds 3, say).
+METRICS_READY_CHECK_TIMEOUT_S = 2.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
 # The largest timeoutMs a change request carries (schemas/protocol.capnp: a UInt16):

@@ -6,11 +6,14 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from plinth import __version__
 from plinth.control.controller import PartitionReplication
+from plinth.control.controller_handle import StartReport
 from plinth.control.metrics import BrokerCollector, start_metrics_server
-from plinth.errors import UnavailableError
+from plinth.errors import RequestTimedOutError, UnavailableError
 from tests.support import free_port
 
 
@@ -18,8 +21,14 @@ class ControllerAnswering:
     """A ControllerHandle's two metric calls, with fixed answers (or an error)."""
 
     def __init__(self, states: list[PartitionReplication] | None = None, error=None,
-                 stats: dict | None = None):
+                 stats: dict | None = None, report: StartReport | None = None):
         self._states, self._error, self._stats = states or [], error, stats or {}
+        self._report = report or StartReport({"shard-0": "ipc://x"}, {})
+
+    def start_report_within(self, timeout_s: float) -> StartReport:
+        if self._error is not None:
+            raise self._error
+        return self._report
 
     def shard_stats(self) -> dict:
         return self._stats
@@ -140,6 +149,57 @@ def test_the_endpoint_serves_the_metrics_on_slash_metrics_and_404_elsewhere():
         server.server_close()
 
 
+def served(controller) -> tuple:
+    """The endpoint over ``controller``, in a registry of its own; its port and server."""
+    port = free_port()
+    return port, start_metrics_server(controller, port, registry=CollectorRegistry())
+
+
+def stop(server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def head(url: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_the_probes_say_live_and_ready_and_head_is_answered_as_get_without_a_body():
+    port, server = served(ControllerAnswering())
+    try:
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        assert get(f"http://127.0.0.1:{port}/ready") == (200, "ready\n")
+        for path in ("/metrics", "/healthz", "/ready"):
+            assert head(f"http://127.0.0.1:{port}{path}") == (200, b""), path
+        assert head(f"http://127.0.0.1:{port}/nosuch")[0] == 404
+        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert f'plinth_build_info{{version="{__version__}"}} 1.0' in text
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("controller, why", [
+    (ControllerAnswering(report=StartReport({}, {"shard-1": "CorruptDataError: line 8"})),
+     "not ready: not serving: shard-1: CorruptDataError: line 8\n"),
+    (ControllerAnswering(error=RequestTimedOutError("no answer to start_report within 2 s")),
+     "not ready: the controller did not answer: no answer to start_report within 2 s\n"),
+])
+def test_ready_is_503_saying_why_while_a_shard_does_not_serve_or_the_controller_is_silent(
+        controller, why):
+    port, server = served(controller)
+    try:
+        # Then not ready, saying why; alive all the same
+        assert get(f"http://127.0.0.1:{port}/ready") == (503, why)
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+    finally:
+        stop(server)
+
+
 def test_the_log_end_offset_gauge_says_it_is_the_high_watermark_despite_its_name():
     # Given a shard whose snapshot reports t-0's high watermark as its end_offset
     stats = {"shard-0": {"partitions": {}, "logs": {("t", 0): {"end_offset": 7}},
@@ -194,7 +254,7 @@ def test_a_standalone_routers_endpoint_exports_its_own_series_only():
     families = list(collector.collect())
     # Then only its router's errors are there: the shards', partitions' and groups'
     # series are the server endpoint's, so a Prometheus scraping both counts them once
-    assert [f.name for f in families] == ["plinth_errors"]
+    assert [f.name for f in families] == ["plinth_build_info", "plinth_errors"]
     assert errors_by_source(collector) == {("unknownTopic", "router:tcp://127.0.0.1:7801"): 1}
     # And the server's endpoint has them, with its own router's errors
     server = BrokerCollector(ControllerAnswering(

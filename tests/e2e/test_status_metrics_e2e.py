@@ -104,3 +104,7 @@ def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broke
         assert metric(text, "plinth_errors_total", code=code,
                       source=f"router:{broker.url}") == 1
     assert metric(text, "plinth_shard_up", shard="shard-0") == 1
+    # And the probes say the broker is alive and ready
+    for path, answer in (("/healthz", b"ok\n"), ("/ready", b"ready\n")):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            assert (response.status, response.read()) == (200, answer)
