@@ -17,7 +17,8 @@ and the partition logs beside each manifest are the data. A broker must not star
   acknowledged);
 - without metadata.json while a manifest on this node names partitions: it would
   start as an empty broker, serve none of them, and a topic created again under one
-  of their names (a new topic id) would delete that partition's log. The metadata
+  of their names (a new topic id) would set that partition's log aside and start it
+  empty. The metadata
   was lost (a wiped file, a data dir copied in part): CorruptDataError saying so,
   and what to do.
 
@@ -45,6 +46,7 @@ the second kind once as a WARNING); a shard never deletes a log for it:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata
@@ -92,31 +94,52 @@ def _lost_metadata(metadata_path: Path, holding: dict[Path, ShardManifest]) -> s
     return (f"{metadata_path} is missing, but {len(holding)} shard manifest(s) here name "
             f"{partitions} partition(s) of topic(s) {shown} (first: {next(iter(holding))}): "
             f"a broker started without its metadata would serve none of them, and a topic "
-            f"created again under one of their names would delete that partition's log. "
+            f"created again under one of their names would set that partition's log aside "
+            f"and start it empty. "
             f"Restore {metadata_path.name} from a backup; or, to start an empty broker "
             f"here, move {metadata_path.parent / SHARDS_DIR} away first")
 
 
+@dataclass
+class Disagreements:
+    """What ``disagreements`` found, one line each."""
+
+    damaged: list[str] = field(default_factory=list)
+    # deleted topics created again, whose deletion a shard still owes: not damage
+    notes: list[str] = field(default_factory=list)
+
+
 def disagreements(metadata_path: Path, metadata: BrokerMetadata,
-                  manifests: dict[Path, ShardManifest]) -> list[str]:
+                  manifests: dict[Path, ShardManifest]) -> Disagreements:
     """Where metadata.json (``metadata``, read from ``metadata_path``) and the
-    manifests (by path) disagree about a partition, one line each, naming the files,
-    the ids and what a start does (module docstring). Reads each such partition's
+    manifests (by path) disagree about a partition, naming the files, the ids and
+    what a start does (module docstring). Reads each such partition's
     partition.metadata. Any process."""
-    found = []
+    found = Disagreements()
     for path, manifest in manifests.items():
         owed = _owed(metadata, path.parent.name)
         for pid, spec in sorted(manifest.partitions.items()):
             topic = metadata.topics.get(pid.topic)
             directory = path.parent / f"{pid.topic}-{pid.partition}"
             if (pid.topic, spec.topic_id, pid.partition) in owed:
-                continue   # deleted; the start deletes it on that shard
-            if topic is None:
-                found.append(_unknown_topic_line(metadata_path, path, spec, directory))
+                if topic is not None:   # (else the start deletes it, as owed)
+                    found.notes.append(_created_again_line(metadata_path, path, spec,
+                                                           topic.topic_id, directory))
+            elif topic is None:
+                found.damaged.append(_unknown_topic_line(metadata_path, path, spec, directory))
             elif spec.topic_id and spec.topic_id != topic.topic_id:
-                found.append(_topic_id_line(metadata_path, path, spec, topic.topic_id,
-                                            directory))
+                found.damaged.append(_topic_id_line(metadata_path, path, spec, topic.topic_id,
+                                                    directory))
     return found
+
+
+def _created_again_line(metadata_path: Path, manifest_path: Path, spec: PartitionSpec,
+                        topic_id: str, directory: Path) -> str:
+    return (f"{manifest_path} names partition {spec.topic}-{spec.partition} of topic id "
+            f"{spec.topic_id}, deleted ({metadata_path.name} owes shard "
+            f"{manifest_path.parent.name} the deletion) and created again as id {topic_id}: "
+            f"a start sets the old log {directory} aside as {directory.name}.<ns>-orphan "
+            f"(remove it then) and opens the partition empty")
 
 
 def _owed(metadata: BrokerMetadata, shard_id: str) -> set[tuple[str, str, int]]:

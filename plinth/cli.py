@@ -723,7 +723,9 @@ def _checked_data_dir(data_dir: Path):
         found = check_shards_directory(shards_dir, manifests)
         # Where metadata.json and a manifest disagree, a start sets a log aside or
         # serves none of it: said as damage
-        found.problems.extend(disagreements(data_dir / METADATA_FILE, metadata, by_path))
+        disagreeing = disagreements(data_dir / METADATA_FILE, metadata, by_path)
+        found.problems.extend(disagreeing.damaged)
+        found.notes.extend(disagreeing.notes)
         return found
     finally:
         lock.release()
