@@ -13,6 +13,7 @@ import pytest
 from plinth import limits, topics
 from plinth.shards.leader_epochs import LeaderEpochs
 from plinth.shards.partition import Partition
+from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.shard_calls import Leadership
 from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
@@ -203,7 +204,12 @@ def test_a_partition_opened_under_a_new_topic_id_sets_the_old_one_aside_keeping_
         assert local_segments(server) == [(0, 0)] and part.remote.is_empty
         # And the old log is set aside whole (its journal with it), its objects kept
         [aside] = [p for p in (tmp_path / "shard").iterdir() if p.name.endswith("-orphan")]
-        assert (aside / JOURNAL_FILE).exists() and list(aside.glob("*.log"))
+        assert (aside / JOURNAL_FILE).exists()
+        old_log = PartitionLog.open(aside, LogConfig())
+        try:   # its 12 records: the ones not uploaded here, the others in the store
+            assert old_log.end_offset == 12
+        finally:
+            old_log.close()
         time.sleep(1)   # (a deletion would have begun by now)
         assert uploaded and store.list(partition_prefix("t", old_id, 0)) == uploaded
         assert f"Set aside as {aside}" in caplog.text
