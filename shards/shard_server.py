@@ -461,8 +461,10 @@ class ShardServer:
         reopening it at its start), not the controller's.
         """
         part = self._partitions.get((topic, partition))
+        set_aside_now = False
         if part is not None and topic_id:
             part = self._settle_topic_id(part, topic_id)
+            set_aside_now = part is None
         just_opened = part is None
         if part is None:
             if topic_id:
@@ -486,8 +488,12 @@ class ShardServer:
             part.take_writes(initial_offset, producers)
             if leadership is not None:   # its current range starts there (moved to this set)
                 part.start_epochs_at(initial_offset)
+        # One copy set aside just now lost nothing (its records are kept aside, said so):
+        # not a restart that found its directory missing. A replicated one is, and
+        # needs repair: an empty replica must not lead in an epoch its old log had.
         self._replication.opened(part, leadership, min_insync_replicas,
-                                 restarted and just_opened)
+                                 restarted and just_opened and not (set_aside_now and
+                                                                    leadership is None))
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
         return part.open_state()

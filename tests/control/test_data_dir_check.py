@@ -207,6 +207,7 @@ def test_a_flipped_digit_in_metadata_json_sets_the_log_aside_whole(cor_broker, c
     [aside] = set_aside_of(directory)
     assert records_in(aside) == VALUES
     assert f"Set aside as {aside}, whole" in caplog.text and "deleting" not in caplog.text
+    assert "every record it held is lost" not in caplog.text
 
 
 def test_metadata_json_without_a_topic_the_manifests_hold_keeps_its_log_until_created_again(

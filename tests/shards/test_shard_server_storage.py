@@ -444,6 +444,7 @@ def test_a_log_of_another_topic_id_than_the_controllers_is_set_aside_whole_never
            f"has id new" in caplog.text
     assert f"Set aside as {tmp_path / aside}, whole (" in caplog.text
     assert "remove it once it is not needed; the partition opens empty" in caplog.text
+    assert "lost" not in caplog.text   # (its records are not: they are aside)
 
 
 def end_offset_of_log(directory) -> int:
