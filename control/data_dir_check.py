@@ -168,9 +168,12 @@ def _topic_id_line(metadata_path: Path, manifest_path: Path, spec: PartitionSpec
         return (f"{said}, as {directory / PARTITION_METADATA_FILE} does: the manifest is "
                 f"damaged (a start keeps the log of {spec.topic}-{spec.partition}, serves "
                 f"it, and writes the manifest's entry again)")
-    files = (f"{directory / PARTITION_METADATA_FILE} says {held}" if held is not None
-             else f"{directory} has no {PARTITION_METADATA_FILE} that says an id")
-    return (f"{said}; {files}: {metadata_path.name} is damaged, or the topic was deleted "
+    files, damaged = (
+        (f"{directory / PARTITION_METADATA_FILE} says {held}", metadata_path.name)
+        if held is not None else
+        (f"{directory} has no {PARTITION_METADATA_FILE} that says an id",
+         f"{metadata_path.name} or the manifest"))
+    return (f"{said}; {files}: {damaged} is damaged, or the topic was deleted "
             f"and created again while shard {manifest_path.parent.name} was down (nothing "
             f"on disk tells which). A start sets the log {directory} aside, whole, as "
             f"{directory.name}.<ns>-orphan, and opens the partition empty; if "

@@ -269,3 +269,22 @@ def test_a_deletion_still_owed_of_a_topic_created_again_is_a_note_and_the_log_is
     broker.shards.stop_all()
     [aside] = set_aside_of(directory)
     assert records_in(aside) == VALUES
+
+
+def test_a_topic_id_disagreement_without_a_partition_metadata_cannot_say_which_file_is_damaged(
+        cor_broker):
+    # Given metadata.json's id of cor flipped, and cor-0 without its partition.metadata
+    data_dir, topic_id, directory = cor_broker
+    flipped = flip_last_hex_digit(data_dir / "metadata.json", topic_id)
+    (directory / "partition.metadata").unlink()
+    # When checked / Then neither file is blamed alone, and the start's set-aside is said
+    result = plinth_check(data_dir)
+    assert result.exit_code == 1, result.output
+    assert (f"{data_dir / 'metadata.json'} {flipped}; {directory} has no partition.metadata "
+            f"that says an id: metadata.json or the manifest is damaged, or the topic was "
+            f"deleted and created again") in result.output
+    # And a start keeps every record, aside
+    broker = restarted(data_dir)
+    broker.shards.stop_all()
+    [aside] = set_aside_of(directory)
+    assert records_in(aside) == VALUES
