@@ -679,7 +679,8 @@ def status(ctx, as_json):
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 def check(data_dir):
     """Read every partition log of a stopped broker's data dir whole, checking each
-    entry's CRC, and compare the logs with the shards' manifests; say what is damaged.
+    entry's CRC, and compare the logs with the shards' manifests, and those with
+    metadata.json (topic ids, topics); say what is damaged.
     Changes no data (it takes the data dir's lock, whose file says who holds it).
     Exit status 1 if anything is damaged, 2 if the check is refused (a server holds
     the data dir, its metadata cannot be read)."""
@@ -711,7 +712,7 @@ def check(data_dir):
 def _checked_data_dir(data_dir: Path):
     """``check``'s work under the data dir's lock: a ShardsCheck (log_check.py), or
     PlinthError if the check is refused."""
-    from plinth.control.data_dir_check import load_checked_metadata
+    from plinth.control.data_dir_check import disagreements, load_checked_metadata
     from plinth.control.metadata import METADATA_FILE
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
@@ -729,9 +730,16 @@ def _checked_data_dir(data_dir: Path):
             load_checked_metadata(data_dir, {})
             return ShardsCheck()
         manifests = read_manifests(shards_dir)
-        load_checked_metadata(data_dir, {shard_dir / MANIFEST_FILE: manifest
-                                         for shard_dir, manifest in manifests.found.items()})
-        return check_shards_directory(shards_dir, manifests)
+        by_path = {shard_dir / MANIFEST_FILE: manifest
+                   for shard_dir, manifest in manifests.found.items()}
+        metadata = load_checked_metadata(data_dir, by_path)
+        found = check_shards_directory(shards_dir, manifests)
+        # Where metadata.json and a manifest disagree, a start sets a log aside or
+        # serves none of it: said as damage
+        disagreeing = disagreements(data_dir / METADATA_FILE, metadata, by_path)
+        found.problems.extend(disagreeing.damaged)
+        found.notes.extend(disagreeing.notes)
+        return found
     finally:
         lock.release()
 

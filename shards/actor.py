@@ -96,7 +96,7 @@ class ShardActor:
     def _reopen(self) -> None:
         specs = list(self._manifest.partitions.values())
         if specs:
-            self._open(specs, restarted=True)
+            self._open(specs, restarted=True, from_manifest=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
         self._server.call(self._server.set_partition_counts, dict(self._manifest.partition_counts))
 
@@ -166,9 +166,12 @@ class ShardActor:
                               dict(self._manifest.partition_counts))
         return opened
 
-    def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> dict[PartitionId, str]:
+    def _open(self, specs: list[PartitionSpec], restarted: bool = False,
+              from_manifest: bool = False) -> dict[PartitionId, str]:
         """``restarted``: reopened after a restart, from the manifest or by the
-        controller (see ShardServer.open_partition). If one fails, the new partitions
+        controller (see ShardServer.open_partition); ``from_manifest``: the specs are
+        the manifest's (their topic ids may be the damaged ones, which the controller's
+        settle). If one fails, the new partitions
         this call opened before it (not ``restarted``, not in the manifest) are
         closed and deleted again, and its error is raised: a refused create leaves
         no open file and no directory behind."""
@@ -179,7 +182,7 @@ class ShardActor:
                     self._server.open_partition, spec.topic, spec.partition,
                     LogConfig.from_topic_config(spec.config), spec.initial_offset, spec.sealed,
                     spec.producers, spec.leadership, _min_insync_replicas(spec.config), restarted,
-                    spec.topic_id)
+                    spec.topic_id, from_manifest)
         except BaseException:
             if not restarted:
                 self._undo_open([pid for pid in found if pid not in self._manifest.partitions])

@@ -25,8 +25,10 @@ each, naming the directory or file, the position or entry number and the offsets
 - an offset-gaps file that is not one, or one the broker set aside as
   ``offset-gaps.corrupt``: holes between segments cannot be told from gaps then;
 - a ``partition.metadata`` (partition_metadata.py) that is not one, or that
-  says another topic id than the shard's manifest: a shard deletes such a log
-  when it opens the partition;
+  says another topic id than the shard's manifest: one of the two is damaged, and
+  a start keeps the log (metadata.json's id says which file it writes again;
+  control/data_dir_check.py, ``disagreements``, which plinth check runs too, says
+  a manifest that disagrees with metadata.json);
 - a directory that holds no segment;
 - an older segment's ``.index`` or ``.timeindex`` the shard rebuilds when it first
   reads the segment (torn, out of order, its last entry not the log's), or one it
@@ -70,7 +72,8 @@ holes cannot be checked); a directory no manifest names (checked all the same);
 a shard without a manifest; an older segment's index file missing (rebuilt);
 index files without their .log file (above); directories set aside, not checked or counted: a
 deletion's (``-delete``, removed at the shard's next start: partition_log.py)
-and a deleted topic's leftover log kept aside (``-orphan``).
+and a log kept aside (``-orphan``): a deleted topic's leftover, or one whose topic
+id disagreed with metadata.json's.
 
 Any process; reads only.
 """
@@ -201,8 +204,9 @@ def _set_aside(directory: Path, notes: list[str]) -> bool:
                      f"({_tree_bytes(directory):,} bytes); the shard removes it at its next "
                      f"start, not checked")
     elif directory.name.endswith(ORPHAN_DIRECTORY_SUFFIX):
-        notes.append(f"{directory}: kept aside: a deleted topic's leftover log "
-                     f"({_tree_bytes(directory):,} bytes), not checked")
+        notes.append(f"{directory}: kept aside: a deleted topic's leftover log, or one "
+                     f"of another topic id than metadata.json's ({_tree_bytes(directory):,} "
+                     f"bytes), not checked; remove it once it is not needed")
     else:
         return False
     return True
@@ -367,8 +371,9 @@ def _check_topic_id(check: PartitionCheck, manifest_topic_id: str) -> None:
                               f"cannot be told")
     elif topic_id is not None and manifest_topic_id and topic_id != manifest_topic_id:
         check.problems.append(f"{path} says topic id {topic_id}, the shard's manifest "
-                              f"{manifest_topic_id}: damaged (the shard keeps the log and "
-                              f"writes the file again when it reopens the partition)")
+                              f"{manifest_topic_id}: one of them is damaged (a start keeps "
+                              f"the log, and writes again the one whose id is not "
+                              f"metadata.json's)")
 
 
 @contextlib.contextmanager

@@ -12,8 +12,13 @@ does not say it is this topic id's (``foreign_log``, ``set_aside``): renamed
 ``<name>.<ns>-orphan`` and kept, for an operator to look at and remove (plinth
 check lists it). A partition the shard reopens (its manifest, or the controller,
 says it is this topic's) keeps its log whatever the file says: a file naming
-another id there is damage (a flipped bit makes a valid-looking id), logged,
-and the file is written again (shard_server.py, ``open_partition``).
+another id there is damage (a flipped bit makes a valid-looking id), logged.
+Which of the file and the manifest is damaged, the controller's id says when it
+opens the partition: the file is written again, or the manifest's entry is
+(shard_server.py, ``_settle_topic_id``). A log whose file and manifest both name
+another id than the controller's is set aside too, never deleted: the topic was
+deleted and created again while the shard was down, or the controller's id is
+the damaged one, and nothing on disk tells which (``_set_stray_aside``).
 
 The file, ASCII text, written whole and replaced atomically (durable_files.py:
 temp file, fsync, rename, fsync of the directory) when the partition first opens

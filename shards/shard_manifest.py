@@ -14,7 +14,11 @@ indented here):
                                  "leadership": {...},        replicas and leader (shard_calls.py);
                                                              absent: one copy, here
                                  "topic_id": "9f2c...e315"}, the topic's id (32 hex digits);
-                                                             absent: written before topics had ids
+                                                             absent: written before topics had ids;
+                                                             one the controller and the directory's
+                                                             partition.metadata contradict is the
+                                                             damaged one, written again
+                                                             (shard_server.py, _settle_topic_id)
                     ...},
      "partition_counts": {"orders": 3, ...}}                 every topic's, for group coordinators
 

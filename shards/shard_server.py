@@ -133,6 +133,7 @@ from plinth.shards.tier.remote_log_manager import (STRANDED_DELETIONS_STAT, Remo
                                                    stranded_deletions)
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
+from plinth.shards.tier.remote_segment import partition_prefix
 from plinth.shards.tier.remote_time_lookup import RemoteTimeRead, RemoteTimeResult
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.unsent_replies import UnsentReplies
@@ -198,6 +199,10 @@ class ShardServer:
                                             limits.SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX)
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # Partitions reopened from the manifest whose partition.metadata names another
+        # topic id than the manifest: (the manifest's id, the file's), until the
+        # controller's id says which file is damaged (``_settle_topic_id``).
+        self._disputed_ids: dict[tuple[str, int], tuple[str, str]] = {}
         self._segment_files = SegmentFiles(limits.SEGMENT_FILES_OPEN_MAX)   # shared by partitions
         self._group_commit = GroupCommit(shard_id, fsync_policy, fsync_interval_ms,
                                          reply=self._reply, readable=self._readable,
@@ -431,7 +436,8 @@ class ShardServer:
                        sealed: bool = False, producers: list | None = None,
                        leadership: Leadership | None = None,
                        min_insync_replicas: int | None = None,
-                       restarted: bool = False, topic_id: str = "") -> str:
+                       restarted: bool = False, topic_id: str = "",
+                       from_manifest: bool = False) -> str:
         """Open (recovering) or create one partition's log; returns how it was found
         (Partition.open_state: created empty, recovered whole, needs repair). Loop thread.
 
@@ -450,16 +456,21 @@ class ShardServer:
         open already takes ``log_config`` (a change of the topic's config this shard
         missed: the controller saves a change before every shard applied it).
         ``topic_id``: the topic's id (PartitionSpec.topic_id; "" unknown), which
-        names its remote segments: an open partition that had none takes it.
+        names its remote segments: an open partition that had none takes it; one open
+        under another id is settled by ``_settle_topic_id`` (its log is never deleted
+        for it). ``from_manifest``: ``topic_id`` is the shard's manifest's (the actor
+        reopening it at its start), not the controller's.
         """
         part = self._partitions.get((topic, partition))
-        if part is not None and part.topic_id and topic_id and part.topic_id != topic_id:
-            self._drop_stray(part, topic_id)
-            part = None
+        set_aside_now = False
+        if part is not None and topic_id:
+            part = self._settle_topic_id(part, topic_id)
+            set_aside_now = part is None
         just_opened = part is None
         if part is None:
             if topic_id:
-                self._check_directory_owner(topic, partition, topic_id, restarted)
+                topic_id = self._check_directory_owner(topic, partition, topic_id, restarted,
+                                                       from_manifest)
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files,
                                   one_copy=not self._replication.replicated(
@@ -478,43 +489,129 @@ class ShardServer:
             part.take_writes(initial_offset, producers)
             if leadership is not None:   # its current range starts there (moved to this set)
                 part.start_epochs_at(initial_offset)
+        # One copy set aside just now lost nothing (its records are kept aside, said so):
+        # not a restart that found its directory missing. A replicated one is, and
+        # needs repair: an empty replica must not lead in an epoch its old log had.
         self._replication.opened(part, leadership, min_insync_replicas,
-                                 restarted and just_opened)
+                                 restarted and just_opened and not (set_aside_now and
+                                                                    leadership is None))
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
         return part.open_state()
 
     def _check_directory_owner(self, topic: str, partition: int, topic_id: str,
-                               restarted: bool) -> None:
+                               restarted: bool, from_manifest: bool) -> str:
         """Before a partition opens: a create sets aside a directory holding records
         that may not be this topic id's (a deleted topic's, whose removal a crash cut
         short after its manifest forgot it); a reopen keeps its log whatever its
-        partition.metadata says, logging a file that names another id as damage
-        (partition_metadata.py). Loop thread."""
+        partition.metadata says. Returns the id it opens under: "" (none yet) if
+        the manifest's id and the file's disagree, since either may be the damaged
+        one (``_settle_topic_id`` decides when the controller's id comes); a file
+        that names another id than the controller is damage, logged, and written
+        again (partition_metadata.py). Loop thread."""
         path = self._partition_dir(topic, partition)
         if restarted:   # (no file: a log from before it, written now; a bad one is logged)
             held = load_topic_id(path)
-            if held is not None and held != topic_id:
-                log.error("%s: %s: its partition.metadata names topic id %s, but it reopens "
-                          "as topic %s's (id %s, as the shard's manifest or the controller "
-                          "says): damage; its log is kept and the file written again",
-                          self.shard_id, path, held, topic, topic_id)
-            return
+            if held is None or held == topic_id:
+                return topic_id
+            if from_manifest:
+                self._disputed_ids[(topic, partition)] = (topic_id, held)
+                log.error("%s: %s: its partition.metadata names topic id %s, the shard's "
+                          "manifest %s: one of them is damaged. Its log is kept; the "
+                          "controller's id for topic %s says which when it opens the "
+                          "partition (until then it has no topic id: no upload to object "
+                          "storage)", self.shard_id, path, held, topic_id, topic)
+                return ""
+            log.error("%s: %s: its partition.metadata names topic id %s, but it reopens "
+                      "as topic %s's (id %s, as the shard's manifest or the controller "
+                      "says): damage; its log is kept and the file written again",
+                      self.shard_id, path, held, topic, topic_id)
+            return topic_id
         why = foreign_log(path, topic_id)
         if not why:
-            return
+            return topic_id
         aside = set_aside(path)
         log.warning("%s: %s holds records that may not be topic %s's (id %s): %s. Set "
                     "aside as %s (remove it once it is not needed); the partition is "
                     "created empty", self.shard_id, path, topic, topic_id, why, aside)
+        return topic_id
 
-    def _drop_stray(self, part: Partition, topic_id: str) -> None:
-        """``part`` belongs to a deleted topic whose name was used again (its deletion
-        never reached this shard: it was down): deleted as the deletion would have,
-        remote segments included, before the new topic's partition opens. Loop thread."""
-        log.warning("%s: %s is of topic id %s, deleted; the topic %s now has id %s: deleting "
-                    "its log", self.shard_id, part.name, part.topic_id, part.topic, topic_id)
-        self.delete_partition(part.topic, part.partition)
+    def _settle_topic_id(self, part: Partition, topic_id: str) -> Partition | None:
+        """The controller opens ``part``, open here, as topic id ``topic_id``'s: returns
+        it if its log is that topic's, else None, having set it aside
+        (``_set_stray_aside``). A partition reopened from a manifest whose id its
+        partition.metadata disputes is the topic's if either names ``topic_id``: the
+        other file was damaged (logged; the file is written again, and the actor
+        writes the manifest's entry again with the controller's spec). Loop thread."""
+        disputed = self._disputed_ids.pop(part.key, None)
+        if disputed is not None:
+            manifest_id, file_id = disputed
+            if topic_id == file_id:
+                log.error("%s: %s: the shard's manifest names topic id %s, but the "
+                          "controller and its partition.metadata say %s: the manifest was "
+                          "damaged. Its log is kept and served as topic %s's, and the "
+                          "manifest's entry written again", self.shard_id, part.name,
+                          manifest_id, topic_id, part.topic)
+                return part
+            if topic_id == manifest_id:
+                log.error("%s: %s: its partition.metadata names topic id %s, but the "
+                          "controller and the shard's manifest say %s: the file was "
+                          "damaged. Its log is kept and the file written again",
+                          self.shard_id, part.name, file_id, topic_id)
+                return part
+            self._set_stray_aside(part, f"{manifest_id} (its partition.metadata: {file_id})",
+                                  topic_id)
+            return None
+        if part.topic_id and part.topic_id != topic_id:
+            self._set_stray_aside(part, part.topic_id, topic_id)
+            return None
+        return part
+
+    def _set_stray_aside(self, part: Partition, held: str, topic_id: str) -> None:
+        """Close ``part``, which holds topic id ``held``'s log while the controller says
+        the topic has id ``topic_id``, and set its directory aside (``-orphan``), whole,
+        before the topic's partition opens empty. Either the topic was deleted and
+        created again while this shard was down (the deletion never reached it) or a
+        file says a wrong id (a flipped bit in metadata.json looks the same): no one
+        can tell, so nothing is deleted. Its remote segments (named by ``held``) are
+        kept too. Loop thread."""
+        path, size_bytes = part.log.directory, part.log.size_bytes
+        self._close_partition(part, UnknownTopicError(
+            f"{part.name} of topic id {held} was set aside: the topic has id {topic_id}"))
+        aside = set_aside(path)
+        log.warning("%s: %s holds topic id %s's log, but the controller says topic %s has "
+                    "id %s (the topic was deleted and created again while this shard was "
+                    "down, or a file's id is damaged: plinth check says which files "
+                    "disagree). Set aside as %s, whole (%d bytes): remove it once it is "
+                    "not needed%s; the partition opens empty", self.shard_id, part.name,
+                    held, part.topic, topic_id, aside, size_bytes, self._remote_kept(part))
+
+    def _remote_kept(self, part: Partition) -> str:
+        """What the set-aside warning says of ``part``'s remote segments, which stay."""
+        if self._tier is None:
+            return ""
+        if not part.topic_id:
+            return "; any remote segments of those ids in object storage are kept too"
+        return (f"; its {len(part.remote.segments)} remote segments in object storage are "
+                f"kept too (under {partition_prefix(part.topic, part.topic_id, part.partition)}"
+                f"; remove them with it)")
+
+    def _close_partition(self, part: Partition, error: BrokerError) -> None:
+        """Stop serving ``part`` (parked fetches get ``error``) and close its log, whose
+        files stay; its remote segments stay too. Loop thread."""
+        del self._partitions[part.key]
+        self._purgatory.fail(part.key, error)
+        if self._tier is not None:
+            self._tier.forget(part, part.log.directory, keep_remote=True)
+        if self._remote_reader is not None and part.topic_id:
+            self._remote_reader.drop_partition(part.name, part.topic_id, part.partition,
+                                               "set aside")
+        self._replication.forget(part, error)
+        self._group_commit.forget(part, error)
+        self.stats.forget(part.key)
+        part.log.close()
+        if part.topic == topics.OFFSETS_TOPIC:
+            self._groups.sync_slots()
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
@@ -590,6 +687,7 @@ class ShardServer:
         With tiered storage its remote objects go too, unless ``keep_remote``: only
         this copy goes (a pruned range, a replica moved away), not the partition."""
         part = self._partitions.pop((topic, partition), None)
+        self._disputed_ids.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")

@@ -10,7 +10,7 @@ import json
 from click.testing import CliRunner
 
 from plinth.cli import main
-from plinth.control.metadata import BrokerMetadata
+from plinth.control.metadata import BrokerMetadata, TopicMetadata
 from plinth.data_dir_lock import DataDirLock
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.producer_state import ProducerStates, save_snapshot
@@ -22,8 +22,8 @@ def check(data_dir):
 
 def data_dir_with_a_log(tmp_path, batches=20):
     """A data dir whose shard-0 holds partition t-0, its manifest naming it (and a
-    metadata.json: a data dir's manifests without one are refused); returns (data dir,
-    its first .log)."""
+    metadata.json with topic t: a data dir's manifests without one are refused, and a
+    partition of a topic it lacks is damage); returns (data dir, its first .log)."""
     log = PartitionLog.open(tmp_path / "shards" / "shard-0" / "t-0", LogConfig())
     for i in range(batches):
         log.append(b"%d" % i * 50, 1, 1_000 + i)
@@ -32,7 +32,8 @@ def data_dir_with_a_log(tmp_path, batches=20):
     spec = {"config": {}, "initial_offset": 0, "sealed": False, "producers": None}
     (tmp_path / "shards" / "shard-0" / "manifest.json").write_text(json.dumps(
         {"version": 1, "partitions": {"t/0": spec}, "partition_counts": {"t": 1}}))
-    BrokerMetadata().save(tmp_path / "metadata.json")
+    BrokerMetadata(shards=["shard-0"], topics={"t": TopicMetadata(1, {}, ["shard-0"])}).save(
+        tmp_path / "metadata.json")
     return tmp_path, path
 
 

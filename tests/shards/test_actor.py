@@ -290,14 +290,14 @@ def test_a_restarted_shard_answers_group_requests_unavailable_until_its_partitio
     address: list[str] = []
     open_all = ShardActor._open
 
-    def open_held(self, specs, restarted=False):
+    def open_held(self, specs, restarted=False, **options):
         if not restarted:
-            return open_all(self, specs, restarted)
-        found = open_all(self, specs[:1], restarted)
+            return open_all(self, specs, restarted, **options)
+        found = open_all(self, specs[:1], restarted, **options)
         address.append(self._server.address)
         reopened_one.set()
         assert go_on.wait(30), "the test never let the restart go on"
-        return {**found, **open_all(self, specs[1:], restarted)}
+        return {**found, **open_all(self, specs[1:], restarted, **options)}
 
     monkeypatch.setattr(ShardActor, "_open", open_held)
     restarted: list[ShardActor] = []

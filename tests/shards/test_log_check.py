@@ -257,8 +257,9 @@ def test_directories_a_shard_set_aside_are_noted_with_their_size_not_checked(tmp
     assert found.notes == [
         f"{deleted}: left by a deletion a crash cut short ({size[deleted]:,} bytes); the shard "
         f"removes it at its next start, not checked",
-        f"{orphan}: kept aside: a deleted topic's leftover log ({size[orphan]:,} bytes), "
-        f"not checked"]
+        f"{orphan}: kept aside: a deleted topic's leftover log, or one of another topic id "
+        f"than metadata.json's ({size[orphan]:,} bytes), not checked; remove it once it is "
+        f"not needed"]
 
 
 def test_a_partition_the_manifest_names_without_its_directory_is_damage(tmp_path):
@@ -300,8 +301,8 @@ def test_a_partition_metadata_of_another_topic_id_or_none_is_damage(tmp_path):
     problems = {c.directory.name: c.problems for c in check_shards_directory(tmp_path).partitions}
     assert problems == {
         "a-0": [f"{shard_dir / 'a-0' / PARTITION_METADATA_FILE} says topic id {other_id}, the "
-                f"shard's manifest {TOPIC_ID}: damaged (the shard keeps the log and writes the "
-                f"file again when it reopens the partition)"],
+                f"shard's manifest {TOPIC_ID}: one of them is damaged (a start keeps the log, "
+                f"and writes again the one whose id is not metadata.json's)"],
         "a-1": [f"{shard_dir / 'a-1' / PARTITION_METADATA_FILE} is not a partition.metadata "
                 f"file (8 bytes): the topic this log is of cannot be told"],
         "a-2": []}

@@ -362,6 +362,101 @@ def test_a_reopened_partition_keeps_its_log_whatever_its_file_says_and_says_the_
     assert metadata_of(tmp_path) == "version: 1\ntopic_id: live\n"
 
 
+def end_offset_reopened_then_opened_as(directory, manifest_id: str, controller_id: str
+                                       ) -> tuple[int, int]:
+    """t-0's end offset once a shard reopened it from its manifest as topic
+    ``manifest_id``'s, then once the controller opened it as ``controller_id``'s."""
+    server = ShardServer("shard-test", directory, "127.0.0.1")
+    server.start()
+    try:
+        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=manifest_id,
+                                                  restarted=True, from_manifest=True))
+        reopened = server.call(server.partition_info, "t", 0).end_offset
+        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=controller_id,
+                                                  restarted=True))
+        return reopened, server.call(server.partition_info, "t", 0).end_offset
+    finally:
+        server.stop(5)
+
+
+def errors_in(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def test_a_manifest_id_its_partition_metadata_and_the_controller_dispute_is_the_damaged_one(
+        tmp_path, caplog):
+    # Given t-0 with 5 records of topic id "live" (its partition.metadata says so), its
+    # shard's manifest damaged into "livf" (a flipped bit)
+    shard_with_t0_of(tmp_path, "live", records_appended=5)
+    # When the shard reopens it from its manifest, then the controller opens it as "live"
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        assert end_offset_reopened_then_opened_as(tmp_path, "livf", "live") == (5, 5)
+    # Then every record is kept and served, nothing set aside, the file untouched
+    assert set_aside_directories(tmp_path) == []
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: live\n"
+    # And the dispute, then its outcome, are ERRORs naming both ids and the damaged file
+    assert errors_in(caplog) == [
+        f"shard-test: {tmp_path / 't-0'}: its partition.metadata names topic id live, the "
+        f"shard's manifest livf: one of them is damaged. Its log is kept; the controller's "
+        f"id for topic t says which when it opens the partition (until then it has no topic "
+        f"id: no upload to object storage)",
+        "shard-test: t-0: the shard's manifest names topic id livf, but the controller and its "
+        "partition.metadata say live: the manifest was damaged. Its log is kept and served as "
+        "topic t's, and the manifest's entry written again"]
+    assert "Set aside" not in caplog.text
+
+
+def test_a_partition_metadata_the_manifest_and_the_controller_dispute_is_written_again(
+        tmp_path, caplog):
+    # Given t-0 with 5 records of topic id "live", its partition.metadata damaged to "livf"
+    shard_with_t0_of(tmp_path, "live", records_appended=5)
+    (tmp_path / "t-0" / "partition.metadata").write_text("version: 1\ntopic_id: livf\n")
+    # When reopened from the manifest ("live"), then opened by the controller as "live"
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        assert end_offset_reopened_then_opened_as(tmp_path, "live", "live") == (5, 5)
+    # Then the log is kept and the file written again
+    assert set_aside_directories(tmp_path) == []
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: live\n"
+    assert errors_in(caplog)[-1] == (
+        "shard-test: t-0: its partition.metadata names topic id livf, but the controller and "
+        "the shard's manifest say live: the file was damaged. Its log is kept and the file "
+        "written again")
+
+
+@pytest.mark.parametrize("manifest_id", ["old", "olf"])
+def test_a_log_of_another_topic_id_than_the_controllers_is_set_aside_whole_never_deleted(
+        tmp_path, caplog, manifest_id):
+    # Given t-0 with 5 records of topic id "old" (its manifest saying "old", or, damaged,
+    # "olf"): a topic deleted and created again while the shard was down, or a damaged
+    # metadata.json (no one can tell)
+    shard_with_t0_of(tmp_path, "old", records_appended=5)
+    # When reopened from the manifest, then opened by the controller as topic id "new"
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        assert end_offset_reopened_then_opened_as(tmp_path, manifest_id, "new") == (5, 0)
+    # Then the partition is the new topic's, empty, and the old log is set aside whole
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: new\n"
+    [aside] = set_aside_directories(tmp_path)
+    assert end_offset_of_log(tmp_path / aside) == 5
+    assert (tmp_path / aside / "partition.metadata").read_text().endswith("old\n")
+    # And a WARNING names the ids, the path and what to do; nothing is deleted
+    said = "old" if manifest_id == "old" else "olf (its partition.metadata: old)"
+    assert f"shard-test: t-0 holds topic id {said}'s log, but the controller says topic t " \
+           f"has id new" in caplog.text
+    assert f"Set aside as {tmp_path / aside}, whole (" in caplog.text
+    assert "remove it once it is not needed; the partition opens empty" in caplog.text
+    assert "lost" not in caplog.text   # (its records are not: they are aside)
+
+
+def end_offset_of_log(directory) -> int:
+    from plinth.shards.partition_log import PartitionLog
+
+    log = PartitionLog.open(directory, LogConfig())
+    try:
+        return log.end_offset
+    finally:
+        log.close()
+
+
 def test_a_reopened_log_from_before_the_file_keeps_its_records_and_gets_the_file_silently(
         tmp_path, caplog):
     shard_with_t0_of(tmp_path, "same", records_appended=5)

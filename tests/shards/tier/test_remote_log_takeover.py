@@ -5,6 +5,7 @@ ShardServer, real sockets, a real store (file://, and moto's S3 stopped and star
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from plinth import limits, topics
 from plinth.shards.leader_epochs import LeaderEpochs
 from plinth.shards.partition import Partition
+from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.shard_calls import Leadership
 from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
@@ -180,9 +182,10 @@ def test_a_follower_learns_the_leaders_uploads_from_the_store_and_drops_only_tho
         assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
 
 
-def test_a_partition_opened_under_a_new_topic_id_drops_the_deleted_topics_stray_one(tmp_path):
-    # Given a shard holding t-0 of a topic whose deletion never reached it (it was down),
-    # with segments in the store
+def test_a_partition_opened_under_a_new_topic_id_sets_the_old_one_aside_keeping_its_objects(
+        tmp_path, caplog):
+    # Given a shard holding t-0 of topic id old_id (a deletion that never reached it, or
+    # a damaged id: no one can tell), with 12 records and segments in the store
     url = f"file://{tmp_path}/store"
     store = open_remote_store(url)
     old_id, new_id = topics.new_topic_id(), topics.new_topic_id()
@@ -191,13 +194,27 @@ def test_a_partition_opened_under_a_new_topic_id_drops_the_deleted_topics_stray_
         server.call(lambda: server.open_partition("t", 0, config, topic_id=old_id))
         produce_values(server, 12)
         wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
-        # When the controller opens t-0 of the topic created again under that name
-        server.call(lambda: server.open_partition("t", 0, config, topic_id=new_id))
-        # Then the partition is the new topic's, empty, and the old one's objects go
+        uploaded = store.list(partition_prefix("t", old_id, 0))
+        # When the controller opens t-0 as topic id new_id's
+        with caplog.at_level(logging.WARNING, logger="plinth.shards.shard_server"):
+            server.call(lambda: server.open_partition("t", 0, config, topic_id=new_id))
+        # Then the partition is the new topic's, empty
         part = server.call(lambda: server._partitions[("t", 0)])
         assert part.topic_id == new_id
         assert local_segments(server) == [(0, 0)] and part.remote.is_empty
-        wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == [], timeout_s=WAIT_S)
+        # And the old log is set aside whole (its journal with it), its objects kept
+        [aside] = [p for p in (tmp_path / "shard").iterdir() if p.name.endswith("-orphan")]
+        assert (aside / JOURNAL_FILE).exists()
+        old_log = PartitionLog.open(aside, LogConfig())
+        try:   # its 12 records: the ones not uploaded here, the others in the store
+            assert old_log.end_offset == 12
+        finally:
+            old_log.close()
+        time.sleep(1)   # (a deletion would have begun by now)
+        assert uploaded and store.list(partition_prefix("t", old_id, 0)) == uploaded
+        assert f"Set aside as {aside}" in caplog.text
+        assert f"remote segments in object storage are kept too (under " \
+               f"{partition_prefix('t', old_id, 0)}" in caplog.text
 
 
 def view_synced(server) -> bool:
