@@ -76,12 +76,15 @@ class SlotLogs:
     now_ms)``: append through the replicated path (raises NotLeaderError if not
     led); returns the base offset. ``check_acks_all(part)``: NotEnoughReplicasError
     if too few replicas are in sync to acknowledge a write. ``reply(envelope,
-    header)``: send a reply later."""
+    header)``: send a reply later. ``answered_after(seconds)``: a reply held for its
+    slot's high watermark went, that long after its request came (the shard's
+    latency histogram)."""
 
     led: Callable[[int], tuple[Partition, int] | None]
     append: Callable[[Partition, bytes, int, int], int]
     check_acks_all: Callable[[Partition], None]
     reply: Callable[[list, bytes], None]
+    answered_after: Callable[[float], None] = lambda seconds: None
 
 
 @dataclass(slots=True)
@@ -92,6 +95,7 @@ class _Waiting:
     header: bytes
     end_offset: int
     deadline_s: float
+    received_s: float   # when it was answered, held (the shard's monotonic clock)
 
 
 @dataclass
@@ -182,8 +186,9 @@ class GroupRequests:
         if type(request) is protocol.GroupHeartbeatRequest or \
                 slot.part.high_watermark >= end_offset or envelope is None:
             return header   # (membership is soft state: a heartbeat never waits)
+        now_s = self._clock_s()
         slot.waiting.append(_Waiting(envelope, request.request_id, header, end_offset,
-                                     self._clock_s() + limits.GROUP_REPLY_WAIT_MS_MAX / 1000))
+                                     now_s + limits.GROUP_REPLY_WAIT_MS_MAX / 1000, now_s))
         self._waiting_count += 1
         return None
 
@@ -364,6 +369,7 @@ class GroupRequests:
                     f"{held.end_offset} within {limits.GROUP_REPLY_WAIT_MS_MAX} ms (too few "
                     f"replicas keep up); retry"))
             self._slot_logs.reply(held.envelope, header)
+            self._slot_logs.answered_after(now_s - held.received_s)
 
     # --- Timers (the loop) -------------------------------------------------------------
 

@@ -260,7 +260,8 @@ class ShardServer:
         self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
         self._groups = GroupRequests.open(self.shard_id, self.data_dir, slot_logs=SlotLogs(
-            self._slot_led, self._slot_append, self._slot_check_acks_all, self._reply))
+            self._slot_led, self._slot_append, self._slot_check_acks_all, self._reply,
+            lambda seconds: self.stats.observe("group", seconds)))
         self.address = self._bind()
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
@@ -1178,6 +1179,7 @@ class ShardServer:
                 header = self._groups.handle(request, payload, envelope)
             if header is not None:   # None: answered once its slot's high watermark passes
                 self._reply(envelope, header)
+                self.stats.observe("group", time.monotonic() - self._received_s)
         elif kind is protocol.ReplicaFetchRequest:
             self._replication.serve(envelope, request, self._received_s)
         elif kind is protocol.ReplicaFetchAllRequest:

@@ -160,6 +160,13 @@ def test_a_commit_is_answered_only_once_the_in_sync_followers_hold_it(slots):
     s.start("s2")
     assert reply_of(router).error is None
     assert committed(router).committed == {("t", 0): 3}
+    # And the shard's group latency counts the held commit as what it waited, over a
+    # second, beside the join's and the read's answered at once
+    leader = s.servers["s0"]
+    stats = leader.call(leader.stats_snapshot)
+    counts, bounds = stats["latency_counts"]["group"], stats["latency_buckets_s"]
+    assert sum(counts) >= 3
+    assert sum(c for c, bound in zip(counts, bounds) if bound >= 1.0) >= 1
 
 
 def test_deleted_offsets_are_answered_once_followers_hold_it_and_stay_deleted_at_the_next_leader(
