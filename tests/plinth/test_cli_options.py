@@ -107,19 +107,23 @@ def test_a_listen_address_that_is_not_one_is_refused_before_anything_starts(
     assert "Invalid value for '--listen'" in shown and why in shown
 
 
+def options_seen(monkeypatch, tmp_path, command: list[str], run: str, args: list[str]):
+    """The options ``plinth COMMAND ARGS`` would start its server with (not started);
+    asserts the command took them (exit status 0)."""
+    seen = []
+    monkeypatch.setattr(run, lambda options, ready: seen.append(options) or 0)
+    result = CliRunner().invoke(main, command + ["--data-dir", str(tmp_path), *args]
+                                + (["--console-listen", "off"] if command == ["serve"] else []))
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
 @pytest.mark.parametrize("command, run", [(["serve"], "plinth.server.serve"),
                                           (["router"], "plinth.server.run_router")])
 def test_a_listen_address_without_tcp_is_taken_as_tcp_as_the_broker_option_takes_it(
         monkeypatch, tmp_path, command, run):
-    seen = []
-    monkeypatch.setattr(run, lambda options, ready: seen.append(options) or 0)
-    result = CliRunner().invoke(main, command + ["--data-dir", str(tmp_path), "--listen",
-                                                 "127.0.0.1:7455", "--console-listen", "off"]
-                                if command == ["serve"] else
-                                command + ["--data-dir", str(tmp_path), "--listen",
-                                           "127.0.0.1:7455"])
-    assert result.exit_code == 0, result.output
-    assert seen[0].listen == "tcp://127.0.0.1:7455"
+    options = options_seen(monkeypatch, tmp_path, command, run, ["--listen", "127.0.0.1:7455"])
+    assert options.listen == "tcp://127.0.0.1:7455"
 
 
 def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server, tmp_path):
@@ -133,16 +137,10 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
                                           (["router"], "plinth.server.run_router")])
 def test_off_turns_the_kafka_listener_off_as_it_does_the_console(
         monkeypatch, tmp_path, command, run):
-    # Given the server not started, but its options seen
-    seen = []
-    monkeypatch.setattr(run, lambda options, ready: seen.append(options) or 0)
     # When a listener is given as "off", as a templated command line writes the default
-    result = CliRunner().invoke(main, command + ["--data-dir", str(tmp_path), "--kafka-listen",
-                                                 "off"] + (["--console-listen", "off"]
-                                                           if command == ["serve"] else []))
     # Then it is off, not refused as an address
-    assert result.exit_code == 0, result.output
-    assert seen[0].kafka_listen is None
+    options = options_seen(monkeypatch, tmp_path, command, run, ["--kafka-listen", "off"])
+    assert options.kafka_listen is None
     assert getattr(seen[0], "console_listen", None) is None
 
 
