@@ -141,7 +141,7 @@ def test_off_turns_the_kafka_listener_off_as_it_does_the_console(
     # Then it is off, not refused as an address
     options = options_seen(monkeypatch, tmp_path, command, run, ["--kafka-listen", "off"])
     assert options.kafka_listen is None
-    assert getattr(seen[0], "console_listen", None) is None
+    assert getattr(options, "console_listen", None) is None
 
 
 @pytest.mark.parametrize("args, option, why", [
