@@ -29,6 +29,8 @@ each, naming the directory or file, the position or entry number and the offsets
 - a ``partition.metadata`` (partition_metadata.py) that is not one, or that
   says another topic id than the shard's manifest: a shard deletes such a log
   when it opens the partition;
+- a leader-epoch checkpoint that is not one (log_check_files.py says what a start
+  does with it);
 - a directory that holds no segment;
 - an older segment's ``.index`` or ``.timeindex`` the shard rebuilds when it first
   reads the segment (torn, out of order, its last entry not the log's), or one it
@@ -93,7 +95,8 @@ from plinth.shards.offset_gaps import CORRUPT_SUFFIX, GAPS_FILE, Gap, read_gaps
 from plinth.shards.offset_store import DIR_NAME as OFFSETS_DIR_NAME
 from plinth.shards.partition_log import DELETED_DIRECTORY_SUFFIX
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
-from plinth.shards.log_check_files import index_findings, snapshot_problem
+from plinth.shards.log_check_files import (
+    index_findings, leader_epochs_findings, snapshot_problem)
 from plinth.shards.producer_state import SNAPSHOT_SUFFIX
 from plinth.shards.segment import (
     INDEX_SUFFIX, LOG_SUFFIX, OFFSET_DIGITS, TIME_INDEX_SUFFIX, Segment, SegmentCheck,
@@ -218,6 +221,7 @@ def check_partition_directory(directory: Path,
     from a gap when the offset-gaps file is bad or missing (``_unknown_gap_finding``)."""
     check = PartitionCheck(directory)
     gaps = _checked_gaps(check)
+    _check_leader_epochs(check)
     base_offsets = _base_offsets(directory)
     if not base_offsets:
         check.problems.append(f"{directory} holds no segment (no .log file): every record "
@@ -410,6 +414,13 @@ def _check_contiguous(check: PartitionCheck, previous: tuple[int, SegmentCheck],
         check.problems.append(f"{directory}: offsets {end}..{base_offset - 1} are missing: "
                               f"{before} ends at offset {end}, the next segment starts at "
                               f"{base_offset}, and no move of the partition left a gap there")
+
+
+def _check_leader_epochs(check: PartitionCheck) -> None:
+    """The leader-epoch checkpoint: bad (a problem), or set aside by a start (a note)."""
+    problems, notes = leader_epochs_findings(check.directory)
+    check.problems.extend(problems)
+    check.notes.extend(notes)
 
 
 def _initial_offset(manifest: ShardManifest | None, name: str) -> int | None:

@@ -31,6 +31,14 @@ the snapshots of segments on disk are checked: those below the log's start are
 retention's leftovers, those past its end are evidence of lost segments
 (log_check.py).
 
+The leader-epoch checkpoint (leader_epochs.py). One that is not one
+``save_leader_epochs`` wrote (torn, flipped, its CRC line not the lines') is
+damage: a start sets it aside as ``leader-epoch-checkpoint.corrupt`` and starts
+the partition's history empty; a replica of a replicated partition then needs
+repair (not in sync, not elected, until its leader's epoch lookup has cut its log
+back to where their histories agree and it has caught up), one of one copy loses
+nothing. A checkpoint set aside by an earlier start is noted.
+
 Any process; reads only.
 """
 
@@ -43,6 +51,8 @@ from pathlib import Path
 from plinth.errors import CorruptDataError
 from plinth.limits import CHECK_VALUE_CHARS_SAID_MAX
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, LogEntryHeader, unpack_entry_header
+from plinth.shards.leader_epochs import (
+    CHECKPOINT_FILE, CORRUPT_SUFFIX as EPOCHS_CORRUPT_SUFFIX, parse_checkpoint)
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.producer_state import snapshot_path
 from plinth.shards.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, segment_file_name
@@ -234,3 +244,25 @@ def _clipped(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= CHECK_VALUE_CHARS_SAID_MAX else (
         text[:CHECK_VALUE_CHARS_SAID_MAX] + "...")
+
+
+def leader_epochs_findings(directory: Path) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a partition's leader-epoch checkpoint (module docstring)."""
+    problems, notes = [], []
+    path = directory / CHECKPOINT_FILE
+    try:
+        parse_checkpoint(path.read_bytes(), path)
+    except FileNotFoundError:
+        pass
+    except CorruptDataError as error:
+        problems.append(
+            f"{error.message}: a start sets it aside as {CHECKPOINT_FILE}"
+            f"{EPOCHS_CORRUPT_SUFFIX} and starts the partition's leader-epoch history "
+            f"empty: a replica of a replicated partition then needs repair (out of the "
+            f"in-sync set until its leader has cut its log back to where their histories "
+            f"agree and it has caught up); one of one copy loses nothing")
+    aside = directory / (CHECKPOINT_FILE + EPOCHS_CORRUPT_SUFFIX)
+    if aside.exists():
+        notes.append(f"{aside}: a leader-epoch checkpoint a start found bad and set aside "
+                     f"({aside.stat().st_size} bytes); the history was started empty")
+    return problems, notes

@@ -17,6 +17,7 @@ from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.limits import SEGMENT_BYTES_MIN
 from plinth.shards import log_check
 from plinth.shards.log_check import check_partition_directory, check_shards_directory
+from plinth.shards.leader_epochs import EpochEntry, LeaderEpochs, save_leader_epochs
 from plinth.shards.offset_gaps import GAPS_FILE
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, save_topic_id
@@ -628,3 +629,20 @@ def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp
     assert check.notes == [f"{tmp_path}: {second:020d}.index, {second:020d}.timeindex without "
                            f"{second:020d}.log: left by a segment deletion a crash cut short, "
                            f"or its .log file was lost (which cannot be told)"]
+
+
+def test_a_bad_leader_epoch_checkpoint_is_damage_and_one_set_aside_is_noted(tmp_path):
+    # Given a log whose leader-epoch checkpoint had one digit changed (the tester's sed)
+    written_log(tmp_path)
+    save_leader_epochs(tmp_path, LeaderEpochs([EpochEntry(0, 0), EpochEntry(3, 4950)]))
+    path = tmp_path / "leader-epoch-checkpoint"
+    path.write_bytes(path.read_bytes().replace(b"3 4950", b"3 4050"))
+    # When checked / Then the file, the line and what a start does are said
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"leader-epoch checkpoint {path}, line 5: ")
+    assert "a start sets it aside as leader-epoch-checkpoint.corrupt" in problem
+    # And once a start set it aside, that is noted, not damage
+    path.rename(tmp_path / "leader-epoch-checkpoint.corrupt")
+    check = check_partition_directory(tmp_path)
+    assert check.problems == [] and any(
+        "leader-epoch checkpoint a start found bad and set aside" in n for n in check.notes)
