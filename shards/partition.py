@@ -81,7 +81,7 @@ from plinth.shards.leader_epochs import (
 from plinth.shards.partition_log import (
     CheckedEntries, LogConfig, PartitionLog, RetentionResult, TruncationResult, wall_clock_ms)
 from plinth.shards.producer_state import (
-    ProducerStates, discard_snapshot_after, discard_snapshots_before, load_snapshot,
+    ProducerStates, discard_snapshot_after, discard_snapshots_before, recover_snapshot,
     save_snapshot)
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
@@ -394,10 +394,25 @@ class Partition:
         the log rolled to it, or handed over by the previous owner if the segment
         began at the move."""
         active_base_offset = self.log.active_base_offset
-        saved = load_snapshot(self.log.directory, active_base_offset)
+        saved, damage = recover_snapshot(self.log.directory, active_base_offset)
         if saved is not None:
             return saved
-        return moved if active_base_offset <= initial_offset else None
+        seed = moved if active_base_offset <= initial_offset else None
+        if damage is not None:
+            self._warn_lost_snapshot(damage, active_base_offset, seed is not None)
+        return seed
+
+    def _warn_lost_snapshot(self, damage: str, active_base_offset: int, moved: bool) -> None:
+        """Say, at WARNING, what a damaged producers' snapshot costs (``damage`` names
+        it, and says it was set aside): what ``plinth check`` says of it."""
+        if moved:
+            cost = ("the previous owner's snapshot, kept in the manifest, seeds the "
+                    "producers' state instead: no retry is missed")
+        else:
+            cost = (f"the producers' state is rebuilt from the active segment alone: an "
+                    f"idempotent producer's retry of a batch written before offset "
+                    f"{active_base_offset} may be stored twice")
+        log.warning("%s: %s: %s", self.name, damage, cost)
 
     def append(self, batch, summary, now_ms: int | None = None,
                leader_epoch: int = NO_EPOCH, batch_format: int = BATCH_FORMAT_PLINTH) -> int:

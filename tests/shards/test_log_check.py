@@ -575,9 +575,10 @@ def test_a_torn_producers_snapshot_of_the_active_segment_is_damage(tmp_path):
     path.write_bytes(path.read_bytes()[:-4])
     [problem] = check_partition_directory(tmp_path).problems
     assert problem.startswith(f"{path}: not JSON (")
-    assert problem.endswith(f"torn or damaged: a start seeds the producers' state from it and "
-                            f"replays only the active segment: an idempotent producer's retry "
-                            f"of a batch written before offset {last} may be stored twice")
+    assert problem.endswith(f"torn or damaged: a start sets it aside (as {path.name}.corrupt, "
+                            f"with a WARNING) and replays only the active segment: an "
+                            f"idempotent producer's retry of a batch written before offset "
+                            f"{last} may be stored twice")
 
 
 def test_a_producers_snapshot_of_another_base_offset_is_damage(tmp_path):
@@ -613,7 +614,7 @@ def test_a_producers_snapshot_not_in_its_layout_is_damage(tmp_path):
     path.write_text(json.dumps({"base_offset": last, "producers": [[7, [[0, "2", 4]], 1]]}))
     [problem] = check_partition_directory(tmp_path).problems
     assert problem.startswith(f"{path}: producer #0: producer 7, batch #0 is not [base sequence, "
-                              f'record count, base offset]: [0, "2", 4]: a start seeds')
+                              f'record count, base offset]: [0, "2", 4]: a start sets it aside')
 
 
 def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp_path):

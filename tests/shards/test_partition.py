@@ -117,6 +117,37 @@ def test_a_corrupt_producer_snapshot_is_ignored_and_the_active_segment_still_rec
     assert reopened.log.end_offset == 4
 
 
+def test_a_damaged_producers_snapshot_is_set_aside_and_its_cost_logged_at_start(
+        tmp_path, caplog):
+    # Given a partition whose log rolled (saving its producers), whose active segment's
+    # snapshot then had 3 bytes overwritten at byte 20 (the tester's dd)
+    small = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", small)
+    value = b"v" * (limits.SEGMENT_BYTES_MIN // 3)
+    for sequence in range(4):
+        append(part, batch_of([value], producer_id=8, base_sequence=sequence))
+    part.log.close()
+    active = part.log.active_base_offset
+    path = snapshot_path(tmp_path / "t-3", active)
+    data = bytearray(path.read_bytes())
+    data[20:23] = b"\x01\x02\x03"
+    path.write_bytes(bytes(data))
+    # When it is opened / Then a WARNING names the file, its size and the cost, and the
+    # file is set aside so that no later start reads it as a snapshot
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.partition"):
+        reopened = open_partition(tmp_path / "t-3", small)
+    [record] = [r for r in caplog.records if "producers snapshot" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert f"producers snapshot {path} ({len(data)} bytes) is damaged: not JSON" in \
+        record.getMessage()
+    assert (f"kept as {path.name}.corrupt" in record.getMessage() and
+            f"a batch written before offset {active} may be stored twice" in record.getMessage())
+    assert not path.exists() and (tmp_path / "t-3" / f"{path.name}.corrupt").exists()
+    assert active not in snapshot_offsets(tmp_path / "t-3")
+    # And the active segment's batches are still recognised as retries
+    assert append(reopened, batch_of([value], producer_id=8, base_sequence=3)) == 3
+
+
 def test_a_roll_saves_the_producers_as_they_were_before_the_new_segments_first_batch(tmp_path):
     # Given producer 1's batch, then producer 2's batches until the log rolls
     part = open_partition(tmp_path / "t-3", LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN))
