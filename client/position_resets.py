@@ -16,7 +16,8 @@ request_timeout_ms, or answered with a transient error (TRANSIENT_ERRORS), is
 asked again after a backoff that doubles from CLIENT_RETRY_BACKOFF_MS up to
 CLIENT_RETRY_BACKOFF_MAX_MS; meanwhile the partition is failing (``errors``,
 which the Consumer's ``fetch_errors`` includes), logged once at WARNING when it
-starts and once at INFO when a reset succeeds again. Any other error is raised
+starts and once at INFO when a reset succeeds again; each reset applied is logged
+at INFO with the offset it found. Any other error is raised
 out of the poll that reads it, as the blocking call raised it. At most one
 reset per partition is in flight, and at most CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX
 in all: the Fetcher asks for a partition's reset in every poll's pass while it
@@ -143,10 +144,22 @@ class PositionResets:
         self._failing[tp] = _Failing(error, time.monotonic() + backoff_s, backoff_s)
 
     def _succeeded(self, tp: TopicPartition, info: protocol.PartitionInfo) -> None:
+        """Seek ``tp`` to the offset its reset found, saying so at INFO (one line, with
+        the last error if it had failed), as Kafka's consumer does: a committed offset
+        that retention deleted jumps to the log's end by default, skipping records."""
         failing = self._failing.pop(tp, None)
+        offset = None
+        if self._waiting(tp):
+            offset = info.start_offset if self._earliest else info.end_offset
+        to = "" if offset is None else (
+            f"offset {offset} (auto_offset_reset={'earliest' if self._earliest else 'latest'}: "
+            f"the {'start' if self._earliest else 'end'} of its log, "
+            f"[{info.start_offset}, {info.end_offset}])")
         if failing is not None:
             log.info("reset of %s-%d's position succeeded after failing (the last error: "
-                     "%s: %s)", tp.topic, tp.partition, type(failing.error).__name__,
-                     failing.error)
-        if self._waiting(tp):
-            self._seek(tp, info.start_offset if self._earliest else info.end_offset)
+                     "%s: %s)%s", tp.topic, tp.partition, type(failing.error).__name__,
+                     failing.error, f": {to}" if to else "")
+        elif to:
+            log.info("resetting the position of %s-%d to %s", tp.topic, tp.partition, to)
+        if offset is not None:
+            self._seek(tp, offset)

@@ -40,10 +40,27 @@ crash the history may name an epoch whose entries were not yet fsynced; the
 partition (partition.py) truncates the entries at or past the recovered log's
 end on open, as Kafka does. No file is an empty history (a new partition, or
 one written before replication).
+
+A bad file (torn, flipped, hand-edited) is recoverable damage of that one
+partition, not of its shard: ``recover_leader_epochs`` sets it aside as
+``leader-epoch-checkpoint.corrupt`` and the history starts empty. It cannot be
+rebuilt exactly from the log, as Kafka rebuilds its cache from its batches'
+partitionLeaderEpoch: a Plinth batch and its log entry header carry no epoch
+(format/log_entry.py), only a Kafka batch does. An empty history is what a
+follower has after ``restart_at``, and is safe the same way: the partition
+(partition.py) marks a replica of a replicated partition as needing repair (out
+of the in-sync set, never elected, until it has caught up with its leader), and
+as a follower its first fetch carries no epoch, so the leader's epoch lookup
+cuts its log back to the leader's first epoch's start (replication.py,
+``divergence`` and ``truncation_for``) and it fetches the history again with the
+entries: a replica with a lost history never keeps entries its leader
+disagrees with, and never leads on them. A partition of one copy has no leader
+to compare with and appends without epochs: it loses nothing but the file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +72,7 @@ from plinth.errors import CorruptDataError
 NO_EPOCH = -1           # no entry yet (an empty log), as Kafka's UNDEFINED_EPOCH
 NO_OFFSET = -1
 CHECKPOINT_FILE = "leader-epoch-checkpoint"
+CORRUPT_SUFFIX = ".corrupt"   # a bad checkpoint, set aside (recover_leader_epochs)
 CHECKPOINT_VERSION = 1   # Kafka's text file is version 0, without the CRC line
 CRC_PREFIX = "crc32c "
 
@@ -188,6 +206,20 @@ def load_leader_epochs(directory: Path) -> LeaderEpochs:
     except FileNotFoundError:
         return LeaderEpochs()
     return parse_checkpoint(data, path)
+
+
+def recover_leader_epochs(directory: Path) -> tuple[LeaderEpochs, CorruptDataError | None]:
+    """The history saved in ``directory``, and None; or, if its checkpoint is bad, an
+    empty history and the error that says why, the file set aside first as
+    ``leader-epoch-checkpoint.corrupt`` (replacing one set aside before) so that no
+    later start reads it (module docstring: what the caller must do then). Loop
+    thread. Raises OSError if the file cannot be read or set aside."""
+    try:
+        return load_leader_epochs(directory), None
+    except CorruptDataError as error:
+        path = Path(directory) / CHECKPOINT_FILE
+        os.replace(path, path.with_name(CHECKPOINT_FILE + CORRUPT_SUFFIX))
+        return LeaderEpochs(), error
 
 
 def parse_checkpoint(data: bytes, path: Path) -> LeaderEpochs:

@@ -23,12 +23,16 @@ each, naming the directory or file, the position or entry number and the offsets
 - a hole between two segments that no gap made on purpose explains
   (offset_gaps.py), or segments that overlap;
 - an offset-gaps file that is not one, or one the broker set aside as
-  ``offset-gaps.corrupt``: holes between segments cannot be told from gaps then;
+  ``offset-gaps.corrupt``; with the gaps not known (so too without the file), a
+  hole is damage if it ends past the manifest's ``initial_offset`` (no move made
+  it: offset_gaps.py's rule), else a note naming its offsets;
 - a ``partition.metadata`` (partition_metadata.py) that is not one, or that
   says another topic id than the shard's manifest: one of the two is damaged, and
   a start keeps the log (metadata.json's id says which file it writes again;
   control/data_dir_check.py, ``disagreements``, which plinth check runs too, says
   a manifest that disagrees with metadata.json);
+- a leader-epoch checkpoint that is not one (log_check_files.py says what a start
+  does with it);
 - a directory that holds no segment;
 - an older segment's ``.index`` or ``.timeindex`` the shard rebuilds when it first
   reads the segment (torn, out of order, its last entry not the log's), or one it
@@ -94,7 +98,8 @@ from plinth.shards.offset_gaps import CORRUPT_SUFFIX, GAPS_FILE, Gap, read_gaps
 from plinth.shards.offset_store import DIR_NAME as OFFSETS_DIR_NAME
 from plinth.shards.partition_log import DELETED_DIRECTORY_SUFFIX
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
-from plinth.shards.log_check_files import index_findings, snapshot_problem
+from plinth.shards.log_check_files import (
+    index_findings, leader_epochs_findings, snapshot_problem)
 from plinth.shards.producer_state import SNAPSHOT_SUFFIX
 from plinth.shards.segment import (
     INDEX_SUFFIX, LOG_SUFFIX, OFFSET_DIGITS, TIME_INDEX_SUFFIX, Segment, SegmentCheck,
@@ -184,7 +189,7 @@ def _check_shard(shard_dir: Path, manifests: ShardManifests, found: ShardsCheck)
         in_manifest = directory.name in named
         if not in_manifest and not _base_offsets(directory):
             continue   # not a partition log
-        check = check_partition_directory(directory)
+        check = check_partition_directory(directory, _initial_offset(manifest, directory.name))
         if in_manifest:
             _check_topic_id(check, named[directory.name])
         elif manifest is not None and directory.name != OFFSETS_DIR_NAME:
@@ -212,24 +217,30 @@ def _set_aside(directory: Path, notes: list[str]) -> bool:
     return True
 
 
-def check_partition_directory(directory: Path) -> PartitionCheck:
+def check_partition_directory(directory: Path,
+                              initial_offset: int | None = None) -> PartitionCheck:
     """Read every segment of one partition log whole, and the files beside them
-    (module docstring)."""
+    (module docstring). ``initial_offset``: where the partition last continued on its
+    shard, as the manifest says (None: no manifest names it), which tells a hole
+    from a gap when the offset-gaps file is bad or missing (``_unknown_gap_finding``)."""
     check = PartitionCheck(directory)
     gaps = _checked_gaps(check)
+    _check_leader_epochs(check)
     base_offsets = _base_offsets(directory)
     if not base_offsets:
         check.problems.append(f"{directory} holds no segment (no .log file): every record "
                               f"it held is lost")
     elif len(base_offsets) > 1 and gaps is None and not check.problems:
         check.notes.append(f"{directory}: no {GAPS_FILE} file (a log written before gaps were "
-                           f"kept): holes between its {len(base_offsets)} segments cannot be "
-                           f"told from gaps made on purpose, and none is reported")
+                           f"kept): holes between its {len(base_offsets)} segments are told "
+                           f"from gaps made on purpose by its initial_offset only")
     previous: tuple[int, SegmentCheck] | None = None
     for base_offset in base_offsets:
         found = _check_segment(check, base_offset, active=base_offset == base_offsets[-1])
         if previous is not None:
             _check_contiguous(check, previous, base_offset, gaps)
+            if gaps is None:
+                _unknown_gap_finding(check, previous, base_offset, initial_offset)
         previous = (base_offset, found)
     if previous is not None:
         _check_side_files(check, base_offsets, previous[1])
@@ -326,13 +337,15 @@ def _checked_gaps(check: PartitionCheck) -> list[Gap] | None:
     directory = check.directory
     gaps, gaps_file_there = read_gaps(directory)
     if gaps is None and gaps_file_there:
-        check.problems.append(f"{directory / GAPS_FILE} is not an offset-gaps file: the log "
-                              f"takes every hole between its segments as made on purpose")
+        check.problems.append(f"{directory / GAPS_FILE} is not an offset-gaps file: a start "
+                              f"sets it aside, and takes a hole between segments as a gap "
+                              f"only if it ends at or before the partition's initial_offset "
+                              f"(offset_gaps.py)")
     corrupt = directory / (GAPS_FILE + CORRUPT_SUFFIX)
     if corrupt.exists():
         check.problems.append(f"{corrupt}: an offset-gaps file the broker found bad and set "
-                              f"aside: holes between segments cannot be checked (the log "
-                              f"takes every hole as a gap made on purpose)")
+                              f"aside: a hole between segments is told from a gap by the "
+                              f"partition's initial_offset only (offset_gaps.py)")
     return gaps
 
 
@@ -406,6 +419,50 @@ def _check_contiguous(check: PartitionCheck, previous: tuple[int, SegmentCheck],
         check.problems.append(f"{directory}: offsets {end}..{base_offset - 1} are missing: "
                               f"{before} ends at offset {end}, the next segment starts at "
                               f"{base_offset}, and no move of the partition left a gap there")
+
+
+def _check_leader_epochs(check: PartitionCheck) -> None:
+    """The leader-epoch checkpoint: bad (a problem), or set aside by a start (a note)."""
+    problems, notes = leader_epochs_findings(check.directory)
+    check.problems.extend(problems)
+    check.notes.extend(notes)
+
+
+def _initial_offset(manifest: ShardManifest | None, name: str) -> int | None:
+    """The manifest's initial_offset of the partition whose directory is ``name``."""
+    if manifest is None:
+        return None
+    for pid, spec in manifest.partitions.items():
+        if f"{pid.topic}-{pid.partition}" == name:
+            return spec.initial_offset
+    return None
+
+
+def _unknown_gap_finding(check: PartitionCheck, previous: tuple[int, SegmentCheck],
+                         base_offset: int, initial_offset: int | None) -> None:
+    """With the log's gaps not known (a bad or missing offset-gaps file), a hole
+    between two segments, by offset_gaps.py's rule: damage if it ends past where the
+    partition last continued on its shard (no move made it; the shard reads it as
+    missing offsets too), else a note naming the offsets (a move's gap, or lost)."""
+    previous_base, found = previous
+    end = found.end_offset
+    if found.reason or base_offset <= end:
+        return
+    before = segment_file_name(previous_base, LOG_SUFFIX)
+    missing = (f"{check.directory}: offsets {end}..{base_offset - 1} are missing: {before} "
+               f"ends at offset {end}, the next segment starts at {base_offset}")
+    if initial_offset is not None and base_offset > initial_offset:
+        check.problems.append(
+            f"{missing}, and no move of the partition left a gap there (its offset-gaps "
+            f"file is bad or missing, but its manifest says it last continued on this "
+            f"shard at offset {initial_offset}, and a move's gap ends there or before): "
+            f"reads of them fail")
+    else:
+        continued = ("no manifest names the partition" if initial_offset is None else
+                     f"the partition last continued on this shard at offset {initial_offset}")
+        check.notes.append(f"{missing}: a gap a move left, or lost records, which cannot be "
+                           f"told without its offset-gaps file ({continued}); the shard "
+                           f"reads on past them")
 
 
 def _subdirectories(directory: Path) -> list[Path]:

@@ -24,27 +24,37 @@ of the segment at X, written when the log rolled to X, after that segment's file
 was created and the one before it fsynced. It is JSON with no checksum, written
 atomically: one that is not JSON, not the layout producer_state.py documents,
 says another base offset than its name, or holds a batch that does not end
-before X (or out of order within its producer) is damaged. A start reads only
-the active segment's, and without it replays only that segment: an idempotent
-producer's retry of a batch it wrote before X may then be stored twice. Only
+before X (or out of order within its producer) is damaged (producer_state.py,
+``snapshot_fault``). A start reads only the active segment's, sets a damaged one
+aside (``<X>.producers.corrupt``, logged at WARNING), and replays only that
+segment: an idempotent producer's retry of a batch it wrote before X may then be
+stored twice. Only
 the snapshots of segments on disk are checked: those below the log's start are
 retention's leftovers, those past its end are evidence of lost segments
 (log_check.py).
+
+The leader-epoch checkpoint (leader_epochs.py). One that is not one
+``save_leader_epochs`` wrote (torn, flipped, its CRC line not the lines') is
+damage: a start sets it aside as ``leader-epoch-checkpoint.corrupt`` and starts
+the partition's history empty; a replica of a replicated partition then needs
+repair (not in sync, not elected, until its leader's epoch lookup has cut its log
+back to where their histories agree and it has caught up), one of one copy loses
+nothing. A checkpoint set aside by an earlier start is noted.
 
 Any process; reads only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from plinth.errors import CorruptDataError
-from plinth.limits import CHECK_VALUE_CHARS_SAID_MAX
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, LogEntryHeader, unpack_entry_header
+from plinth.shards.leader_epochs import (
+    CHECKPOINT_FILE, CORRUPT_SUFFIX as EPOCHS_CORRUPT_SUFFIX, parse_checkpoint)
 from plinth.shards.offset_index import OffsetIndex
-from plinth.shards.producer_state import snapshot_path
+from plinth.shards.producer_state import snapshot_fault, snapshot_path
 from plinth.shards.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, segment_file_name
 from plinth.shards.time_index import TimeIndex
 
@@ -168,69 +178,36 @@ def snapshot_problem(directory: Path, base_offset: int, active_base_offset: int)
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    fault = _snapshot_fault(data, base_offset)
+    fault = snapshot_fault(data, base_offset)
     if fault is None:
         return None
     if base_offset == active_base_offset:
-        cost = (f"a start seeds the producers' state from it and replays only the active "
-                f"segment: an idempotent producer's retry of a batch written before offset "
-                f"{base_offset} may be stored twice")
+        cost = (f"a start sets it aside (as {path.name}.corrupt, with a WARNING) and "
+                f"replays only the active segment: an idempotent producer's retry of a "
+                f"batch written before offset {base_offset} may be stored twice")
     else:
         cost = (f"no start reads it (only the active segment's is read), but tiered storage "
                 f"uploads it with the segment that ends at offset {base_offset}")
     return f"{path}: {fault}: {cost}"
 
 
-def _snapshot_fault(data: bytes, base_offset: int) -> str | None:
-    """Why ``data`` is not a snapshot producer_state.py wrote for ``base_offset``, or None."""
+def leader_epochs_findings(directory: Path) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a partition's leader-epoch checkpoint (module docstring)."""
+    problems, notes = [], []
+    path = directory / CHECKPOINT_FILE
     try:
-        saved = json.loads(data)
-    except ValueError as error:   # (UnicodeDecodeError is one)
-        return f"not JSON ({len(data)} bytes; {error}): torn or damaged"
-    if not isinstance(saved, dict) or not isinstance(saved.get("producers"), list):
-        return f"not a producers snapshot ({len(data)} bytes of JSON, no producers list)"
-    if saved.get("base_offset") != base_offset:
-        return (f"says base offset {saved.get('base_offset')!r}, its name {base_offset}: a "
-                f"start takes it for another segment's and skips it")
-    seen: set[int] = set()
-    for number, producer in enumerate(saved["producers"]):
-        fault = _producer_fault(producer, base_offset, seen)
-        if fault:
-            return f"producer #{number}: {fault}"
-    return None
-
-
-def _producer_fault(producer, base_offset: int, seen: set[int]) -> str | None:
-    """Why one [producer id, batches, last seen ms, epoch] entry is not one a roll saved."""
-    if not (isinstance(producer, list) and 2 <= len(producer) <= 4
-            and all(_is_int(field) for field in producer[:1] + producer[2:])
-            and isinstance(producer[1], list)):
-        return f"not [producer id, batches, last seen ms, epoch]: {_clipped(producer)}"
-    producer_id, batches = producer[0], producer[1]
-    if producer_id in seen:
-        return f"producer id {producer_id} is said twice"
-    seen.add(producer_id)
-    previous_offset = -1
-    for number, batch in enumerate(batches):
-        if not (isinstance(batch, list) and len(batch) == 3 and all(map(_is_int, batch))
-                and batch[1] >= 1 and batch[2] >= 0):
-            return (f"producer {producer_id}, batch #{number} is not [base sequence, record "
-                    f"count, base offset]: {_clipped(batch)}")
-        sequence, record_count, batch_offset = batch
-        if batch_offset <= previous_offset or batch_offset + record_count > base_offset:
-            return (f"producer {producer_id}, batch #{number} (sequence {sequence}, offsets "
-                    f"{batch_offset}..{batch_offset + record_count - 1}) is not after the "
-                    f"batch before it (offset {previous_offset}) and before offset "
-                    f"{base_offset}, where the state it is part of ends")
-        previous_offset = batch_offset
-    return None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _clipped(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= CHECK_VALUE_CHARS_SAID_MAX else (
-        text[:CHECK_VALUE_CHARS_SAID_MAX] + "...")
+        parse_checkpoint(path.read_bytes(), path)
+    except FileNotFoundError:
+        pass
+    except CorruptDataError as error:
+        problems.append(
+            f"{error.message}: a start sets it aside as {CHECKPOINT_FILE}"
+            f"{EPOCHS_CORRUPT_SUFFIX} and starts the partition's leader-epoch history "
+            f"empty: a replica of a replicated partition then needs repair (out of the "
+            f"in-sync set until its leader has cut its log back to where their histories "
+            f"agree and it has caught up); one of one copy loses nothing")
+    aside = directory / (CHECKPOINT_FILE + EPOCHS_CORRUPT_SUFFIX)
+    if aside.exists():
+        notes.append(f"{aside}: a leader-epoch checkpoint a start found bad and set aside "
+                     f"({aside.stat().st_size} bytes); the history was started empty")
+    return problems, notes

@@ -27,9 +27,23 @@ segment that makes a new gap is created, big-endian:
 A log created by this version writes the file (empty) at once. No file is a log
 written before gaps were kept (``None``: unknown), and a file that is not exactly
 one ``save_gaps`` wrote (torn, flipped) is the same, logged as an ERROR with the
-file kept as ``offset-gaps.corrupt``: every hole is then taken as a gap made on
-purpose, as before, since refusing every read past a hole over a bad file of a
-few bytes would hide records that are there.
+file kept as ``offset-gaps.corrupt``.
+
+Gaps not known: the rule. Nothing but ``continue_at`` makes a gap, and it is
+called only where a partition takes writes at its ``initial_offset`` (shard
+manifest.json, ``PartitionSpec.initial_offset``: where its log continues on this
+shard; 0 for a partition never moved), with that offset: every gap a move made
+ends at or before the partition's latest ``initial_offset``. Retention, deleteRecords,
+a follower's ``truncate_to`` and ``restart_at`` cut the log's ends, never its
+middle. So with the gaps not known, a hole that ends at or before the
+``initial_offset`` the log was opened with (``PartitionLog.open``) may be a gap a
+move made and is taken as one (refusing every read past it over a bad file of a
+few bytes would hide records that are there); a hole that ends past it cannot
+be, and is read as CorruptDataError naming the offsets, as with a good file.
+A partition never moved (``initial_offset`` 0) thus reads every hole as lost
+data whatever its offset-gaps file says. ``plinth check`` applies the same rule
+with the manifest's ``initial_offset`` (log_check.py), and names a hole it cannot
+tell from a gap as a note.
 """
 
 from __future__ import annotations
@@ -85,10 +99,12 @@ def load_gaps(directory: Path) -> list[Gap] | None:
     gaps = _parsed(data)
     if gaps is None:
         os.replace(path, path.with_name(GAPS_FILE + CORRUPT_SUFFIX))
-        log.error("%s is not an offset-gaps file (%d bytes): kept as %s%s; every hole "
-                  "between this log's segments is now taken as a gap made on purpose, "
-                  "as by a log written before gaps were kept", path, len(data), GAPS_FILE,
-                  CORRUPT_SUFFIX)
+        log.error("%s is not an offset-gaps file (%d bytes): kept as %s%s; a hole "
+                  "between this log's segments that ends at or before the offset where "
+                  "the partition last continued on this shard (its manifest's "
+                  "initial_offset) is now taken as a gap a move made; one past it is "
+                  "still read as missing offsets (CorruptDataError)", path, len(data),
+                  GAPS_FILE, CORRUPT_SUFFIX)
     return gaps
 
 

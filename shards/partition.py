@@ -34,8 +34,9 @@ its leader's high watermark (``note_caught_up``). The mark is kept on disk
 (``<partition dir>/needs-repair``, the reason as text) so that a second
 restart, which cuts nothing, does not forget it. The shard marks a partition
 whose directory it found missing the same way (``directory_created`` for a
-partition its manifest knew: a lost or wiped disk). Partitions of factor 1
-ignore the mark.
+partition its manifest knew: a lost or wiped disk), and one whose leader-epoch
+checkpoint was bad (set aside, the history started empty: leader_epochs.py).
+Partitions of factor 1 ignore the mark.
 
 Sealed. A partition whose writes moved to another shard at ``high_watermark``
 is sealed: its log is read-only history, served until retention deletes it.
@@ -75,11 +76,12 @@ from plinth.protocol import DELETE_RECORDS_TO_HIGH_WATERMARK
 from plinth.shards.log_start_floor import (
     CORRUPT_SUFFIX, FLOOR_FILE, FLOOR_LOST, load_floor, save_floor)
 from plinth.shards.leader_epochs import (
-    NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
+    CHECKPOINT_FILE, CORRUPT_SUFFIX as EPOCHS_CORRUPT_SUFFIX, NO_EPOCH, LeaderEpochs,
+    recover_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
     CheckedEntries, LogConfig, PartitionLog, RetentionResult, TruncationResult, wall_clock_ms)
 from plinth.shards.producer_state import (
-    ProducerStates, discard_snapshot_after, discard_snapshots_before, load_snapshot,
+    ProducerStates, discard_snapshot_after, discard_snapshots_before, recover_snapshot,
     save_snapshot)
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
@@ -172,12 +174,14 @@ class Partition:
         try:
             # What survived recovery is on disk; make it durable, then readable.
             plog.flush()
-            part = cls(topic, partition, plog, plog.end_offset,
-                       leader_epochs=load_leader_epochs(plog.directory),
+            epochs, bad_epochs = _recovered_epochs(topic, partition, plog.directory)
+            part = cls(topic, partition, plog, plog.end_offset, leader_epochs=epochs,
                        directory_created=directory_created)
             part._load_floor()
             part._fit_epochs_to_log()
             part._mark_needs_repair(one_copy)
+            if bad_epochs is not None:
+                part._note_lost_epochs(bad_epochs, one_copy)
         except BaseException:
             plog.close()
             raise
@@ -232,6 +236,26 @@ class Partition:
             log.warning("%s still needs repair: a replica is not in sync until it has caught "
                         "up with its leader (%s)", self.name,
                         (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
+
+    def _note_lost_epochs(self, error: CorruptDataError, one_copy: bool) -> None:
+        """The leader-epoch checkpoint was bad (``error``) and set aside; the history
+        starts empty (leader_epochs.py says why that is safe). Log it at ERROR, and
+        mark a replica of a replicated partition as needing repair: its log must be
+        checked against its leader's before it counts as in sync or leads."""
+        aside = f"{CHECKPOINT_FILE}{EPOCHS_CORRUPT_SUFFIX}"
+        if one_copy:
+            log.error("%s: %s: kept as %s; its leader-epoch history starts empty (a "
+                      "partition of one copy has no leader to compare it with: no record "
+                      "is lost)", self.name, error.message, aside)
+            return
+        log.error("%s: %s: kept as %s; its leader-epoch history starts empty, and the "
+                  "replica is out of the in-sync set until it has fetched from its leader, "
+                  "whose epoch lookup cuts its log back to where their histories agree (at "
+                  "worst to the leader's first epoch) and sends the history again",
+                  self.name, error.message, aside)
+        if not self.needs_repair:
+            self.mark_needs_repair(f"its leader-epoch checkpoint was bad and set aside as "
+                                   f"{aside}: its history must be fetched from its leader")
 
     # --- Deleted records (the log start floor) ------------------------------------
 
@@ -370,10 +394,25 @@ class Partition:
         the log rolled to it, or handed over by the previous owner if the segment
         began at the move."""
         active_base_offset = self.log.active_base_offset
-        saved = load_snapshot(self.log.directory, active_base_offset)
+        saved, damage = recover_snapshot(self.log.directory, active_base_offset)
         if saved is not None:
             return saved
-        return moved if active_base_offset <= initial_offset else None
+        seed = moved if active_base_offset <= initial_offset else None
+        if damage is not None:
+            self._warn_lost_snapshot(damage, active_base_offset, seed is not None)
+        return seed
+
+    def _warn_lost_snapshot(self, damage: str, active_base_offset: int, moved: bool) -> None:
+        """Say, at WARNING, what a damaged producers' snapshot costs (``damage`` names
+        it, and says it was set aside): what ``plinth check`` says of it."""
+        if moved:
+            cost = ("the previous owner's snapshot, kept in the manifest, seeds the "
+                    "producers' state instead: no retry is missed")
+        else:
+            cost = (f"the producers' state is rebuilt from the active segment alone: an "
+                    f"idempotent producer's retry of a batch written before offset "
+                    f"{active_base_offset} may be stored twice")
+        log.warning("%s: %s: %s", self.name, damage, cost)
 
     def append(self, batch, summary, now_ms: int | None = None,
                leader_epoch: int = NO_EPOCH, batch_format: int = BATCH_FORMAT_PLINTH) -> int:
@@ -712,3 +751,13 @@ class Partition:
                 f"end offset {self.log.end_offset}")
         self.high_watermark = high_watermark
         return True
+
+
+def _recovered_epochs(topic: str, partition: int, directory: Path
+                      ) -> tuple[LeaderEpochs, CorruptDataError | None]:
+    """recover_leader_epochs, with a disk that refuses said as StorageError."""
+    try:
+        return recover_leader_epochs(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot read or set aside the leader-epoch checkpoint of "
+                           f"{topic}-{partition} in {directory}: {exc}") from None

@@ -237,7 +237,7 @@ class PartitionLog:
 
     def __init__(self, directory: Path, config: LogConfig, segments: list[Segment],
                  recovery: RecoveryResult, clock_ms: Callable[[], int], files: SegmentFiles,
-                 gaps: list[Gap] | None):
+                 gaps: list[Gap] | None, initial_offset: int = 0):
         if not segments:
             raise AssertionError(f"partition log {directory} has no segment")
         self.directory = directory
@@ -249,8 +249,11 @@ class PartitionLog:
         self._clock_ms = clock_ms
         self._size_bytes = sum(segment.size_bytes for segment in segments)
         self._flushed_end_offset = segments[-1].end_offset
-        # The gaps continue_at made (offset_gaps.py); None: not known (an older log).
+        # The gaps continue_at made (offset_gaps.py); None: not known (an older log,
+        # or a bad file). Then only a hole ending at or before ``initial_offset``
+        # (where the partition last continued here) may be one: offset_gaps.py's rule.
         self._gaps = gaps
+        self._initial_offset = initial_offset
         # (file, position) of corrupt data reads found and logged, oldest first.
         self._corrupt_places_logged: dict[tuple[Path | None, int | None], None] = {}
         self._closed = False
@@ -268,7 +271,9 @@ class PartitionLog:
         SegmentFiles; by default one for this log alone). ``clock_ms`` dates
         new segments for rolling by age, and appends for retention. A new,
         empty log starts at ``initial_offset`` (a partition that moved to this
-        shard continues its offsets).
+        shard continues its offsets); for an existing log it is where the partition
+        last continued here (its manifest's), which tells a gap a move made from a
+        lost segment when the log's gaps are not known (offset_gaps.py).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -294,7 +299,8 @@ class PartitionLog:
             segment.cut_files_there = (segment.base_offset in cut_base_offsets
                                        or segment.cut_files_there is True)
         _log_recovery(directory, active, recovery, len(segments))
-        return cls(directory, config, segments, recovery, clock_ms, files, load_gaps(directory))
+        return cls(directory, config, segments, recovery, clock_ms, files, load_gaps(directory),
+                   initial_offset)
 
     # --- State ------------------------------------------------------------
 
@@ -582,7 +588,9 @@ class PartitionLog:
         For a partition whose writes come back to this shard after living on
         another: the offsets between this log's end and ``offset`` are on that
         shard, and reads of them are routed there. Rolls to a new segment at
-        ``offset`` (an empty active segment is replaced instead).
+        ``offset`` (an empty active segment is replaced instead). The caller passes
+        the partition's ``initial_offset``, which proves the gap if the gaps file is
+        lost (offset_gaps.py).
         """
         if self._closed:
             self._raise_closed()
@@ -592,6 +600,7 @@ class PartitionLog:
         if offset == self.end_offset:
             return
         previous_end_offset = self.end_offset
+        self._initial_offset = max(self._initial_offset, offset)
         if self._gaps is not None:
             self._set_gaps(self._gaps + [(previous_end_offset, offset)])
         active = self._segments[-1]
@@ -703,15 +712,24 @@ class PartitionLog:
                 f"offsets {hole[0]}..{hole[1] - 1} of {self.directory} are missing: no "
                 f"segment holds them ({before.log_path} ends at offset {hole[0]}, the next "
                 f"segment starts at {hole[1]}), and no move of the partition left a gap "
-                f"there: a segment file was lost or cut short",
+                f"there{self._why_no_gap(hole)}: a segment file was lost or cut short",
                 path=before.log_path, position=before.size_bytes)
 
     def _made_on_purpose(self, hole: Gap) -> bool:
-        """Whether a hole between two segments lies within a gap continue_at made (any
-        hole does in a log whose gaps are not known: offset_gaps.py)."""
+        """Whether a hole between two segments lies within a gap continue_at made. In a
+        log whose gaps are not known, any hole that ends at or before the offset where
+        the partition last continued here may be one; no later hole can (offset_gaps.py)."""
         if self._gaps is None:
-            return True
+            return hole[1] <= self._initial_offset
         return any(start <= hole[0] and hole[1] <= end for start, end in self._gaps)
+
+    def _why_no_gap(self, hole: Gap) -> str:
+        """How a log whose gaps file is lost still knows ``hole`` is no gap ("" if known)."""
+        if self._gaps is not None:
+            return ""
+        return (f" (its offset-gaps file is missing or was bad, but the partition last "
+                f"continued on this shard at offset {self._initial_offset}, and every gap a "
+                f"move makes ends there or before)")
 
     def _set_gaps(self, gaps: list[Gap]) -> None:
         _save_gaps(self.directory, gaps)

@@ -61,6 +61,12 @@ batch's. The same list (``snapshot()``) is what the
 old owner of a partition hands to the new one when its writes move to another
 shard; the new owner keeps it in its manifest and seeds from it while its
 active segment is the one that began at the move.
+
+A damaged snapshot (no checksum guards the JSON: a hand edit or a bad disk) is
+set aside as ``<base>.producers.corrupt`` when a start would seed from it
+(``recover_snapshot``), and the partition logs a WARNING saying what it costs:
+the rebuild replays only the active segment, so an idempotent producer's retry
+of a batch written before it may be stored twice.
 """
 
 from __future__ import annotations
@@ -252,6 +258,7 @@ def _check_new_epoch(where: str, producer_id: int, epoch: int, batch_epoch: int,
 
 SNAPSHOT_SUFFIX = ".producers"
 LEGACY_SNAPSHOT_FILE = "producers.json"   # one file, before per-roll snapshots
+CORRUPT_SUFFIX = ".corrupt"   # a damaged snapshot set aside (recover_snapshot)
 
 
 def snapshot_path(directory: Path, base_offset: int) -> Path:
@@ -315,6 +322,30 @@ def _saved_base_offset(path: Path) -> int:
         return -1
 
 
+def recover_snapshot(directory: Path, base_offset: int) -> tuple[list | None, str | None]:
+    """``load_snapshot`` for the partition's start (its seed), and what was wrong with
+    the per-roll file at ``base_offset`` if it is not one a roll wrote
+    (``snapshot_fault``): that file is set aside as ``<base>.producers.corrupt``, so
+    no later start or upload reads it, and (None, what and where, for the caller's
+    WARNING) is returned. Loop thread."""
+    path = snapshot_path(directory, base_offset)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return load_snapshot(directory, base_offset), None
+    fault = snapshot_fault(data, base_offset)
+    if fault is None:
+        return load_snapshot(directory, base_offset), None
+    aside = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        os.replace(path, aside)
+        fsync_directory(Path(directory))
+        kept = f"kept as {aside.name}"
+    except OSError as error:
+        kept = f"left in place: it could not be set aside ({error})"
+    return None, f"producers snapshot {path} ({len(data)} bytes) is damaged: {fault}; {kept}"
+
+
 def load_snapshot(directory: Path, base_offset: int) -> list | None:
     """The saved state that precedes the segment at ``base_offset``, else None (a
     damaged file too: snapshots are written atomically, so only a hand-edited or
@@ -327,3 +358,59 @@ def load_snapshot(directory: Path, base_offset: int) -> list | None:
         if isinstance(saved, dict) and saved.get("base_offset") == base_offset:
             return saved.get("producers")
     return None
+
+
+def snapshot_fault(data: bytes, base_offset: int) -> str | None:
+    """Why ``data`` is not a snapshot ``save_snapshot`` wrote for ``base_offset``, or None
+    (also what ``plinth check`` says of it: log_check_files.py). Any thread."""
+    try:
+        saved = json.loads(data)
+    except ValueError as error:   # (UnicodeDecodeError is one)
+        return f"not JSON ({len(data)} bytes; {error}): torn or damaged"
+    if not isinstance(saved, dict) or not isinstance(saved.get("producers"), list):
+        return f"not a producers snapshot ({len(data)} bytes of JSON, no producers list)"
+    if saved.get("base_offset") != base_offset:
+        return (f"says base offset {saved.get('base_offset')!r}, its name {base_offset}: a "
+                f"start takes it for another segment's and skips it")
+    seen: set[int] = set()
+    for number, producer in enumerate(saved["producers"]):
+        fault = _producer_fault(producer, base_offset, seen)
+        if fault:
+            return f"producer #{number}: {fault}"
+    return None
+
+
+def _producer_fault(producer, base_offset: int, seen: set[int]) -> str | None:
+    """Why one [producer id, batches, last seen ms, epoch] entry is not one a roll saved."""
+    if not (isinstance(producer, list) and 2 <= len(producer) <= 4
+            and all(_is_int(field) for field in producer[:1] + producer[2:])
+            and isinstance(producer[1], list)):
+        return f"not [producer id, batches, last seen ms, epoch]: {_clipped(producer)}"
+    producer_id, batches = producer[0], producer[1]
+    if producer_id in seen:
+        return f"producer id {producer_id} is said twice"
+    seen.add(producer_id)
+    previous_offset = -1
+    for number, batch in enumerate(batches):
+        if not (isinstance(batch, list) and len(batch) == 3 and all(map(_is_int, batch))
+                and batch[1] >= 1 and batch[2] >= 0):
+            return (f"producer {producer_id}, batch #{number} is not [base sequence, record "
+                    f"count, base offset]: {_clipped(batch)}")
+        sequence, record_count, batch_offset = batch
+        if batch_offset <= previous_offset or batch_offset + record_count > base_offset:
+            return (f"producer {producer_id}, batch #{number} (sequence {sequence}, offsets "
+                    f"{batch_offset}..{batch_offset + record_count - 1}) is not after the "
+                    f"batch before it (offset {previous_offset}) and before offset "
+                    f"{base_offset}, where the state it is part of ends")
+        previous_offset = batch_offset
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _clipped(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limits.CHECK_VALUE_CHARS_SAID_MAX else (
+        text[:limits.CHECK_VALUE_CHARS_SAID_MAX] + "...")

@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from plinth.cli import main
 from plinth.control.metadata import BrokerMetadata, TopicMetadata
 from plinth.data_dir_lock import DataDirLock
+from plinth.limits import SEGMENT_BYTES_MIN
+from plinth.shards.leader_epochs import (
+    CHECKPOINT_FILE, EpochEntry, LeaderEpochs, save_leader_epochs)
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.producer_state import ProducerStates, save_snapshot
 
@@ -112,3 +115,40 @@ def test_a_lost_last_segment_is_said_damaged_and_exits_1(tmp_path):
     [damaged, summary] = result.stdout.splitlines()
     assert damaged.startswith(f"DAMAGED {path.parent}: the segment at offset 20 is lost")
     assert summary.endswith("; 1 damaged")
+
+
+def test_a_leader_epoch_checkpoint_with_one_digit_changed_is_said_damaged_and_exits_1(
+        tmp_path):
+    # Given a log whose leader-epoch checkpoint had one digit changed by hand (its CRC
+    # line no longer the lines'), as the tester's sed did
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    save_leader_epochs(path.parent, LeaderEpochs([EpochEntry(0, 0), EpochEntry(3, 15)]))
+    checkpoint = path.parent / CHECKPOINT_FILE
+    checkpoint.write_bytes(checkpoint.read_bytes().replace(b"\n3 15\n", b"\n3 14\n"))
+    # When checked / Then the file, its line and what a start does are said, rc 1
+    result = check(data_dir)
+    assert result.exit_code == 1, result.output
+    [damaged, summary] = result.stdout.splitlines()
+    assert damaged.startswith(f"DAMAGED leader-epoch checkpoint {checkpoint}, line 5: ")
+    assert "a start sets it aside as leader-epoch-checkpoint.corrupt" in damaged
+    assert summary.endswith("; 1 damaged")
+
+
+def test_a_lost_middle_segment_is_named_even_with_a_garbage_offset_gaps_file(tmp_path):
+    # Given a never-moved log of three segments whose middle one's .log is lost and
+    # whose offset-gaps file is 16 bytes of garbage (the tester's printf)
+    directory = tmp_path / "shards" / "shard-0" / "t-0"
+    log = PartitionLog.open(directory, LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN))
+    while len(log.segments) < 3:
+        log.append(b"x" * 900, 1, 1_000)
+    segments = log.segments
+    log.close()
+    data_dir, _ = data_dir_with_a_log(tmp_path, batches=0)
+    (directory / "offset-gaps").write_bytes(b"garbagegarbage!!")
+    segments[1].log_path.unlink()
+    # When checked / Then the missing offsets are named as damage
+    result = check(data_dir)
+    assert result.exit_code == 1, result.output
+    hole = f"offsets {segments[1].base_offset}..{segments[2].base_offset - 1} are missing"
+    assert any(line.startswith("DAMAGED") and hole in line
+               for line in result.stdout.splitlines()), result.output

@@ -9,7 +9,7 @@ import pytest
 from plinth.errors import CorruptDataError
 from plinth.shards.leader_epochs import (
     CHECKPOINT_FILE, NO_EPOCH, NO_OFFSET, EpochEntry, LeaderEpochs, load_leader_epochs,
-    save_leader_epochs)
+    recover_leader_epochs, save_leader_epochs)
 
 HISTORY = [EpochEntry(0, 0), EpochEntry(3, 120), EpochEntry(4, 500)]
 
@@ -116,3 +116,19 @@ def test_a_checkpoint_with_a_valid_crc_but_a_bad_line_names_that_line(
     # When it is loaded / Then the error names the line and what is wrong with it
     with pytest.raises(CorruptDataError, match=rf"line {line_number}: .*{what}"):
         load_leader_epochs(tmp_path)
+
+
+def test_recovering_a_bad_checkpoint_sets_it_aside_and_says_why_with_an_empty_history(
+        tmp_path):
+    save_leader_epochs(tmp_path, LeaderEpochs([EpochEntry(0, 0), EpochEntry(3, 4950)]))
+    path = tmp_path / CHECKPOINT_FILE
+    bad = path.read_bytes().replace(b"3 4950", b"3 4050")   # the tester's sed
+    path.write_bytes(bad)
+    epochs, error = recover_leader_epochs(tmp_path)
+    assert epochs.entries == () and "is not the CRC of the lines above" in error.message
+    assert not path.exists() and (tmp_path / (CHECKPOINT_FILE + ".corrupt")).read_bytes() == bad
+    # And a good one, or none, is read as it is
+    save_leader_epochs(tmp_path, LeaderEpochs([EpochEntry(2, 7)]))
+    assert recover_leader_epochs(tmp_path)[0].entries == (EpochEntry(2, 7),)
+    epochs, error = recover_leader_epochs(tmp_path / "none")
+    assert epochs.entries == () and error is None

@@ -17,6 +17,7 @@ from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.limits import SEGMENT_BYTES_MIN
 from plinth.shards import log_check
 from plinth.shards.log_check import check_partition_directory, check_shards_directory
+from plinth.shards.leader_epochs import EpochEntry, LeaderEpochs, save_leader_epochs
 from plinth.shards.offset_gaps import GAPS_FILE
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, save_topic_id
@@ -155,17 +156,28 @@ def test_overlapping_segments_are_said_in_a_named_directory(tmp_path):
            f"the segment before it ({paths[0].name} ends at offset {second_base})" in problems
 
 
-def test_an_offset_gaps_file_the_broker_set_aside_is_damage_holes_cannot_be_checked(tmp_path):
+def lost_segment_offsets(paths, lost):
+    """(first, last) offset the segment ``paths[lost]`` held (its name, the next one's)."""
+    return int(paths[lost].stem), int(paths[lost + 1].stem) - 1
+
+
+def test_an_offset_gaps_file_the_broker_set_aside_is_damage_and_the_hole_is_still_named(
+        tmp_path):
     # Given a log that lost its second segment, whose offset-gaps file a shard found bad
-    # and renamed (offset_gaps.py)
+    # and renamed (offset_gaps.py), and no manifest
     paths = written_log(tmp_path)
     paths[1].unlink()
     (tmp_path / GAPS_FILE).rename(tmp_path / "offset-gaps.corrupt")
-    # When checked / Then that is said, since the hole cannot be told from a gap
-    [problem] = check_partition_directory(tmp_path).problems
-    assert problem == (f"{tmp_path / 'offset-gaps.corrupt'}: an offset-gaps file the broker "
-                       f"found bad and set aside: holes between segments cannot be checked "
-                       f"(the log takes every hole as a gap made on purpose)")
+    first, last = lost_segment_offsets(paths, 1)
+    # When checked / Then that is said, and the hole named, as one that cannot be told
+    # from a gap without a manifest's initial_offset
+    check = check_partition_directory(tmp_path)
+    assert check.problems == [
+        f"{tmp_path / 'offset-gaps.corrupt'}: an offset-gaps file the broker found bad and "
+        f"set aside: a hole between segments is told from a gap by the partition's "
+        f"initial_offset only (offset_gaps.py)"]
+    assert any(note.startswith(f"{tmp_path}: offsets {first}..{last} are missing: ")
+               and "cannot be told" in note for note in check.notes)
 
 
 def test_a_log_of_several_segments_without_an_offset_gaps_file_is_noted(tmp_path):
@@ -174,8 +186,30 @@ def test_a_log_of_several_segments_without_an_offset_gaps_file_is_noted(tmp_path
     check = check_partition_directory(tmp_path)
     assert check.problems == []
     assert check.notes == [f"{tmp_path}: no offset-gaps file (a log written before gaps were "
-                           f"kept): holes between its {len(paths)} segments cannot be told "
-                           f"from gaps made on purpose, and none is reported"]
+                           f"kept): holes between its {len(paths)} segments are told from "
+                           f"gaps made on purpose by its initial_offset only"]
+
+
+@pytest.mark.parametrize("gaps_file", [b"garbagegarbage!!", None])
+def test_a_lost_segment_of_a_never_moved_partition_is_damage_whatever_its_gaps_file(
+        tmp_path, gaps_file):
+    # Given a shard's partition whose manifest says it never moved (initial_offset 0),
+    # that lost its second segment's .log file, and whose offset-gaps file is 16 bytes
+    # of garbage (the tester's printf) or gone
+    directory = tmp_path / "shard-0" / "a-0"
+    paths = written_log(directory)
+    write_manifest(tmp_path / "shard-0", {"a-0": TOPIC_ID})
+    save_topic_id(directory, TOPIC_ID)
+    paths[1].unlink()
+    if gaps_file is None:
+        (directory / GAPS_FILE).unlink()
+    else:
+        (directory / GAPS_FILE).write_bytes(gaps_file)
+    first, last = lost_segment_offsets(paths, 1)
+    # When checked / Then the missing offsets are named as damage
+    [check] = check_shards_directory(tmp_path).partitions
+    missing = [p for p in check.problems if f"offsets {first}..{last} are missing" in p]
+    assert len(missing) == 1 and "last continued on this shard at offset 0" in missing[0]
 
 
 def test_a_gap_a_move_made_is_no_problem(tmp_path):
@@ -192,8 +226,9 @@ def test_an_offset_gaps_file_that_is_not_one_is_said_and_left_in_place(tmp_path)
     written_log(tmp_path)
     (tmp_path / GAPS_FILE).write_bytes(b"not gaps")
     [problem] = check_partition_directory(tmp_path).problems
-    assert problem == (f"{tmp_path / GAPS_FILE} is not an offset-gaps file: the log takes "
-                       f"every hole between its segments as made on purpose")
+    assert problem == (f"{tmp_path / GAPS_FILE} is not an offset-gaps file: a start sets it "
+                       f"aside, and takes a hole between segments as a gap only if it ends "
+                       f"at or before the partition's initial_offset (offset_gaps.py)")
     assert (tmp_path / GAPS_FILE).read_bytes() == b"not gaps"
 
 
@@ -541,9 +576,10 @@ def test_a_torn_producers_snapshot_of_the_active_segment_is_damage(tmp_path):
     path.write_bytes(path.read_bytes()[:-4])
     [problem] = check_partition_directory(tmp_path).problems
     assert problem.startswith(f"{path}: not JSON (")
-    assert problem.endswith(f"torn or damaged: a start seeds the producers' state from it and "
-                            f"replays only the active segment: an idempotent producer's retry "
-                            f"of a batch written before offset {last} may be stored twice")
+    assert problem.endswith(f"torn or damaged: a start sets it aside (as {path.name}.corrupt, "
+                            f"with a WARNING) and replays only the active segment: an "
+                            f"idempotent producer's retry of a batch written before offset "
+                            f"{last} may be stored twice")
 
 
 def test_a_producers_snapshot_of_another_base_offset_is_damage(tmp_path):
@@ -579,7 +615,7 @@ def test_a_producers_snapshot_not_in_its_layout_is_damage(tmp_path):
     path.write_text(json.dumps({"base_offset": last, "producers": [[7, [[0, "2", 4]], 1]]}))
     [problem] = check_partition_directory(tmp_path).problems
     assert problem.startswith(f"{path}: producer #0: producer 7, batch #0 is not [base sequence, "
-                              f'record count, base offset]: [0, "2", 4]: a start seeds')
+                              f'record count, base offset]: [0, "2", 4]: a start sets it aside')
 
 
 def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp_path):
@@ -595,3 +631,20 @@ def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp
     assert check.notes == [f"{tmp_path}: {second:020d}.index, {second:020d}.timeindex without "
                            f"{second:020d}.log: left by a segment deletion a crash cut short, "
                            f"or its .log file was lost (which cannot be told)"]
+
+
+def test_a_bad_leader_epoch_checkpoint_is_damage_and_one_set_aside_is_noted(tmp_path):
+    # Given a log whose leader-epoch checkpoint had one digit changed (the tester's sed)
+    written_log(tmp_path)
+    save_leader_epochs(tmp_path, LeaderEpochs([EpochEntry(0, 0), EpochEntry(3, 4950)]))
+    path = tmp_path / "leader-epoch-checkpoint"
+    path.write_bytes(path.read_bytes().replace(b"3 4950", b"3 4050"))
+    # When checked / Then the file, the line and what a start does are said
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"leader-epoch checkpoint {path}, line 5: ")
+    assert "a start sets it aside as leader-epoch-checkpoint.corrupt" in problem
+    # And once a start set it aside, that is noted, not damage
+    path.rename(tmp_path / "leader-epoch-checkpoint.corrupt")
+    check = check_partition_directory(tmp_path)
+    assert check.problems == [] and any(
+        "leader-epoch checkpoint a start found bad and set aside" in n for n in check.notes)

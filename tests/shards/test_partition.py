@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import random
 import shutil
@@ -23,6 +24,8 @@ from plinth.shards.leader_epochs import (
     CHECKPOINT_FILE, NO_EPOCH, EpochEntry, load_leader_epochs)
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
+from plinth.shards.replication import divergence
+from plinth.shards.shard_calls import OPENED_NEEDS_REPAIR
 from plinth.shards.producer_state import snapshot_offsets, snapshot_path
 from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG
 from plinth.shards.tier.tier_policy import held_remotely
@@ -112,6 +115,37 @@ def test_a_corrupt_producer_snapshot_is_ignored_and_the_active_segment_still_rec
     reopened = open_partition(tmp_path / "t-3", small)
     assert append(reopened, batch_of([value], producer_id=8, base_sequence=3)) == 3
     assert reopened.log.end_offset == 4
+
+
+def test_a_damaged_producers_snapshot_is_set_aside_and_its_cost_logged_at_start(
+        tmp_path, caplog):
+    # Given a partition whose log rolled (saving its producers), whose active segment's
+    # snapshot then had 3 bytes overwritten at byte 20 (the tester's dd)
+    small = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", small)
+    value = b"v" * (limits.SEGMENT_BYTES_MIN // 3)
+    for sequence in range(4):
+        append(part, batch_of([value], producer_id=8, base_sequence=sequence))
+    part.log.close()
+    active = part.log.active_base_offset
+    path = snapshot_path(tmp_path / "t-3", active)
+    data = bytearray(path.read_bytes())
+    data[20:23] = b"\x01\x02\x03"
+    path.write_bytes(bytes(data))
+    # When it is opened / Then a WARNING names the file, its size and the cost, and the
+    # file is set aside so that no later start reads it as a snapshot
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.partition"):
+        reopened = open_partition(tmp_path / "t-3", small)
+    [record] = [r for r in caplog.records if "producers snapshot" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert f"producers snapshot {path} ({len(data)} bytes) is damaged: not JSON" in \
+        record.getMessage()
+    assert (f"kept as {path.name}.corrupt" in record.getMessage() and
+            f"a batch written before offset {active} may be stored twice" in record.getMessage())
+    assert not path.exists() and (tmp_path / "t-3" / f"{path.name}.corrupt").exists()
+    assert active not in snapshot_offsets(tmp_path / "t-3")
+    # And the active segment's batches are still recognised as retries
+    assert append(reopened, batch_of([value], producer_id=8, base_sequence=3)) == 3
 
 
 def test_a_roll_saves_the_producers_as_they_were_before_the_new_segments_first_batch(tmp_path):
@@ -433,16 +467,81 @@ def test_epochs_whose_entries_recovery_cut_are_forgotten_when_the_partition_open
     assert load_leader_epochs(tmp_path / "t-3").entries == (EpochEntry(1, 0),)
 
 
-def test_a_torn_leader_epoch_checkpoint_stops_the_partition_from_opening(tmp_path):
-    # Given a partition whose checkpoint file was torn
-    part = open_partition(tmp_path / "t-3")
+def partition_with_epochs_1_and_3(directory) -> Partition:
+    """A closed partition led in epoch 1 (offset 0), then 3 (offset 1)."""
+    part = open_partition(directory)
     append_as_leader(part, batch_of([b"a"]), 1)
+    append_as_leader(part, batch_of([b"b"]), 3)
     part.log.close()
+    return part
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data.replace(b"\n3 1\n", b"\n3 0\n"),   # one digit (the tester's sed)
+    lambda data: data[:-2],                                  # torn
+])
+def test_a_bad_leader_epoch_checkpoint_is_set_aside_and_the_replica_needs_repair(
+        tmp_path, caplog, damage):
+    # Given a replica of a replicated partition whose checkpoint was damaged
+    partition_with_epochs_1_and_3(tmp_path / "t-3")
+    path = tmp_path / "t-3" / CHECKPOINT_FILE
+    data = path.read_bytes()
+    path.write_bytes(damage(data))
+    assert path.read_bytes() != data
+    # When it is opened / Then it opens, its records all there, with an empty history,
+    # the file kept aside, an ERROR naming the file, and the replica needs repair (its
+    # history is fetched from its leader before it counts as in sync or leads)
+    with caplog.at_level(logging.ERROR, logger="plinth.shards.partition"):
+        reopened = open_partition(tmp_path / "t-3")
+    assert reopened.log.end_offset == 2 and reopened.leader_epochs.entries == ()
+    assert not path.exists()
+    assert (tmp_path / "t-3" / (CHECKPOINT_FILE + ".corrupt")).read_bytes() == damage(data)
+    assert f"leader-epoch checkpoint {path}, line" in caplog.text
+    assert "kept as leader-epoch-checkpoint.corrupt" in caplog.text
+    assert reopened.needs_repair and reopened.open_state() == OPENED_NEEDS_REPAIR
+    reopened.log.close()
+    # And a second start keeps the mark (not in sync until caught up), reads no bad file
+    again = open_partition(tmp_path / "t-3")
+    assert again.needs_repair and again.leader_epochs.entries == ()
+
+
+def test_a_bad_leader_epoch_checkpoint_of_a_one_copy_partition_is_set_aside_and_it_opens(
+        tmp_path, caplog):
+    partition_with_epochs_1_and_3(tmp_path / "t-3")
     path = tmp_path / "t-3" / CHECKPOINT_FILE
     path.write_bytes(path.read_bytes()[:-2])
-    # When it is opened / Then CorruptDataError names the file, rather than a made-up history
-    with pytest.raises(CorruptDataError, match=f"{path}, line"):
-        open_partition(tmp_path / "t-3")
+    with caplog.at_level(logging.ERROR, logger="plinth.shards.partition"):
+        reopened = Partition.open(tmp_path / "t-3", "t", 3, LogConfig(), one_copy=True)
+    assert reopened.log.end_offset == 2 and not reopened.needs_repair
+    assert (tmp_path / "t-3" / (CHECKPOINT_FILE + ".corrupt")).exists()
+    assert "no record is lost" in caplog.text
+
+
+def test_a_follower_whose_history_was_lost_is_cut_back_to_its_leaders_first_epoch(tmp_path):
+    # Given a leader in epochs 0 and 2, and a follower that holds other entries in the
+    # same offsets (it had led in epoch 1) and lost its checkpoint
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    for i, epoch in enumerate((0, 0, 2)):
+        append_as_leader(leader, batch_of([b"L%d" % i]), epoch)
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    append_as_leader(follower, batch_of([b"F0"]), 0)
+    append_as_leader(follower, batch_of([b"F1"]), 1)
+    follower.log.close()
+    checkpoint = tmp_path / "follower" / "t-3" / CHECKPOINT_FILE
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-2])
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    assert follower.leader_epochs.entries == ()
+    # When it fetches (no epoch: it has none) / Then the leader's lookup says it diverges
+    # at the leader's first epoch's start, and cut back there it refetches the leader's
+    # entries and history: it keeps nothing the leader disagrees with
+    fetch_offset = follower.log.end_offset
+    found = divergence(leader.leader_epochs, fetch_offset, NO_EPOCH, leader.log.end_offset)
+    assert found == EpochEntry(0, 0)
+    follower.truncate_to(found.start_offset)
+    assert follower.log.end_offset == 0
+    replicate(leader, follower)
+    assert entries_from(follower, 0) == entries_from(leader, 0)
+    assert follower.leader_epochs.entries == leader.leader_epochs.entries
 
 
 def test_a_follower_stores_the_leaders_entries_epochs_and_producer_sequences(tmp_path):

@@ -707,16 +707,78 @@ def test_a_gap_a_move_made_is_still_one_after_reopening_and_a_lost_segment_besid
         damaged.read(later[0].base_offset, 10**6, damaged.end_offset)
 
 
-def test_a_log_written_before_gaps_were_kept_takes_every_hole_as_a_gap(tmp_path):
+def test_a_log_without_its_gaps_file_takes_only_holes_up_to_its_initial_offset_as_gaps(
+        tmp_path):
     # Given a log of an older version (no offset-gaps file) with a lost segment
     _, _, segments = sealed_log_of_four_segments(tmp_path / "t-0")
     (tmp_path / "t-0" / "offset-gaps").unlink()
     for path in (segments[1].log_path, segments[1].index_path, segments[1].time_index_path):
         path.unlink()
-    # When it is read in the hole / Then it reads on from the next segment, as before
-    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
-    assert reopened.in_gap(segments[1].base_offset)
-    assert read_all(reopened, segments[1].base_offset)[0][0] == segments[2].base_offset
+    # When it is opened as a partition never moved (initial offset 0) / Then the hole
+    # is missing data: no move can have made it
+    never_moved = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    assert not never_moved.in_gap(segments[1].base_offset)
+    with pytest.raises(CorruptDataError, match=(
+            rf"offsets {segments[1].base_offset}\.\.{segments[2].base_offset - 1} .* are "
+            rf"missing.*offset-gaps file is missing or was bad.*continued on this shard at "
+            rf"offset 0")):
+        never_moved.read(segments[1].base_offset, 10**6, never_moved.end_offset)
+    never_moved.close()
+    # And opened as one that continued here at the hole's end, it may be a move's gap
+    moved = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS,
+                              initial_offset=segments[2].base_offset)
+    assert moved.in_gap(segments[1].base_offset)
+    assert read_all(moved, segments[1].base_offset)[0][0] == segments[2].base_offset
+
+
+def test_a_garbage_gaps_file_does_not_make_a_lost_segment_of_a_never_moved_log_a_gap(
+        tmp_path, caplog):
+    # Given a never-moved log whose second segment was deleted and whose offset-gaps
+    # file was overwritten with 16 bytes of garbage (the tester's printf)
+    _, appended, segments = sealed_log_of_four_segments(tmp_path / "t-0")
+    (tmp_path / "t-0" / "offset-gaps").write_bytes(b"garbagegarbage!!")
+    lost = segments[1]
+    lost.log_path.unlink()
+    # When it is opened and read from offset 0 / Then the read stops at the hole with
+    # CorruptDataError naming the missing offsets, never skipping them
+    with caplog.at_level(logging.ERROR, logger="plinth.shards.offset_gaps"):
+        reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    assert "is still read as missing offsets" in caplog.text
+    assert (tmp_path / "t-0" / "offset-gaps.corrupt").exists()
+    with pytest.raises(CorruptDataError, match=(
+            rf"offsets {lost.base_offset}\.\.{segments[2].base_offset - 1} of .* are missing")):
+        read_all(reopened, 0)
+    assert read_all(reopened, segments[2].base_offset) == \
+        [e for e in appended if e[0] >= segments[2].base_offset]
+    reopened.close()
+    # And a second start (the bad file set aside, none left) says the same
+    again = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    with pytest.raises(CorruptDataError, match="are missing"):
+        again.read(lost.base_offset, 10**6, again.end_offset)
+
+
+def test_a_garbage_gaps_file_keeps_a_gap_a_move_made_up_to_the_initial_offset(tmp_path):
+    # Given a log continued past its end (a move back to this shard at offset X), then
+    # its offset-gaps file overwritten with garbage
+    log = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    append_batches(log, 20)
+    gap_start = log.end_offset
+    log.continue_at(gap_start + 100)
+    after = append_batches(log, 40, seed=1)
+    log.close()
+    (tmp_path / "t-0" / "offset-gaps").write_bytes(b"garbagegarbage!!")
+    later = [s for s in log.segments if s.base_offset > gap_start + 100]
+    for path in (later[0].log_path, later[0].index_path, later[0].time_index_path):
+        path.unlink()
+    # When it is opened with that offset, as its manifest says / Then the move's gap reads
+    # on, and the segment lost after it is missing data
+    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS,
+                                 initial_offset=gap_start + 100)
+    assert reopened.in_gap(gap_start + 50)
+    header, _ = next(iter_entries(reopened.read(gap_start + 50, 4096, reopened.end_offset)))
+    assert header.base_offset == after[0][0] == gap_start + 100
+    with pytest.raises(CorruptDataError, match="are missing"):
+        reopened.read(later[0].base_offset, 10**6, reopened.end_offset)
 
 
 def test_truncating_or_restarting_a_log_forgets_the_gaps_past_its_new_end(tmp_path):

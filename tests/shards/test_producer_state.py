@@ -11,7 +11,7 @@ from plinth.errors import (TRANSIENT_ERRORS, InvalidProducerEpochError, OutOfOrd
                            TooManyProducersError)
 from plinth.shards.producer_state import (
     LEGACY_SNAPSHOT_FILE, ProducerStates, discard_snapshot_after, discard_snapshots_before,
-    load_snapshot, save_snapshot, snapshot_offsets, snapshot_path)
+    load_snapshot, recover_snapshot, save_snapshot, snapshot_offsets, snapshot_path)
 
 
 def states_with(*batches) -> ProducerStates:
@@ -245,3 +245,28 @@ def test_the_epoch_goes_through_a_snapshot_and_one_without_it_takes_the_next_bat
         old.check("t-0", 7, 3, 1, producer_epoch=4)
     old.record(7, 1, 1, 11, producer_epoch=4)
     assert old.snapshot()[0][3] == 4
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:20] + b"\x01\x02\x03" + data[23:],                       # the tester's dd
+    lambda data: json.dumps({"base_offset": 40, "producers": [[7, [[0, "2", 4]], 1]]}).encode(),
+    lambda data: json.dumps({"base_offset": 41, "producers": []}).encode(),
+])
+def test_recovering_a_damaged_snapshot_sets_it_aside_and_says_what_and_where(tmp_path, damage):
+    save_snapshot(tmp_path, 40, states_with((7, 0, 2, 0)))
+    path = snapshot_path(tmp_path, 40)
+    bad = damage(path.read_bytes())
+    path.write_bytes(bad)
+    saved, problem = recover_snapshot(tmp_path, 40)
+    assert saved is None
+    assert problem.startswith(f"producers snapshot {path} ({len(bad)} bytes) is damaged: ")
+    assert problem.endswith(f"kept as {path.name}.corrupt")
+    assert not path.exists() and snapshot_offsets(tmp_path) == []
+    assert (tmp_path / f"{path.name}.corrupt").read_bytes() == bad
+
+
+def test_recovering_a_sound_snapshot_or_none_is_loading_it(tmp_path):
+    states = states_with((7, 0, 2, 0))
+    save_snapshot(tmp_path, 40, states)
+    assert recover_snapshot(tmp_path, 40) == (states.snapshot(), None)
+    assert recover_snapshot(tmp_path, 80) == (None, None)

@@ -497,3 +497,36 @@ def test_a_single_copy_partition_clears_a_repair_mark_an_earlier_open_left(tmp_p
     assert "t-0: repair mark cleared: one copy: there is no replica to repair it from" in \
         caplog.text
     assert "needs repair" not in caplog.text
+
+
+def test_a_torn_leader_epoch_checkpoint_keeps_no_partition_of_the_shard_from_opening(
+        tmp_path, caplog):
+    from plinth.shards.leader_epochs import (
+        CHECKPOINT_FILE, EpochEntry, LeaderEpochs, save_leader_epochs)
+
+    # Given a shard that served t-0 and u-0, stopped, and t-0's leader-epoch checkpoint
+    # then had one digit changed by hand (its CRC line no longer the lines')
+    with running_shard(tmp_path):
+        pass
+    server = ShardServer("shard-test", tmp_path, "127.0.0.1")
+    server.start()
+    server.call(lambda: server.open_partition("u", 0, LogConfig()))
+    server.stop(5)
+    checkpoint = tmp_path / "t-0" / CHECKPOINT_FILE
+    save_leader_epochs(checkpoint.parent, LeaderEpochs([EpochEntry(0, 0), EpochEntry(3, 4950)]))
+    checkpoint.write_bytes(checkpoint.read_bytes().replace(b"3 4950", b"3 4050"))
+    # When the restarted shard opens both again
+    server = ShardServer("shard-test", tmp_path, "127.0.0.1")
+    server.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="plinth.shards"):
+            server.call(lambda: server.open_partition("t", 0, LogConfig(), restarted=True))
+            server.call(lambda: server.open_partition("u", 0, LogConfig(), restarted=True))
+    finally:
+        server.stop(5)
+    # Then both open; t-0's checkpoint is set aside, with an ERROR naming it and the line
+    assert not checkpoint.exists()
+    assert (checkpoint.parent / (CHECKPOINT_FILE + ".corrupt")).exists()
+    [said] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said.startswith(f"t-0: leader-epoch checkpoint {checkpoint}, line 5: ")
+    assert "kept as leader-epoch-checkpoint.corrupt" in said
