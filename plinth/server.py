@@ -538,11 +538,14 @@ class Server:
                                      "--ray-address): hops between nodes stay CurveZMQ")
         # Every port is taken before anything is created: a port in use fails here, in
         # well under a second, not once Ray and the shards run and the data dir is made.
-        self._held_ports = hold_listen_ports(self.options, kafka)
+        # The lock of a data dir that is there comes first (it creates nothing): a second
+        # server on it, with the same --listen, is told which server holds it.
         self._fresh_data_dir = not self.options.data_dir.exists()
-        with option_os_errors("--data-dir", self.options.data_dir):
-            self._lock.acquire()             # then: one server per data dir
-        self._locked = True
+        if not self._fresh_data_dir:
+            self._take_lock()
+        self._held_ports = hold_listen_ports(self.options, kafka)
+        if self._fresh_data_dir:
+            self._take_lock()
         open_warning = open_to_others(self.options.data_dir)
         if open_warning is not None:   # shared on purpose, or an older Plinth's: go on
             log.warning("%s", open_warning)
@@ -579,6 +582,13 @@ class Server:
         _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
                        self.router)
         return report
+
+    def _take_lock(self) -> None:
+        """One server per data dir (plinth/data_dir_lock.py); makes the dir if it is not
+        there. InvalidConfigError naming the holder, or the data dir's problem."""
+        with option_os_errors("--data-dir", self.options.data_dir):
+            self._lock.acquire()
+        self._locked = True
 
     def _create_controller(self, cluster_keys: ClusterKeys,
                            tier: TierOptions) -> ControllerHandle:

@@ -130,6 +130,29 @@ def test_plinth_serve_on_a_port_in_use_fails_before_it_creates_the_data_dir(tmp_
             in result.output)
 
 
+def test_a_second_server_on_a_data_dir_with_the_same_port_is_told_which_server_holds_it(
+        tmp_path):
+    # Given a data dir a server holds, and the port it listens on
+    from plinth.data_dir_lock import DataDirLock
+
+    (tmp_path / "d").mkdir()
+    holder = DataDirLock(tmp_path / "d")
+    holder.acquire()
+    try:
+        with _listening() as taken:
+            port = taken.getsockname()[1]
+            # When the same plinth serve command runs again
+            result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                               "--listen", f"tcp://127.0.0.1:{port}",
+                                               "--console-listen", "off"])
+    finally:
+        holder.release()
+    # Then it is told the data dir is in use, and by which process (not only the port)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'd'} is in use by another Plinth server (process {os.getpid()} " \
+        in result.output
+
+
 def _full_disk(monkeypatch) -> None:
     """The data dir's file system reports 4 KiB free: serve fails after taking the lock
     (disk_usage is the kernel's answer; a real full file system needs a mount)."""
