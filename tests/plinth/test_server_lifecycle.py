@@ -213,6 +213,13 @@ def test_the_oldest_ray_sessions_are_removed_and_the_newest_kept(tmp_path, caplo
     assert limits.RAY_SESSIONS_KEPT_MAX >= 2
 
 
+def _no_ray(monkeypatch) -> None:
+    """Server.stop without Ray: the session's Ray (tests/conftest.py ray_cluster) runs in
+    this process, and ray.shutdown() here would end it under every later test."""
+    monkeypatch.setattr(server_module, "_end_shards", lambda: None)
+    monkeypatch.setattr(server_module, "_shutdown_ray", lambda: None)
+
+
 class _Controller:
     """The controller's handle, its shutdown raising what a shard's stop raised."""
 
@@ -230,7 +237,7 @@ class _Controller:
 def test_a_shard_that_cannot_save_its_files_on_shutdown_is_one_error_line(tmp_path, monkeypatch,
                                                                            caplog):
     # Given a server whose shard's index write failed on a read-only disk at shutdown
-    monkeypatch.setattr(server_module, "_end_shards", lambda: None)
+    _no_ray(monkeypatch)
     server = Server(ServeOptions(tmp_path / "d"))
     server.controller = _Controller(StorageError(
         "cannot write the indexes of /d/shards/shard-0/t-0/00000000000000000000.log: "
@@ -250,7 +257,7 @@ def test_a_shard_that_cannot_save_its_files_on_shutdown_is_one_error_line(tmp_pa
 
 
 def test_a_shard_that_died_before_its_shutdown_still_raises(tmp_path, monkeypatch):
-    monkeypatch.setattr(server_module, "_end_shards", lambda: None)
+    _no_ray(monkeypatch)
     server = Server(ServeOptions(tmp_path / "d"))
     server.controller = _Controller(UnavailableError("shard-0 is dead"))
     with pytest.raises(UnavailableError):
