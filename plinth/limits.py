@@ -558,6 +558,11 @@ SHARD_NAME_RETRY_INTERVAL_S = 0.2
 # Unix socket paths are limited to 107 bytes and Ray appends about 70 to its
 # temp dir: a longer data dir gets Ray's session files in the system temp dir.
 RAY_TEMP_DIR_BYTES_MAX = 36
+# Ray's session directories (``<data dir>/ray/session_<date>_<pid>``, 200-300 KB of
+# Ray's logs each) kept at a start of the embedded Ray, the new one included: each
+# start adds one, and a broker restarted in a supervisor's crash loop would grow the
+# data dir without bound. The newest are kept: they say why the last starts ended.
+RAY_SESSIONS_KEPT_MAX = 3
 # How long --ray-address (plinth serve, plinth router) may take to accept a TCP
 # connection before the server says nothing is there: Ray's own join retries for
 # minutes and does not heed SIGTERM meanwhile.

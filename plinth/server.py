@@ -317,6 +317,10 @@ def _start_ray(options: ServeOptions) -> None:
     atexit.register(reaper.release)
     ray_dir = options.data_dir / "ray"
     ray_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Also here, not only after ray.init: Ray makes it 0777 during ray.init, and a
+    # server killed within that call left it so.
+    os.chmod(ray_dir, 0o700)
+    prune_ray_sessions(ray_dir, limits.RAY_SESSIONS_KEPT_MAX - 1)   # ray.init adds one
     _use_embedded_ray_settings(token_path)
     import ray
 
@@ -336,6 +340,24 @@ def _start_ray(options: ServeOptions) -> None:
     # is the server's own, and no one else may put files (sockets, session links) in it.
     for directory in {str(ray_dir), temp_dir}:
         os.chmod(directory, 0o700)
+
+
+def prune_ray_sessions(ray_dir: Path, kept: int) -> list[Path]:
+    """Remove all but the newest ``kept`` of Ray's session directories in ``ray_dir``
+    (``session_<date>_<pid>``; the ``session_latest`` link is not one), each logged at
+    INFO; returns those removed. Server process, main thread, before ``ray.init`` and
+    with the data dir's lock held: no Ray of this data dir runs, so none is in use (a
+    Ray killed with its server is being ended by the reaper; its open files stay
+    readable to it). Newest by modification time, then name (date, time, pid)."""
+    sessions = sorted((entry for entry in ray_dir.glob("session_*")
+                       if entry.is_dir() and not entry.is_symlink()),
+                      key=lambda entry: (entry.stat().st_mtime, entry.name))
+    removed = sessions[:max(0, len(sessions) - kept)]
+    for session in removed:
+        shutil.rmtree(session, ignore_errors=True)
+        log.info("removed Ray's session files of an earlier start, %s (the newest %d "
+                 "are kept)", session, kept)
+    return removed
 
 
 def _use_embedded_ray_settings(token_path: Path, joining: bool = False) -> None:
@@ -366,7 +388,16 @@ def _say_embedded_ray_address(data_dir: Path, gcs_address: str) -> None:
     port where nothing listens once the reaper ended Ray)."""
     path = data_dir / RAY_ADDRESS_FILE
     write_file_atomically(path, gcs_address.encode())
-    atexit.register(lambda: path.unlink(missing_ok=True))
+    atexit.register(_remove_ray_address, path)
+
+
+def _remove_ray_address(path: Path) -> None:
+    """At exit: remove ray.address; one that cannot be (a disk gone read-only) is left,
+    said in one line, and names a port where nothing listens once Ray has ended."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove %s at exit: %s", path, exc.strerror or exc)
 
 
 def embedded_ray_address(data_dir: Path) -> str:
@@ -482,6 +513,10 @@ class Server:
         self.router = None
         self.kafka = None
         self._lock = DataDirLock(options.data_dir)
+        self._held_ports: list[socket.socket] = []
+        self._fresh_data_dir = False   # whether start made the data dir
+        self._ray_started = False
+        self._locked = False
 
     def start(self) -> StartReport:
         """Start everything; returns which shards serve and which do not (and why).
@@ -502,8 +537,16 @@ class Server:
         if internal_hop == "ipc" and self.options.ray_address:
             raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
                                      "--ray-address): hops between nodes stay CurveZMQ")
-        with option_os_errors("--data-dir", self.options.data_dir):
-            self._lock.acquire()             # then: one server per data dir
+        # Every port is taken before anything is created: a port in use fails here, in
+        # well under a second, not once Ray and the shards run and the data dir is made.
+        # The lock of a data dir that is there comes first (it creates nothing): a second
+        # server on it, with the same --listen, is told which server holds it.
+        self._fresh_data_dir = not self.options.data_dir.exists()
+        if not self._fresh_data_dir:
+            self._take_lock()
+        self._held_ports = hold_listen_ports(self.options, kafka)
+        if self._fresh_data_dir:
+            self._take_lock()
         open_warning = open_to_others(self.options.data_dir)
         if open_warning is not None:   # shared on purpose, or an older Plinth's: go on
             log.warning("%s", open_warning)
@@ -514,6 +557,7 @@ class Server:
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
                                                ipc_dir=make_ipc_dir(self.options.data_dir))
+        self._ray_started = True   # (even if it fails half way: Ray's processes may run)
         _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
 
         import ray
@@ -526,6 +570,7 @@ class Server:
             log.warning("%s", warning)
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
+        release_ports(self._held_ports)   # for the listeners' own binds, just below
         with option_os_errors("--listen", self.options.listen):
             self.router.start(self.controller.routing())
         with option_os_errors("--kafka-listen", self.options.kafka_listen):
@@ -538,6 +583,13 @@ class Server:
         _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
                        self.router)
         return report
+
+    def _take_lock(self) -> None:
+        """One server per data dir (plinth/data_dir_lock.py); makes the dir if it is not
+        there. InvalidConfigError naming the holder, or the data dir's problem."""
+        with option_os_errors("--data-dir", self.options.data_dir):
+            self._lock.acquire()
+        self._locked = True
 
     def _create_controller(self, cluster_keys: ClusterKeys,
                            tier: TierOptions) -> ControllerHandle:
@@ -564,12 +616,43 @@ class Server:
                         f"cluster (waited {limits.CONTROLLER_NAME_WAIT_S} s): {exc}") from None
                 time.sleep(limits.CONTROLLER_NAME_RETRY_INTERVAL_S)
 
-    def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
-        """Stop taking requests, flush and fsync every log, stop the actors. If a shard
-        could not flush (it is dead), raises that error, after stopping everything; a
-        controller already gone (the whole process group got the signal) is logged."""
-        import ray
+    def abandon_start(self, error: BaseException) -> None:
+        """After ``start`` raised ``error`` (server process, main thread): stop what it
+        started for a configuration error (a port in use found once the shards run),
+        and remove the data dir if this start created it and nothing runs on it any
+        more. A retry with corrected options then starts afresh: the metadata.json this
+        start wrote would otherwise pin its shard count (--shards applies to a new data
+        dir only). A data dir that was there is left as it is; so is one that Ray may
+        still write (the process reaper ends Ray's processes at exit), whose logs may
+        say why the start failed."""
+        release_ports(self._held_ports)
+        if self.controller is not None and isinstance(error, InvalidConfigError):
+            self.stop(before_unlock=self._remove_fresh_data_dir)
+        elif not self._ray_started:
+            try:
+                self._remove_fresh_data_dir()
+            finally:
+                self._lock.release()
 
+    def _remove_fresh_data_dir(self) -> None:
+        """Remove the data dir if this start created it (with the lock held: no other
+        server can have begun using it)."""
+        if self._fresh_data_dir and self._locked:
+            shutil.rmtree(self.options.data_dir, ignore_errors=True)
+            log.info("removed %s, which this failed start created, so that a corrected "
+                     "start begins afresh", self.options.data_dir)
+
+    def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S,
+             before_unlock=None) -> bool:
+        """Stop taking requests, flush and fsync every log, stop the actors, then Ray;
+        run ``before_unlock`` (if given) and release the data dir's lock (server process,
+        main thread). False if a shard could not save its files (a StorageError: a disk
+        gone read-only or full, the user's to fix), said in one line: no traceback, and
+        each partition's log is recovered, its indexes rebuilt, at the next start. If a
+        shard could not flush for another reason (it is dead), raises that error, after
+        stopping everything; a controller already gone (the whole process group got the
+        signal) is logged."""
+        saved = True
         try:
             if self.kafka is not None:
                 self.kafka.stop()
@@ -581,12 +664,41 @@ class Server:
                         log.warning("the controller was gone before it could flush the "
                                     "shards (did the whole process group get the signal?); "
                                     "each shard's log is recovered at its next start")
+                except StorageError as exc:
+                    log.error("a shard could not save its files on shutdown: %s (each "
+                              "partition's log is recovered, and its indexes rebuilt, at "
+                              "the next start)", _one_line(exc))
+                    saved = False
                 finally:
                     self.controller.kill()
                     _end_shards()
         finally:   # a shard that never served must not keep Ray or the lock alive
-            ray.shutdown()
-            self._lock.release()
+            _shutdown_ray()
+            try:
+                if before_unlock is not None:
+                    before_unlock()
+            finally:
+                self._lock.release()
+        return saved
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message, its first line only (Ray may append its own traceback)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shutdown_ray() -> None:
+    """``ray.shutdown()``; a file it cannot remove or write (its session files on a disk
+    gone read-only or full) is one line, not a traceback: Ray's processes are ended
+    all the same, and the session directory is pruned at a later start."""
+    import ray
+
+    try:
+        ray.shutdown()
+    except OSError as exc:
+        log.error("Ray could not clean up its session files on shutdown: %s%s",
+                  exc.strerror or exc, f": {exc.filename}" if exc.filename else "")
 
 
 @contextlib.contextmanager
@@ -604,6 +716,91 @@ def option_os_errors(option: str, value):
         if exc.filename is not None and str(exc.filename) != str(value):
             why = f"{why}: {exc.filename}"
         raise InvalidConfigError(f"{option} {value}: {why}") from None
+
+
+def hold_listen_ports(options: ServeOptions, kafka=None) -> list[socket.socket]:
+    """A socket bound to each TCP address the server will listen on (--listen,
+    --kafka-listen, --metrics-host/--metrics-port; ``kafka``: its checked options),
+    held until ``release_ports`` just before the listeners bind them (server process,
+    main thread). An address in use, not this machine's, or named by two options is
+    InvalidConfigError naming the option and the value, before anything is created.
+    SO_REUSEADDR, as ZeroMQ's and the HTTP server's own sockets have it: a port whose
+    last connections linger in TIME_WAIT is free, one another socket listens on is
+    not (Linux refuses that bind whatever the option). Bound, not listening: until
+    the broker serves, a connection there is refused as before (a readiness probe
+    that connects, deploy/kuberay-raycluster.yaml, must not find it open early), and
+    a program that binds without SO_REUSEADDR cannot take the port meanwhile (one
+    that sets it can, and its listener then fails as before). An address whose
+    host does not resolve here is left to its listener's bind, which says why.
+    --console-listen is not among them: a console that cannot start is survived
+    (``_start_console``)."""
+    addresses = []
+    if options.listen.startswith("tcp://"):
+        host, _, port = options.listen.removeprefix("tcp://").rpartition(":")
+        addresses.append(("--listen", options.listen, host, int(port)))
+    if kafka is not None:
+        from plinth.router.kafka.service import parse_host_port
+
+        addresses.append(("--kafka-listen", options.kafka_listen,
+                          *parse_host_port(kafka.listen, "--kafka-listen")))
+    if options.metrics_port is not None:
+        addresses.append(("--metrics-port", options.metrics_port, options.metrics_host,
+                          options.metrics_port))
+    held: list[socket.socket] = []
+    named: list[tuple[str, object, tuple]] = []   # option, value, bound address
+    try:
+        for option, value, host, port in addresses:
+            with option_os_errors(option, value):
+                sock = _bound_socket(host.strip("[]"), port)
+            if sock is None:
+                continue
+            held.append(sock)
+            _refuse_shared_port(option, value, sock.getsockname(), named)
+            named.append((option, value, sock.getsockname()))
+    except BaseException:
+        release_ports(held)
+        raise
+    return held
+
+
+def _refuse_shared_port(option: str, value, address: tuple, named: list) -> None:
+    """InvalidConfigError if ``address`` is one another option's listener would bind
+    too (the same port, on the same address or either on every interface): two bound
+    sockets with SO_REUSEADDR do not refuse each other until one listens."""
+    everywhere = ("0.0.0.0", "::")
+    for other_option, other_value, other in named:
+        if other[1] == address[1] and (other[0] == address[0] or other[0] in everywhere
+                                       or address[0] in everywhere):
+            raise InvalidConfigError(f"{option} {value}: Address already in use (by "
+                                     f"{other_option} {other_value})")
+
+
+def _bound_socket(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port`` (an IPv4 address first, as ZeroMQ binds one;
+    "*" or "": every interface); None for port 0 (any free port: nothing to hold) or a
+    host that does not resolve. OSError if it cannot bind."""
+    if port == 0:
+        return None
+    try:
+        found = socket.getaddrinfo(None if host in ("*", "") else host, port,
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return None
+    family, kind, proto, _, address = min(found, key=lambda f: f[0] != socket.AF_INET)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def release_ports(held: list[socket.socket]) -> None:
+    """Close the sockets ``hold_listen_ports`` holds (none connected: no TIME_WAIT)."""
+    while held:
+        held.pop().close()
 
 
 def _check_free_space(data_dir: Path) -> None:
@@ -678,9 +875,8 @@ def serve(options: ServeOptions, ready=print) -> int:
     server = Server(options)
     try:
         report = server.start()
-    except InvalidConfigError:
-        if server.controller is not None:   # e.g. a port in use, found once the shards run
-            server.stop()
+    except Exception as exc:
+        server.abandon_start(exc)
         raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
@@ -694,8 +890,7 @@ def serve(options: ServeOptions, ready=print) -> int:
     finally:
         if console is not None:
             console.stop()
-    server.stop()
-    return 0
+    return 0 if server.stop() else 1
 
 
 def _start_console(options: ServeOptions, ready):

@@ -58,6 +58,7 @@ still replicated whole, and an epoch starts at an entry's base offset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ class Partition:
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
     name: str = field(init=False)
+    # Appends refused by the disk since the last that succeeded (_storage_outage_watch).
+    _failed_appends: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = (self.topic, self.partition)
@@ -433,6 +436,12 @@ class Partition:
         topic's timestamp window, and StorageError, naming the
         partition and the directory, when the disk refuses the write.
         """
+        with self._storage_outage_watch():
+            return self._append(batch, summary, now_ms, leader_epoch, batch_format)
+
+    def _append(self, batch, summary, now_ms: int | None, leader_epoch: int,
+                batch_format: int) -> int:
+        """``append``'s work, without the watch on storage errors."""
         if now_ms is None:
             now_ms = wall_clock_ms()
         self._check_batch_bytes(batch, summary.record_count)
@@ -457,6 +466,28 @@ class Partition:
         self.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
                               base_offset, now_ms, producer_epoch=summary.producer_epoch)
         return base_offset
+
+    @contextlib.contextmanager
+    def _storage_outage_watch(self):
+        """Around an append: the first StorageError of an outage (a disk full or gone
+        read-only) is logged at WARNING, naming the partition and the cause, and the
+        first append that succeeds after it at INFO, with how many failed meanwhile.
+        Once per outage, not per request: producers retry (and each gets its error),
+        and a line per refused batch would fill the shard's log, often on the very
+        disk that is full. Without them the log did not show that the shard refused
+        writes for minutes (only plinth_errors_total{code="storageError"} did)."""
+        try:
+            yield
+        except StorageError as exc:
+            self._failed_appends += 1
+            if self._failed_appends == 1:
+                log.warning("appends to %s fail: %s; producers get StorageError until the "
+                            "disk takes writes again (said once until then)", self.name, exc)
+            raise
+        if self._failed_appends:
+            log.info("appends to %s succeed again, after %d failed", self.name,
+                     self._failed_appends)
+            self._failed_appends = 0
 
     def start_epochs_at(self, offset: int) -> None:
         """Forget the leader epochs before ``offset`` (the one holding it starts there;
@@ -501,7 +532,8 @@ class Partition:
             self._save_epochs(epochs)
         active_base_offset = plog.active_base_offset
         try:
-            plog.append_checked(checked)
+            with self._storage_outage_watch():
+                plog.append_checked(checked)
         finally:   # what was written (all of it, but for a storage error) is remembered
             self._record_replicated(checked, summaries, active_base_offset,
                                     wall_clock_ms() if now_ms is None else now_ms)

@@ -320,13 +320,15 @@ def test_serve_on_a_port_in_use_exits_1_in_one_error_line_naming_the_option(tmp_
         served = subprocess.run(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--shards",
                                           "1", "--console-listen", "off", option, given] + listen,
                                 capture_output=True, text=True, timeout=180)
-    # Then it stops everything it started and exits 1, its last line naming the option, the
-    # value and why; no traceback
+    # Then it exits 1, its last line naming the option, the value and why; no traceback
     assert served.returncode == 1, served.stderr
     last = served.stderr.splitlines()[-1]
     assert last.startswith(f"error: InvalidConfigError: {option} {given}: "), served.stderr
     assert "ddress already in use" in last
     assert "Traceback" not in served.stderr
+    # And it found it before it created anything: no data dir whose metadata.json would
+    # pin the shard count of a corrected retry, and no Ray (nothing to stop)
+    assert not (tmp_path / "d").exists(), served.stderr
     wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
 
 

@@ -232,6 +232,35 @@ def test_an_append_the_disk_refuses_raises_a_storage_error_and_leaves_the_log_as
     assert part.log.size_bytes > size_bytes + LOG_ENTRY_HEADER_BYTES
 
 
+def test_appends_the_disk_refuses_are_logged_once_per_outage_and_their_end_once(
+        tmp_path, monkeypatch, caplog):
+    # Given a partition whose disk refuses three appends in a row, then takes them again,
+    # then refuses one more (a second outage)
+    part = open_partition(tmp_path / "t-3")
+    append(part, batch_of([b"kept"]))
+
+    def read_only(fd, buffers):
+        raise OSError(errno.EROFS, "Read-only file system")
+    with caplog.at_level(logging.INFO, logger="plinth.shards.partition"):
+        monkeypatch.setattr(os, "writev", read_only)
+        for _ in range(3):
+            with pytest.raises(StorageError):
+                append(part, batch_of([b"refused"]))
+        monkeypatch.undo()
+        append(part, batch_of([b"later"]))
+        append(part, batch_of([b"and later"]))
+        monkeypatch.setattr(os, "writev", read_only)
+        with pytest.raises(StorageError):
+            append(part, batch_of([b"refused again"]))
+    # Then each outage is one WARNING naming the partition and the cause, and its end one
+    # INFO saying how many appends failed; nothing per refused or accepted batch besides
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO, logging.WARNING]
+    assert lines[0][1].startswith(f"appends to t-3 fail: cannot append ")
+    assert "Read-only file system" in lines[0][1] and str(part.log.directory) in lines[0][1]
+    assert lines[1][1] == "appends to t-3 succeed again, after 3 failed"
+
+
 # --- Batch size --------------------------------------------------------------------
 
 def test_a_batch_over_the_topics_max_message_bytes_is_refused_and_one_at_it_is_stored(tmp_path):

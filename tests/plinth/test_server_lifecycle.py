@@ -1,0 +1,265 @@
+"""plinth serve's start and stop around what it creates: the listen ports taken before
+anything else, a failed first start leaving no data dir, Ray's session directories
+pruned, and a shard's StorageError at shutdown said in one line (plinth/server.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from plinth import limits
+from plinth import server as server_module
+from plinth.cli import main
+from plinth.errors import InvalidConfigError, StorageError, UnavailableError
+from plinth.server import (Server, ServeOptions, hold_listen_ports, prune_ray_sessions,
+                           release_ports)
+
+
+def _listening(reuse: bool = False) -> socket.socket:
+    taken = socket.socket()
+    if reuse:   # as the listeners of an earlier broker had it (ZeroMQ's, the HTTP server's)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+def _options(port: int, option: str) -> tuple[ServeOptions, object, str]:
+    """ServeOptions naming ``port`` for ``option``, the Kafka options, the value shown."""
+    free = f"tcp://127.0.0.1:{_free_port()}"
+    if option == "--listen":
+        return ServeOptions(Path("d"), listen=f"tcp://127.0.0.1:{port}"), None, \
+            f"tcp://127.0.0.1:{port}"
+    if option == "--metrics-port":
+        return ServeOptions(Path("d"), listen=free, metrics_port=port), None, str(port)
+    options = ServeOptions(Path("d"), listen=free, kafka_listen=f"127.0.0.1:{port}")
+    return options, options.kafka_options(), f"127.0.0.1:{port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("option", ["--listen", "--metrics-port", "--kafka-listen"])
+def test_a_port_another_socket_listens_on_is_refused_naming_the_option_and_the_value(option):
+    # Given a port another socket listens on
+    with _listening() as taken:
+        options, kafka, shown = _options(taken.getsockname()[1], option)
+        # When the server takes its ports, Then it refuses, naming the option and the value
+        with pytest.raises(InvalidConfigError,
+                           match=f"^{option} {shown}: Address already in use$"):
+            hold_listen_ports(options, kafka)
+
+
+def test_a_port_whose_last_connection_lingers_in_time_wait_is_taken():
+    # Given a port whose listener accepted a connection and closed it first (the side that
+    # closes first keeps it in TIME_WAIT), then stopped listening: a broker just stopped
+    listener = _listening(reuse=True)
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()
+    client.recv(1)   # the FIN arrived: the accepted side is in FIN_WAIT_2/TIME_WAIT
+    client.close()
+    listener.close()
+    assert _time_wait_on(port), "no connection of the port in TIME_WAIT: nothing tested"
+    # When the server takes it, Then it gets it (SO_REUSEADDR, as ZeroMQ's own bind)
+    held = hold_listen_ports(ServeOptions(Path("d"), listen=f"tcp://127.0.0.1:{port}"))
+    assert [sock.getsockname()[1] for sock in held] == [port]
+    release_ports(held)
+
+
+def _time_wait_on(port: int) -> bool:
+    """Whether a TCP connection of local port ``port`` is in TIME_WAIT (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return any(int(row[1].split(":")[1], 16) == port and row[3] == "06" for row in rows)
+
+
+def test_ports_are_held_closed_until_released_and_two_options_naming_one_are_refused():
+    port = _free_port()
+    # Given the port of a server's --listen held
+    held = hold_listen_ports(ServeOptions(Path("d"), listen=f"tcp://127.0.0.1:{port}"))
+    # Then a program that binds without SO_REUSEADDR cannot take it meanwhile, and a
+    # connection is refused (a readiness probe must not find it open before the broker)
+    with socket.socket() as other:
+        with pytest.raises(OSError, match="Address already in use"):
+            other.bind(("127.0.0.1", port))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    # And once released the listener's own bind takes it
+    release_ports(held)
+    assert held == []
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+    # And a --metrics-port equal to the --listen port is refused, on every interface too
+    for host in ("127.0.0.1", "0.0.0.0"):
+        with pytest.raises(InvalidConfigError, match=f"^--metrics-port {port}: Address already "
+                                                     f"in use \\(by --listen tcp://"):
+            hold_listen_ports(ServeOptions(Path("d"), listen=f"tcp://127.0.0.1:{port}",
+                                           metrics_port=port, metrics_host=host))
+    # And nothing of a refused attempt stays bound
+    release_ports(hold_listen_ports(ServeOptions(Path("d"), listen=f"tcp://127.0.0.1:{port}")))
+
+
+def test_plinth_serve_on_a_port_in_use_fails_before_it_creates_the_data_dir(tmp_path):
+    # Given a port another socket listens on
+    with _listening() as taken:
+        port = taken.getsockname()[1]
+        # When plinth serve is told to serve metrics there
+        result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                           "--listen", f"tcp://127.0.0.1:{_free_port()}",
+                                           "--metrics-port", str(port),
+                                           "--console-listen", "off"])
+    # Then it fails in one line naming the option, and created nothing (Ray never
+    # started: it would have taken seconds and made the data dir)
+    assert not (tmp_path / "d").exists()
+    assert result.exit_code == 1
+    assert (f"error: InvalidConfigError: --metrics-port {port}: Address already in use"
+            in result.output)
+
+
+def test_a_second_server_on_a_data_dir_with_the_same_port_is_told_which_server_holds_it(
+        tmp_path):
+    # Given a data dir a server holds, and the port it listens on
+    from plinth.data_dir_lock import DataDirLock
+
+    (tmp_path / "d").mkdir()
+    holder = DataDirLock(tmp_path / "d")
+    holder.acquire()
+    try:
+        with _listening() as taken:
+            port = taken.getsockname()[1]
+            # When the same plinth serve command runs again
+            result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                               "--listen", f"tcp://127.0.0.1:{port}",
+                                               "--console-listen", "off"])
+    finally:
+        holder.release()
+    # Then it is told the data dir is in use, and by which process (not only the port)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'd'} is in use by another Plinth server (process {os.getpid()} " \
+        in result.output
+
+
+def _full_disk(monkeypatch) -> None:
+    """The data dir's file system reports 4 KiB free: serve fails after taking the lock
+    (disk_usage is the kernel's answer; a real full file system needs a mount)."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30, 4096))
+
+
+def test_a_failed_first_start_removes_the_data_dir_it_created(tmp_path, monkeypatch):
+    # Given a data dir that does not exist, on a file system too full to start on
+    _full_disk(monkeypatch)
+    # When plinth serve fails there (after creating the dir and taking its lock)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--console-listen", "off"])
+    # Then the dir it created is gone, so a corrected retry starts afresh
+    assert result.exit_code == 1 and "StorageError" in result.output
+    assert not (tmp_path / "d").exists()
+    assert tmp_path.exists()
+
+
+def test_a_failed_start_keeps_a_data_dir_that_was_there(tmp_path, monkeypatch):
+    # Given a data dir that exists, with a file of the operator's
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes").write_text("mine")
+    _full_disk(monkeypatch)
+    # When plinth serve fails there
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--console-listen", "off"])
+    # Then the dir and what it held are left as they were
+    assert result.exit_code == 1 and "StorageError" in result.output
+    assert (tmp_path / "d" / "notes").read_text() == "mine"
+
+
+def _session(ray_dir: Path, name: str, mtime: int) -> Path:
+    path = ray_dir / name
+    (path / "logs").mkdir(parents=True)
+    (path / "logs" / "raylet.out").write_text("x")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_the_oldest_ray_sessions_are_removed_and_the_newest_kept(tmp_path, caplog):
+    # Given five session directories of earlier starts, the latest link and another file
+    ray_dir = tmp_path / "ray"
+    sessions = [_session(ray_dir, f"session_2026-12-0{i}_10-00-00_00000{i}_{100 + i}",
+                         1_700_000_000 + i) for i in range(1, 6)]
+    (ray_dir / "session_latest").symlink_to(sessions[-1])
+    (ray_dir / "other").write_text("kept")
+    # When they are pruned to two
+    with caplog.at_level(logging.INFO, logger="plinth.server"):
+        removed = prune_ray_sessions(ray_dir, 2)
+    # Then the three oldest are gone, each said at INFO, and the rest is left
+    assert removed == sessions[:3]
+    assert sorted(p.name for p in ray_dir.iterdir()) == sorted(
+        [sessions[3].name, sessions[4].name, "session_latest", "other"])
+    assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
+    assert str(sessions[0]) in caplog.records[0].getMessage()
+    # And a start keeps the limit, the session it is about to add included
+    assert limits.RAY_SESSIONS_KEPT_MAX >= 2
+
+
+def _no_ray(monkeypatch) -> None:
+    """Server.stop without Ray: the session's Ray (tests/conftest.py ray_cluster) runs in
+    this process, and ray.shutdown() here would end it under every later test."""
+    monkeypatch.setattr(server_module, "_end_shards", lambda: None)
+    monkeypatch.setattr(server_module, "_shutdown_ray", lambda: None)
+
+
+class _Controller:
+    """The controller's handle, its shutdown raising what a shard's stop raised."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+        self.killed = False
+
+    def shutdown(self, grace_period_s: float) -> bool:
+        raise self.error
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_a_shard_that_cannot_save_its_files_on_shutdown_is_one_error_line(tmp_path, monkeypatch,
+                                                                           caplog):
+    # Given a server whose shard's index write failed on a read-only disk at shutdown
+    _no_ray(monkeypatch)
+    server = Server(ServeOptions(tmp_path / "d"))
+    server.controller = _Controller(StorageError(
+        "cannot write the indexes of /d/shards/shard-0/t-0/00000000000000000000.log: "
+        "[Errno 30] Read-only file system: '/d/shards/shard-0/t-0/00000000000000000000.index.tmp'"))
+    # When it stops
+    with caplog.at_level(logging.INFO):
+        saved = server.stop()
+    # Then it says so in one line naming the file and the cause, stops the rest, and
+    # reports it (serve then exits 1)
+    assert saved is False and server.controller.killed
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.levelno == logging.ERROR and line.exc_info is None
+    assert line.getMessage().startswith(
+        "a shard could not save its files on shutdown: cannot write the indexes of "
+        "/d/shards/shard-0/t-0/00000000000000000000.log: [Errno 30] Read-only file system")
+    assert "rebuilt, at the next start" in line.getMessage()
+
+
+def test_a_shard_that_died_before_its_shutdown_still_raises(tmp_path, monkeypatch):
+    _no_ray(monkeypatch)
+    server = Server(ServeOptions(tmp_path / "d"))
+    server.controller = _Controller(UnavailableError("shard-0 is dead"))
+    with pytest.raises(UnavailableError):
+        server.stop()
+    assert server.controller.killed
