@@ -348,13 +348,19 @@ def _kafka_listener_options(command):
               default=limits.CONSOLE_LISTEN_DEFAULT, show_default=True, metavar="HOST:PORT|off",
               help="Start the web console (plinth console) here, as a child process; off: "
                    "none. Beyond loopback run plinth console yourself, with its login options.")
+@click.option("--data-dir-free-bytes-min", type=click.IntRange(0, 1 << 50),
+              default=limits.DATA_DIR_FREE_BYTES_MIN, show_default=True,
+              help="Refuse to start with less free space than this on the data dir's file "
+                   "system (Ray's session files and the logs need some). Lower it to start "
+                   "a broker whose disk its own records filled, to delete topics or records.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, auto_leader_rebalance, leader_imbalance_check_interval_s,
           offsets_replication_factor,
           direct_clients, tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
-          kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen):
+          kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen,
+          data_dir_free_bytes_min):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -377,7 +383,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            kafka_auto_create_topics=kafka_auto_create_topics,
                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
                            kafka_sasl_users=kafka_sasl_users,
-                           console_listen=_off_is_none(console_listen))
+                           console_listen=_off_is_none(console_listen),
+                           data_dir_free_bytes_min=data_dir_free_bytes_min)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 

@@ -150,6 +150,8 @@ class ServeOptions:
     kafka_sasl_users: Path | None = None
     # The web console's HOST:PORT, started as a child process (None: no console).
     console_listen: str | None = None
+    # Free space a start needs on the data dir's file system (see _check_free_space).
+    data_dir_free_bytes_min: int = limits.DATA_DIR_FREE_BYTES_MIN
 
     def check_console_listen(self) -> None:
         """InvalidConfigError for a --console-listen that is not HOST:PORT on loopback:
@@ -552,7 +554,7 @@ class Server:
             log.warning("%s", open_warning)
         # A damaged file is one line here, not an actor dead in its constructor.
         load_checked_metadata(self.options.data_dir)
-        _check_free_space(self.options.data_dir)
+        _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
@@ -803,15 +805,43 @@ def release_ports(held: list[socket.socket]) -> None:
         held.pop().close()
 
 
-def _check_free_space(data_dir: Path) -> None:
-    """StorageError if the data dir's file system has less than DATA_DIR_FREE_BYTES_MIN
-    free: Ray's session files (under the data dir) could not be written, and Ray
-    then fails after a long wait with a traceback that names no disk."""
+def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:
+    """StorageError if the data dir's file system has less than ``free_bytes_min``
+    free (--data-dir-free-bytes-min): Ray's session files (under the data dir) could
+    not be written, and Ray then fails after a long wait with a traceback that names
+    no disk. The error says what may be removed without losing a record, and how to
+    start anyway: a disk the broker's own records filled is freed by deleting topics
+    or records, which needs a running broker."""
     free_bytes = shutil.disk_usage(data_dir).free
-    if free_bytes < limits.DATA_DIR_FREE_BYTES_MIN:
-        raise StorageError(f"--data-dir {data_dir}: its file system has {free_bytes} bytes "
-                           f"free, under the {limits.DATA_DIR_FREE_BYTES_MIN} a start needs "
-                           f"(Ray's session files, the logs); free some space first")
+    if free_bytes >= free_bytes_min:
+        return
+    raise StorageError(
+        f"--data-dir {data_dir}: its file system has {free_bytes} bytes free, under the "
+        f"{free_bytes_min} a start needs (Ray's session files, the logs). Free some space: "
+        f"{_reclaimable(data_dir)} hold no record; or start with a lower "
+        f"--data-dir-free-bytes-min (Ray may then fail for want of space) and delete topics "
+        f"or records (plinth topic delete, plinth topic delete-records), or lower "
+        f"retention.bytes")
+
+
+def _reclaimable(data_dir: Path) -> str:
+    """What under ``data_dir`` holds no record, with its size: old Ray sessions, rotated
+    logs, the copies recovery cut (``*.cut-*``) and logs set aside (``*-orphan``)."""
+    kinds = (("old Ray sessions", sorted((data_dir / "ray").glob("session_2*"))[:-1]),
+             ("rotated logs", list((data_dir / "logs").glob("*.log.*"))),
+             ("copies recovery cut (*.cut-*)", list((data_dir / "shards").glob("*/*/*.cut-*"))),
+             ("logs set aside (*-orphan)", list((data_dir / "shards").glob("*/*-orphan"))))
+    found = [f"{kind} ({_bytes_under(paths)} bytes)" for kind, paths in kinds if paths]
+    return ", ".join(found) if found else "no file Plinth knows to be spare; the files " \
+        "outside the data dir"
+
+
+def _bytes_under(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        files = path.rglob("*") if path.is_dir() else [path]
+        total += sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+    return total
 
 
 def _start_metrics(controller: ControllerHandle, port: int | None, host: str,

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from plinth import limits
 from plinth.cli import main
-from plinth.errors import InvalidConfigError
+from plinth.errors import InvalidConfigError, StorageError
 from plinth.server import RouterOptions, ServeOptions, check_tier_store
 from plinth.shards.shard_handle import TierOptions
 
@@ -273,3 +273,45 @@ def test_a_console_listen_that_is_not_host_port_is_refused_naming_the_option(lis
                        match=f"^--console-listen '{listen}': listen address .* is not HOST:PORT"
                              f".*; or off for no console$"):
         ServeOptions(data_dir=Path("d"), console_listen=listen).check_console_listen()
+
+
+def test_a_full_file_system_error_names_what_holds_no_record_and_how_to_start_anyway(
+        tmp_path, monkeypatch):
+    # Given a data dir holding old Ray sessions, a rotated log, a copy recovery cut and a
+    # log set aside, on a file system with 4 KiB free
+    import shutil
+    from collections import namedtuple
+
+    from plinth.server import _check_free_space
+
+    data_dir = tmp_path / "d"
+    for session in ("session_2026-12-01_1", "session_2026-12-02_2"):
+        (data_dir / "ray" / session).mkdir(parents=True)
+        (data_dir / "ray" / session / "log").write_bytes(b"x" * 100)
+    (data_dir / "logs").mkdir()
+    (data_dir / "logs" / "shard-0.log.1").write_bytes(b"x" * 30)
+    partition = data_dir / "shards" / "shard-0" / "t-0"
+    partition.mkdir(parents=True)
+    (partition / "00000000000000000000.log.cut-1").write_bytes(b"x" * 7)
+    (data_dir / "shards" / "shard-0" / "t-1.123-orphan").mkdir()
+    (data_dir / "shards" / "shard-0" / "t-1.123-orphan" / "0.log").write_bytes(b"x" * 5)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30, 4096))
+    # When a start checks it / Then the error names each, with its bytes (the newest Ray
+    # session is not spare), and the way to start anyway
+    with pytest.raises(StorageError) as err:
+        _check_free_space(data_dir, limits.DATA_DIR_FREE_BYTES_MIN)
+    assert ("old Ray sessions (100 bytes), rotated logs (30 bytes), copies recovery cut "
+            "(*.cut-*) (7 bytes), logs set aside (*-orphan) (5 bytes) hold no record; or "
+            "start with a lower --data-dir-free-bytes-min") in str(err.value)
+    # And a lower minimum lets the start go on
+    _check_free_space(data_dir, 4096)
+
+
+def test_the_free_space_minimum_is_an_option_of_serve(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: seen.append(options) or 0)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--console-listen",
+                                       "off", "--data-dir-free-bytes-min", "0"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].data_dir_free_bytes_min == 0
