@@ -52,9 +52,8 @@ from pathlib import Path
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata
 from plinth.control.shard_set import SHARDS_DIR
 from plinth.errors import CorruptDataError
-from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
-from plinth.shards.shard_calls import PartitionSpec
-from plinth.shards.shard_handle import MANIFEST_FILE, ShardManifest
+from plinth.shards.shard_handle import (MANIFEST_FILE, PARTITION_METADATA_FILE, PartitionSpec,
+                                        ShardManifest, load_topic_id)
 
 log = logging.getLogger(__name__)
 

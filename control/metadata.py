@@ -111,6 +111,7 @@ from plinth.durable_files import write_file_atomically
 from plinth.json_fragments import JsonFragments
 from plinth.errors import CorruptDataError, InvalidConfigError, StorageError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
+from plinth.version import VERSION
 
 class OwedDelete(NamedTuple):
     """Partitions of one topic (by its id) that a shard has not yet said it deleted."""
@@ -623,14 +624,13 @@ def _check_version(path: Path, version) -> None:
     Plinth, which alone knows its fields."""
     if type(version) is int and version == METADATA_VERSION:   # (True == 1 too)
         return
-    from plinth import __version__
 
     if type(version) is int and version > METADATA_VERSION:
         raise InvalidConfigError(
             f"{path}: metadata version {version} was written by a newer Plinth; this one "
-            f"({__version__}) reads version {METADATA_VERSION}: run the Plinth that wrote it "
+            f"({VERSION}) reads version {METADATA_VERSION}: run the Plinth that wrote it "
             f"(the data directory is unchanged)")
     raise InvalidConfigError(f"{path}: metadata version {version!r} is not one Plinth "
-                             f"writes (this one, {__version__}, reads version "
+                             f"writes (this one, {VERSION}, reads version "
                              f"{METADATA_VERSION}): the file is damaged; restore it from a "
                              f"copy, or see plinth check --data-dir")

@@ -38,6 +38,7 @@ from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFa
 from plinth import limits
 from plinth.control.controller_handle import ControllerHandle
 from plinth.errors import BrokerError
+from plinth.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,8 @@ def _requests_by_socket(live):
         "its direct socket (clients' produce and fetch without the router)",
         labels=["shard", "socket"])
     for shard, snap in live.items():
-        for socket, count in snap.get("requests_by_socket", {}).items():
-            family.add_metric([shard, socket], count)
+        for socket_name, count in snap.get("requests_by_socket", {}).items():
+            family.add_metric([shard, socket_name], count)
     return family
 
 
@@ -282,11 +283,10 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
 
 
 def _build_info() -> GaugeMetricFamily:
-    from plinth import __version__
 
     family = GaugeMetricFamily("plinth_build_info", "1, labelled with the version of Plinth "
                                "serving this endpoint", labels=["version"])
-    family.add_metric([__version__], 1)
+    family.add_metric([VERSION], 1)
     return family
 
 

@@ -3,7 +3,7 @@
     from plinth import Producer, Consumer, Admin, NewTopic, TopicPartition
 """
 
-__version__ = "0.1.0"
+from plinth.version import VERSION as __version__
 
 __all__ = ["Producer", "Consumer", "Admin", "NewTopic", "TopicPartition", "__version__"]
 

@@ -36,7 +36,7 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.process_tuning", "plinth.socket_frames", "plinth.loopback",
           "plinth.name_pages", "plinth.unsent_replies", "plinth.secret_files",
           "plinth.counted", "plinth.actor_failures", "plinth.log_limit", "plinth.redacted_urls",
-          "plinth.data_dir_mode", "plinth.socket_monitor"}
+          "plinth.data_dir_mode", "plinth.socket_monitor", "plinth.version"}
 # The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
 # asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.cli_json", "plinth.server",
