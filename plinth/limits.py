@@ -1115,13 +1115,15 @@ KAFKA_BACKEND_REQUEST_TIMEOUT_MS = 30_000
 # clients ask for 500 ms; a longer wait only holds a connection's turn.
 KAFKA_FETCH_WAIT_MS_MAX = 10_000
 # What a Kafka fetch's parked round (nothing was there at once) asks of each
-# partition. A parked Plinth fetch counts its maximum against the listener's
-# fetch bytes in flight (CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) until it answers,
-# and once the Kafka fetch is answered the others stay parked, unread, to the
-# end of their wait: at the client's max.partition.fetch.bytes (librdkafka
-# allows 10 MiB and more) a few fetches of a consumer that has caught up would
-# use that budget up. What arrives within one wait is small anyway.
-KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
+# partition. A parked Plinth fetch counts its maximum (at least
+# FETCH_BYTES_COUNTED_MIN) against the listener's fetch bytes in flight
+# (CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) until it answers, and it stays parked to the
+# end of its wait even once its Kafka fetch is answered (the connection's next
+# fetch takes it over): at the client's max.partition.fetch.bytes (librdkafka
+# allows 10 MiB and more) a few consumers that have caught up would use that
+# budget up. What arrives within one wait is small anyway, and a larger first
+# batch comes whole. The counted minimum: asking less would save nothing.
+KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 512 * KiB
 # One Kafka fetch's Plinth fetches in flight at once, by count and by the bytes
 # the router counts for them (requests_in_flight.counted_bytes): its partitions
 # go through this window, not all at once. The listener is one Plinth client
@@ -1131,13 +1133,17 @@ KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
 # rest (600 to 744 in every fetch after), answered empty though they held records.
 KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX = 64
 KAFKA_FETCH_BYTES_IN_FLIGHT_MAX = 32 * MiB
-# The partitions one Kafka fetch parks at once (its waiting round). Parked
-# fetches stay at their shards to the end of their wait even once the Kafka
-# fetch is answered, holding the listener's requests and fetch bytes in flight:
-# 128 parked at 1 MiB took the whole budget, and the same connection's next
-# fetch was refused. Those beyond are not parked: a record arriving there is
-# seen by the next fetch, after at most max_wait_ms.
-KAFKA_FETCH_PARKED_PARTITIONS_MAX = 32
+# The partitions one Kafka connection has parked at once (its fetches' waiting
+# rounds). Parked fetches stay at their shards to the end of their wait even once
+# the Kafka fetch is answered, holding the listener's requests and fetch bytes in
+# flight; the connection's next fetch takes over those still parked at the same
+# offsets rather than parking more (api_fetch.py). Before it did, each early
+# answer left its fetches parked and the next parked as many again: 16
+# partitions' orphans took the listener's 128 MiB within a few fetches, and
+# records arriving in refused partitions waited out max_wait_ms (KafkaJS: 5 s).
+# Partitions beyond this are not parked: a record arriving there is seen by the
+# next fetch, after at most max_wait_ms.
+KAFKA_FETCH_PARKED_PARTITIONS_MAX = 64
 # How long a SyncGroup may wait for its leader's (a rebalance's own timeout
 # bounds it at the coordinator; this bounds the listener's wait for the answer).
 KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
@@ -1489,7 +1495,7 @@ def _relations() -> list[tuple[str, bool]]:
         ("a Kafka fetch's parked partitions leave most of the fetch bytes in flight",
          64 * KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
         ("a Kafka fetch's window takes one partition at its largest fetch, and it and the "
-         "parked fetches of the connection's fetch before take at most half the listener's "
+         "parked fetches the connection holds take at most half the listener's "
          "fetch bytes and requests in flight, so its first round is not refused by them",
          FETCH_BYTES_MAX <= KAFKA_FETCH_BYTES_IN_FLIGHT_MAX
          and 1 <= KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX and 1 <= KAFKA_FETCH_PARKED_PARTITIONS_MAX

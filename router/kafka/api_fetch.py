@@ -31,22 +31,33 @@ wait, the partitions with room left (their partition_max_bytes) are fetched
 again from where their records end, parked at their shards, at most
 KAFKA_FETCH_PARKED_PARTITIONS_MAX at once, in the request's order (one that
 ends makes room for the next), and the answer goes once min_bytes have come in
-all, or max_wait_ms ran out. A partition not parked (beyond that bound) that
-gets a record meanwhile is answered by the next fetch, within max_wait_ms,
-where Kafka would answer at once: parked fetches stay at their shards to the
-end of their wait, counted, after the Kafka fetch is answered, and unbounded
-they took the listener's whole budget and had the connection's next fetch
-refused. A partition whose parked fetch answers with records while min_bytes
-are not there yet is asked again from its new end, parked for the time left,
-so that a consumer with a large fetch.min.bytes gets few large answers, as
-from Kafka, not one per record (a shard answers a parked fetch at its first
-new batch). A parked fetch that has not answered at the end adds nothing; its
-late reply is dropped (fetching does not consume). A parked fetch asks for at
-most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep counting
-against the listener's fetch bytes in flight until their wait ends. A later
-round that fails (the partition moved, say) or does not fit the partition's
-room ends that partition's answer with what it had; the next fetch meets the
-cause again.
+all, or max_wait_ms ran out. So a fetch with min_bytes 1 is answered as soon as
+a record arrives in any parked partition, as Kafka answers it.
+
+Parked fetches outlive their Kafka fetch: Plinth has no way to call one back,
+so once the Kafka fetch is answered the others stay at their shards to the end
+of their wait, counted against the listener's requests and fetch bytes in
+flight. The connection holds them (``connection.state``, by partition) until
+their replies come, and its next fetch takes over each one still parked at the
+offset it asks from: it waits for that reply instead of parking a second fetch
+(and parks again for its own time left if that one's wait ends first). Before,
+each early answer left its partitions parked and the next fetch parked as many
+again: at 16 partitions those orphans took the listener's whole fetch bytes
+within a few fetches, the new parked fetches were refused, and a record
+arriving in a refused partition waited out max_wait_ms (KafkaJS: 5 s). A
+connection holds at most KAFKA_FETCH_PARKED_PARTITIONS_MAX parked fetches;
+partitions beyond that bound (a fetch of more partitions, or a connection
+still holding others) are not parked, and a record arriving there is answered
+by the next fetch, within max_wait_ms. A partition whose parked fetch answers
+with records while min_bytes are not there yet is asked again from its new
+end, parked for the time left, so that a consumer with a large fetch.min.bytes
+gets few large answers, as from Kafka, not one per record (a shard answers a
+parked fetch at its first new batch). A parked fetch that has not answered at
+the end adds nothing to this answer; its reply, held, serves the next fetch
+at the same offset (fetching does not consume). A parked fetch asks for at
+most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX. A later round that fails (the
+partition moved, say) or does not fit the partition's room ends that
+partition's answer with what it had; the next fetch meets the cause again.
 
 A partition the router still refuses because the listener has too many fetch
 bytes in flight (tooManyRequests: other connections' fetches, which the window
@@ -129,7 +140,7 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
     response_bytes_max = body.get("max_bytes", limits.FETCH_BYTES_MAX)
     await _fetch_at_once(gateway, parts, response_bytes_max)
     if wait_ms and sum(part.records_bytes for part in parts) < min_bytes:
-        await _fetch_parked(gateway, parts, wait_ms, min_bytes)
+        await _fetch_parked(gateway, connection, parts, wait_ms, min_bytes)
     keep_within_response_bytes(parts, response_bytes_max)
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
             "responses": responses}
@@ -177,7 +188,7 @@ async def _fetch_at_once(gateway, parts: list[_PartitionFetch], response_bytes_m
                 for unread in parts[index:]:
                     unread.ended = True
                 break
-            in_flight[asyncio.get_running_loop().create_task(_fetch_one(gateway, part, 0))] = (
+            in_flight[asyncio.get_running_loop().create_task(_fetch_one(gateway, part))] = (
                 part, counted)
             in_flight_bytes += counted
         if in_flight:
@@ -187,21 +198,29 @@ async def _fetch_at_once(gateway, parts: list[_PartitionFetch], response_bytes_m
             task.cancel()
 
 
-async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
+async def _fetch_parked(gateway, connection, parts: list[_PartitionFetch], wait_ms: int,
                         min_bytes: int) -> None:
     """Fetch ``parts`` parked at their shards, each again from its new end while it
-    answers with records, until min_bytes came in all or ``wait_ms`` ran out (module
-    docstring)."""
+    answers with records, until min_bytes came in all or ``wait_ms`` ran out; a
+    partition's fetch still parked for ``connection`` from its fetch before, at the
+    same offset, is waited for, not parked again (module docstring). Listener's
+    event loop."""
     loop = asyncio.get_running_loop()
     deadline_s = loop.time() + wait_ms / 1000
-    tasks: dict[asyncio.Task, _PartitionFetch] = {}
-
+    held = _held_parked(connection)
+    tasks: dict[asyncio.Task, tuple[_PartitionFetch, bool]] = {}   # -> (part, taken over)
     unparked = iter(parts)
 
     def park(part: _PartitionFetch) -> None:
         wait_left_ms = int((deadline_s - loop.time()) * 1000)
-        if wait_left_ms > 0 and not part.ended and part.records_bytes < part.bytes_max:
-            tasks[loop.create_task(_fetch_one(gateway, part, wait_left_ms))] = part
+        if wait_left_ms <= 0 or part.ended or part.records_bytes >= part.bytes_max:
+            return
+        parked = held.get((part.topic, part.partition))
+        if parked is not None and parked.offset == part.offset and not parked.task.done():
+            tasks[parked.task] = (part, True)
+        elif parked is not None or len(held) < limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX:
+            tasks[_park_one(gateway, held, part, wait_left_ms)] = (part, False)
+        # else: the connection holds its bound of parked fetches; this one waits for the next fetch
 
     def park_more() -> None:
         """Park the next partitions in the request's order, up to the limit at once."""
@@ -219,28 +238,79 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
             if not done:
                 return   # max_wait_ms ran out
             for task in done:
-                part = tasks.pop(task)
-                if task.result():   # it had records: there may be more by now
+                part, taken_over = tasks.pop(task)
+                if _take_reply(part, *task.result()) or taken_over:
+                    # it had records: there may be more by now; or the fetch before's
+                    # wait ended before this one's: park for the time left
                     park(part)
             park_more()   # the place of one refused or ended
     finally:
-        for task in tasks:
-            task.cancel()
+        if connection is None:   # no later fetch can take them over
+            for task in tasks:
+                task.cancel()
 
 
-async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> bool:
-    """One round of ``part``'s fetch, from ``part.offset``: its batches are added to its
-    answer. Returns whether it got any. The first round (nothing taken yet) answers
-    a failure with its Kafka code; a later one ends the partition's answer as it is
-    (module docstring)."""
-    first = not part.answer["records"]
-    room_bytes = part.bytes_max - part.records_bytes
-    if wait_ms:
-        room_bytes = min(room_bytes, limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
-    reply, payload = await ask(
+class _Parked:
+    """A Plinth fetch parked at its shard for a Kafka connection: the offset it asks
+    from and the task that awaits its reply, ``(reply, payload)``."""
+
+    __slots__ = ("offset", "task")
+
+    def __init__(self, offset: int, task: asyncio.Task):
+        self.offset, self.task = offset, task
+
+
+def _held_parked(connection) -> dict:
+    """``connection``'s Plinth fetches still parked, by (topic, partition), at most
+    KAFKA_FETCH_PARKED_PARTITIONS_MAX: they outlive the Kafka fetch that parked them
+    (the shard keeps them to the end of their wait), and its next fetch takes them
+    over. A fresh dict without a connection (a test's direct call)."""
+    if connection is None:
+        return {}
+    return connection.state.setdefault("kafka_parked_fetches", {})
+
+
+def _park_one(gateway, held: dict, part: _PartitionFetch, wait_ms: int) -> asyncio.Task:
+    """Park ``part``'s fetch from ``part.offset`` for ``wait_ms``, held in ``held`` until
+    its reply comes (in place of one at another offset, which a reply is on its way
+    to: the log moved past it). Listener's event loop."""
+    key = (part.topic, part.partition)
+    room_bytes = min(part.bytes_max - part.records_bytes,
+                     limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
+    task = asyncio.get_running_loop().create_task(
+        _ask_fetch(gateway, part.topic, part.partition, part.offset, room_bytes, wait_ms))
+    parked = held[key] = _Parked(part.offset, task)
+
+    def unhold(_task) -> None:
+        if held.get(key) is parked:
+            del held[key]
+
+    task.add_done_callback(unhold)
+    return task
+
+
+async def _fetch_one(gateway, part: _PartitionFetch) -> bool:
+    """One round of ``part``'s fetch without waiting, from ``part.offset``: its batches
+    are added to its answer. Returns whether it got any. Listener's event loop."""
+    reply, payload = await _ask_fetch(gateway, part.topic, part.partition, part.offset,
+                                      part.bytes_max - part.records_bytes, 0)
+    return _take_reply(part, reply, payload)
+
+
+async def _ask_fetch(gateway, topic: str, partition: int, offset: int, room_bytes: int,
+                     wait_ms: int) -> tuple:
+    """One Plinth fetch and its ``(reply, payload)``. Listener's event loop."""
+    return await ask(
         gateway.backend, lambda rid: protocol.encode_fetch(
-            rid, part.topic, part.partition, part.offset, room_bytes, wait_ms),
+            rid, topic, partition, offset, room_bytes, wait_ms),
         timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
+
+
+def _take_reply(part: _PartitionFetch, reply, payload) -> bool:
+    """Add a Plinth fetch's reply to ``part``'s answer; returns whether it had batches.
+    The first round (nothing taken yet) answers a failure with its Kafka code; a later
+    one ends the partition's answer as it is (module docstring)."""
+    first = not part.answer["records"]
     answer = part.answer
     if isinstance(reply.error, TooManyRequestsError):
         part.ended = True   # the listener's fetch bytes are all in flight: nothing new, for now

@@ -301,3 +301,98 @@ def test_partitions_after_a_full_response_are_not_fetched():
     # Then it gets what fits, and the router is not asked for all 1000 partitions
     assert 1 <= len(read) < 10
     assert len(router.asked) <= len(read) + limits.KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX
+
+
+class WakingRouter(BudgetedRouter):
+    """A BudgetedRouter whose partitions get records while fetches are parked, as a
+    shard's purgatory wakes them: ``arrive(partition)`` appends one record and
+    answers every fetch parked there (including those the listener stopped
+    awaiting); a parked fetch otherwise answers empty when its wait ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: dict[int, int] = {}
+        self.woken: dict[int, asyncio.Event] = {}
+
+    def arrive(self, partition: int) -> None:
+        self.ends[partition] = self.ends.get(partition, 0) + 1
+        self.woken.pop(partition, asyncio.Event()).set()
+
+    async def _shard(self, request_id: int, request: protocol.FetchRequest):
+        try:
+            end = self.ends.get(request.partition, 0)
+            if request.offset >= end and request.wait_ms_max:
+                self.parked += 1
+                self.parked_max = max(self.parked_max, self.parked)
+                woken = self.woken.setdefault(request.partition, asyncio.Event())
+                try:
+                    await asyncio.wait_for(woken.wait(), request.wait_ms_max / 1000)
+                except asyncio.TimeoutError:
+                    pass
+                self.parked -= 1
+                end = self.ends.get(request.partition, 0)
+            reply = protocol.decode_reply(encode_fetch_reply(request_id, end, 0))
+            if request.offset >= end:
+                return reply, None
+            return reply, SimpleNamespace(buffer=memoryview(self._entry(request.partition,
+                                                                        request.offset)))
+        finally:
+            self.in_flight -= 1
+            self.fetch_bytes.answered(self.CLIENT, request_id)
+
+    def _entry(self, partition: int, offset: int = 0) -> bytes:
+        batch = kafka_batch_from_records(
+            [ConsumerRecord("t", partition, offset, None, bytes(self.value_bytes), [], 1_000)],
+            base_offset=offset)
+        return build_entry_header(offset, 1_000, 1, batch, BATCH_FORMAT_KAFKA_V2) + batch
+
+
+def _long_poll_latencies(partitions: int, records: int, max_wait_ms: int) -> tuple[list, int]:
+    """One connection's consumer of ``partitions`` (nothing in them yet), fetching with
+    ``max_wait_ms`` and min_bytes 1 while one record arrives, 20 ms into each fetch, in
+    partition after partition. Returns (each fetch's seconds until answered, the most
+    fetches parked at once)."""
+    router = WakingRouter()
+    connection = SimpleNamespace(state={})
+    offsets = dict.fromkeys(range(partitions), 0)
+
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        took = []
+        for index in range(records):
+            partition = index * 7 % partitions
+            loop.call_later(0.02, router.arrive, partition)
+            body = {"max_wait_ms": max_wait_ms, "min_bytes": 1, "topics": [{
+                "topic": "t", "partitions": [
+                    {"partition": p, "fetch_offset": offset,
+                     "partition_max_bytes": LIBRDKAFKA_PARTITION_BYTES}
+                    for p, offset in offsets.items()]}]}
+            start_s = loop.time()
+            answer = await fetch(SimpleNamespace(backend=router), None, body, connection)
+            took.append(loop.time() - start_s)
+            for got in answer["responses"][0]["partitions"]:
+                offsets[got["partition_index"]] += len(got["records"])
+            assert offsets[partition] == router.ends[partition], "the record came"
+        return took
+
+    took = asyncio.run(run())
+    return took, router.parked_max
+
+
+def test_a_record_in_any_parked_partition_answers_the_fetch_at_once_fetch_after_fetch():
+    # Given a consumer of 48 partitions whose every fetch is answered early, by a
+    # record in one partition, while the others' parked fetches stay at the shards
+    took, parked_max = _long_poll_latencies(partitions=48, records=40, max_wait_ms=3000)
+    # Then each fetch is answered at its record, not after its wait (the next fetch
+    # takes the fetches still parked over instead of parking 48 more, which filled
+    # the listener's fetch bytes in flight, refused, within a few fetches)
+    assert max(took) < 1.0, sorted(took)[-5:]
+    assert parked_max <= 48 + 1
+
+
+def test_a_connection_holds_at_most_the_parked_limit_of_parked_fetches():
+    # Given a consumer of more partitions than the parked limit
+    partitions = limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX + 16
+    _, parked_max = _long_poll_latencies(partitions=partitions, records=10, max_wait_ms=200)
+    # Then its fetches never have more than the limit parked at once
+    assert 0 < parked_max <= limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX
