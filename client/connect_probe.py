@@ -23,6 +23,7 @@ import select
 import socket
 
 from plinth import limits
+from plinth.client.connection import tcp_host_port
 
 _LOCALHOST = "127.0.0.1"
 
@@ -53,14 +54,14 @@ def _refused(url: str) -> bool:
 
 def _ip_address(url: str) -> tuple[str, int] | None:
     """(host, port) of a tcp:// URL whose host is an IP address or localhost, else None."""
-    if not url.startswith("tcp://"):
+    address = tcp_host_port(url)
+    if address is None:
         return None
-    host, _, port = url.removeprefix("tcp://").rpartition(":")
-    host = host.strip("[]")
+    host, port = address
     if host == "localhost":
         host = _LOCALHOST
     try:
         ipaddress.ip_address(host)
-        return host, int(port)
+        return host, port
     except ValueError:
         return None

@@ -48,7 +48,6 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_key_file
-from plinth.client.connect_probe import refused_urls
 from plinth.client.direct_routes import ROUTER, DirectRoutes
 from plinth.client.handshake_watch import HandshakeWatch
 from plinth.errors import (ClosedError, HandshakeRefusedError, InvalidConfigError,
@@ -93,6 +92,15 @@ _TCP_URL = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9
                       r"(?P<port>[0-9]+)")
 _OTHER_TRANSPORTS = ("ipc://", "inproc://")
 PORT_MAX = 65535   # TCP's
+
+
+def tcp_host_port(url: str) -> tuple[str, int] | None:
+    """(host, port) of a tcp:// URL as check_url takes it (an IPv6 host without its
+    brackets; "*" for every interface), or None for another transport or no URL."""
+    match = _TCP_URL.fullmatch(url)
+    if match is None:
+        return None
+    return match["host"].strip("[]"), int(match["port"])
 
 
 def check_url(url: str, what: str, *, bind: bool = False) -> None:
@@ -484,6 +492,8 @@ class Connection:
         self._probed = True
         if self._handshakes.cause() is not None or self._handshakes.shook_hands:
             return
+        from plinth.client.connect_probe import refused_urls   # (it parses URLs as here)
+
         self._refused = refused_urls(self.url)
         for url in self._refused:
             log.warning("%s: connection refused: nothing listens there (is the broker "

@@ -201,10 +201,13 @@ def _check_hosts_resolve(option: str, urls: str) -> None:
     """InvalidConfigError naming ``option``, the address and the host for the first
     tcp:// host of ``urls`` that does not resolve within CLI_BROKER_RESOLVE_TIMEOUT_MS.
     Before, the command waited out its request timeout and blamed the broker."""
+    from plinth.client.connection import tcp_host_port
+
     for url in urls.split(","):
-        if not url.startswith("tcp://"):
+        address = tcp_host_port(url)
+        if address is None:
             continue
-        host = url.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+        host = address[0]
         why = _resolve_failure(host)
         if why is not None:
             raise InvalidConfigError(f"{option} {url}: host {host!r} does not resolve ({why})")

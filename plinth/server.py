@@ -736,10 +736,12 @@ def hold_listen_ports(options: ServeOptions, kafka=None) -> list[socket.socket]:
     host does not resolve here is left to its listener's bind, which says why.
     --console-listen is not among them: a console that cannot start is survived
     (``_start_console``)."""
+    from plinth.client.connection import tcp_host_port
+
     addresses = []
-    if options.listen.startswith("tcp://"):
-        host, _, port = options.listen.removeprefix("tcp://").rpartition(":")
-        addresses.append(("--listen", options.listen, host, int(port)))
+    listen = tcp_host_port(options.listen)
+    if listen is not None:
+        addresses.append(("--listen", options.listen, *listen))
     if kafka is not None:
         from plinth.router.kafka.service import parse_host_port
 
