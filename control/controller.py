@@ -361,8 +361,8 @@ class Controller:
         # instead of waiting, because this actor does one thing at a time, and a wait on a
         # dead shard is a wait of every election behind it. At most one entry per shard.
         self._silent: set[str] = set()
-        # Shards whose disk refused their last leadership records, and why (logged once).
-        self._records_unsaved_by: dict[str, str] = {}
+        # Shards whose disk refused their last leadership records (logged once).
+        self._records_unsaved_by: set[str] = set()
         # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
         self._outages = ShardOutages()
         # The processes shards ran in before their last restart, oldest first: pid ->
@@ -1124,7 +1124,7 @@ class Controller:
                 self._records_unsent.add(shard_id)
                 self._silent.add(shard_id)
             else:
-                self._records_unsaved_by.pop(shard_id, None)
+                self._records_unsaved_by.discard(shard_id)
 
     def _records_unsaved(self, shard_id: str, error: StorageError) -> None:
         """``shard_id`` answered that it could not save its leadership records (a full
@@ -1134,7 +1134,7 @@ class Controller:
         several times a second."""
         if shard_id in self._records_unsaved_by:
             return
-        self._records_unsaved_by[shard_id] = str(error)
+        self._records_unsaved_by.add(shard_id)
         log.warning("%s could not save its leadership records: %s; it serves on, and gets "
                     "them again at each leader check until one is saved (not logged again "
                     "until then)", shard_id, error)
