@@ -39,10 +39,6 @@ class ShardOutages:
         self._lock = threading.Lock()
         self._out_since: dict[str, float] = {}   # shard id -> when a check first missed it
 
-    def is_out(self, shard_id: str) -> bool:
-        with self._lock:
-            return shard_id in self._out_since
-
     def not_answering(self, shard_id: str, check: str,
                       facts: Callable[[], OutageFacts]) -> None:
         """A ``check`` (its words: "leader pings", "a stats call within 5 s") found
@@ -68,8 +64,3 @@ class ShardOutages:
         if since is not None:
             log.info("%s answers the controller again, after %.1f s out", shard_id,
                      self._clock_s() - since)
-
-    def forget(self, shard_id: str) -> None:
-        """The shard left the broker (removed, retired): no outage of it to end."""
-        with self._lock:
-            self._out_since.pop(shard_id, None)
