@@ -1375,8 +1375,8 @@ def _print_records(consumer, max_messages, print_key) -> bool:
                 out.write((_NULL if record.key is None else record.key) + b"\t" + value + b"\n")
             else:
                 out.write(value + b"\n")
+            count += 1    # before the flush: a reader who saw the record finds it counted
             out.flush()   # a reader of the pipe sees each record as it arrives
-            count += 1
             if max_messages is not None and count >= max_messages:
                 return False
     except KeyboardInterrupt:   # the usual way to stop a tailing consume: say what it did
