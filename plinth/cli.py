@@ -1371,11 +1371,13 @@ def _print_records(consumer, max_messages, print_key) -> bool:
     try:
         for record in consumer:
             value = _NULL if record.value is None else record.value
-            if print_key:
-                out.write((_NULL if record.key is None else record.key) + b"\t" + value + b"\n")
-            else:
-                out.write(value + b"\n")
-            count += 1    # before the flush: a reader who saw the record finds it counted
+            line = ((_NULL if record.key is None else record.key) + b"\t" + value + b"\n"
+                    if print_key else value + b"\n")
+            # Counted before the write: under PYTHONUNBUFFERED the write itself shows the
+            # record to a reader, who may press Ctrl-C at once (only a Ctrl-C that lands
+            # inside the write can count a record the write did not finish).
+            count += 1
+            out.write(line)
             out.flush()   # a reader of the pipe sees each record as it arrives
             if max_messages is not None and count >= max_messages:
                 return False

@@ -4,25 +4,32 @@ one "interrupted" line, and for a consume how many records it printed; not click
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+
+import pytest
 
 from plinth.client.admin import Admin
 from plinth.client.producer import Producer
 
 
+# Unbuffered (PYTHONUNBUFFERED=1, as CI's environment has it) the write shows a record to
+# the reader; buffered, the flush after it does: the count must be right either way.
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
 def test_ctrl_c_on_a_tailing_consume_exits_130_saying_how_many_records_it_printed(
-        shared_broker):
+        shared_broker, unbuffered):
     # Given a topic of three records, and a consume tailing it with no timeout
+    topic = "interrupted-unbuffered" if unbuffered else "interrupted-buffered"
     with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic("interrupted", 1)
+        admin.create_topic(topic, 1)
     with Producer(broker=shared_broker.url) as producer:
         for value in (b"a", b"b", b"c"):
-            producer.send("interrupted", value, partition=0)
+            producer.send(topic, value, partition=0)
     consume = subprocess.Popen(
         [sys.executable, "-m", "plinth.cli", "--broker", shared_broker.url, "consume",
-         "interrupted", "--from-beginning"],
+         topic, "--from-beginning"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         # (as a terminal's Ctrl-C: a child of a test runner may inherit SIGINT ignored)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
