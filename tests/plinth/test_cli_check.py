@@ -49,6 +49,30 @@ def test_a_clean_data_dir_is_summed_up_and_exits_0(tmp_path):
                              f"0 damaged\n")
 
 
+def test_a_shard_holding_several_partitions_is_checked_partition_by_partition(tmp_path):
+    # Given a shard whose manifest names three partitions, of two topics (a broker of
+    # a few topics has several per shard; session 37's check sorted them and could not)
+    specs = {}
+    for topic, partition in (("u", 0), ("t", 1), ("t", 0)):
+        log = PartitionLog.open(tmp_path / "shards" / "shard-0" / f"{topic}-{partition}",
+                                LogConfig())
+        log.append(b"x" * 50, 1, 1_000)
+        log.close()
+        specs[f"{topic}/{partition}"] = {"config": {}, "initial_offset": 0, "sealed": False,
+                                         "producers": None}
+    (tmp_path / "shards" / "shard-0" / "manifest.json").write_text(json.dumps(
+        {"version": 1, "partitions": specs, "partition_counts": {"t": 2, "u": 1}}))
+    BrokerMetadata(shards=["shard-0"], topics={"t": TopicMetadata(2, {}, ["shard-0", "shard-0"]),
+                                               "u": TopicMetadata(1, {}, ["shard-0"])}).save(
+        tmp_path / "metadata.json")
+    # When it is checked
+    result = check(tmp_path)
+    # Then it is clean, every log counted
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("checked 3 partition logs in "), result.output
+    assert result.output.endswith("; 0 damaged\n"), result.output
+
+
 def test_a_damaged_log_is_said_with_its_file_and_exits_1(tmp_path):
     data_dir, path = data_dir_with_a_log(tmp_path)
     data = bytearray(path.read_bytes())
