@@ -23,6 +23,7 @@ from plinth.client.arguments import (checked_bool, checked_int, checked_int_type
                                      checked_partition, checked_str, checked_time_ms,
                                      checked_topic_id, checked_topic_names,
                                      checked_topic_partition, checked_topic_partitions)
+from plinth.client.broker_protocol import check_protocol
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.client.kafka_option_names import kafka_option_names
@@ -266,6 +267,7 @@ class Admin:
         self.request_timeout_ms = checked_admin_timeout(request_timeout_ms)
         self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file,
                                                bootstrap_servers))
+        self._broker_protocol: int | None = None   # asked before the first guarded call
 
     def __enter__(self) -> "Admin":
         return self
@@ -287,6 +289,13 @@ class Admin:
     def _change(self, encode, *args, retry: bool = True):
         """``_call`` of a change: its requests carry the time left (``timed_change``)."""
         return self._call(timed_change(encode, self.request_timeout_ms), *args, retry=retry)
+
+    def _require_protocol(self, call: str) -> None:
+        """UnsupportedVersionError, before ``call`` is sent, if the broker's protocol
+        lacks it (client/broker_protocol.py); the version is asked once."""
+        if self._broker_protocol is None:
+            self._broker_protocol = self._call(protocol.encode_metadata, []).protocol_version
+        check_protocol(call, self._broker_protocol, self._conn.url)
 
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int | None = None,
                      config: dict[str, str] | None = None) -> protocol.TopicInfo:
@@ -311,6 +320,7 @@ class Admin:
         infos carry no topic id ("")."""
         checked = checked_new_topics(new_topics)
         if checked_bool("validate_only", validate_only):   # a question: not retried as a change
+            self._require_protocol("create_topics(validate_only=True)")
             return self._call(protocol.encode_create_topics, checked, True).topics
         return self._change(protocol.encode_create_topics, checked).topics
 
@@ -370,9 +380,12 @@ class Admin:
     def delete_topic(self, name: str, topic_id: str | None = None) -> None:
         """Delete the topic ``name``; with ``topic_id`` (as describe_topic's
         ``topic_id`` showed it) only if it still has that id: UnknownTopicIdError,
-        nothing deleted, if it was deleted and created again since."""
-        self._change(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
-                     checked_topic_id("topic_id", topic_id))
+        nothing deleted, if it was deleted and created again since. UnsupportedVersionError,
+        nothing deleted, from a broker too old to keep that guard."""
+        name, topic_id = checked_str("name", name), checked_topic_id("topic_id", topic_id)
+        if topic_id:
+            self._require_protocol("delete_topic(topic_id=...)")
+        self._change(protocol.encode_topic_request, "deleteTopic", name, topic_id)
 
     def partition_count(self, name: str) -> int:
         """The topic's partition count; UnknownTopicError, or InvalidTopicError naming the
@@ -516,10 +529,13 @@ class Admin:
         Kafka group of another protocol type than consumer, with members),
         NotAuthorizedError (admin on the group, consume on each topic). One request
         per topic; TypeError or ValueError for a partition that is not a pair, before
-        anything is sent. Safe to repeat."""
+        anything is sent. Safe to repeat. UnsupportedVersionError from a broker too old
+        to answer it."""
         group = checked_str("group", group)
         outcomes: dict[TopicPartition, BrokerError | None] = {}
-        for topic, numbers in sorted(offsets_to_delete(partitions).items()):
+        by_topic = sorted(offsets_to_delete(partitions).items())
+        self._require_protocol("delete_group_offsets")
+        for topic, numbers in by_topic:
             outcomes.update(offset_deletions(self._call(
                 protocol.encode_delete_offsets, group, {(topic, p) for p in numbers})))
         return outcomes

@@ -83,6 +83,10 @@ the environment causes and is expected, handled and reported.
         ├── WrongEventLoopError     an asyncio client called on an event loop other than
         │                           the one it was started on; also a RuntimeError
         ├── MalformedReplyError     what came back is not a valid Reply
+        ├── UnsupportedVersionError  the broker is an older Plinth whose protocol lacks
+        │                           what a call needs (it would ignore a guard, or not
+        │                           answer): names the call and both protocol versions;
+        │                           nothing was sent
         ├── RecordDeserializationError  a consumer's key or value deserializer raised:
         │                           names the topic, partition and offset (attributes
         │                           too), the cause chained; seek past it to skip it
@@ -491,6 +495,14 @@ class WrongEventLoopError(ClientError, RuntimeError):
 class MalformedReplyError(ClientError):
     """The broker's answer does not decode as a Reply (a client connected to
     something that is not a Plinth router, or a bug)."""
+
+
+class UnsupportedVersionError(ClientError):
+    """A call needs a broker of a later protocol version (plinth/protocol.py
+    PROTOCOL_VERSION) than the one connected: an older Plinth would ignore the
+    call's guard (a delete's topic id, a create's validate_only) or not answer it
+    (Kafka's UnsupportedVersionException, which its clients raise from ApiVersions).
+    Raised before the call is sent, naming it and both versions."""
 
 
 class RecordDeserializationError(ClientError):

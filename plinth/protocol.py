@@ -26,11 +26,21 @@ from plinth.name_pages import NamesPage, check_page_args
 from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
                            RequestTooLargeError, error_for_code)
 from plinth.schemas import protocol
+from plinth.version import VERSION
 
 _READ_LIMITS = dict(
     traversal_limit_in_words=limits.HEADER_TRAVERSAL_WORDS_MAX,
     nesting_limit=16,
 )
+
+# This build's version of the protocol (schemas/protocol.capnp): the Request kinds and
+# fields it reads. It goes up whenever a kind or a field is added that an older broker
+# would ignore or not answer; a broker says it on its `topics` replies (Reply's
+# protocolVersion), and a client asks it before a call that needs it. 0: a broker before
+# Plinth 0.2.0 (no field). 1 (0.2.0): every kind and field of 0.2.0: createTopics'
+# validateOnly, deleteTopic's topic id guard, deleteOffsets; and a request of a kind the
+# broker does not know is answered malformedRequest at once (before: no answer).
+PROTOCOL_VERSION = 1
 
 # How many times a reply's reader may walk each of its words (_reply_read_limits).
 REPLY_TRAVERSAL_WORDS_PER_WORD = 2
@@ -603,6 +613,7 @@ class ReplyView:
     topic_stats: list[TopicStats] = field(default_factory=list)
     elections: list[ElectionResult] = field(default_factory=list)   # electLeaders
     offset_deletions: list[OffsetDeletion] = field(default_factory=list)   # deleteOffsets
+    protocol_version: int = 0         # the broker's PROTOCOL_VERSION (topics replies; 0: older)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -957,7 +968,13 @@ def check_payload_frames(request, payload: list) -> None:
 
 def _request(req) -> Request:
     """The Request class for the message's kind, its fields copied out of ``req``."""
-    kind = req.which()
+    try:
+        kind = req.which()
+    except Exception:   # pycapnp's KjException: a union member this schema lacks
+        raise MalformedRequestError(
+            f"request {req.requestId} is of a kind this broker does not know (Plinth "
+            f"{VERSION}, protocol version {PROTOCOL_VERSION}): a newer client's request? "
+            f"Upgrade the broker, or use a client of its version") from None
     decode = _REQUEST_DECODERS.get(kind)
     if decode is None:
         raise MalformedRequestError(f"unknown request kind {kind!r}")
@@ -1057,7 +1074,7 @@ encode_fetch_reply = protocol_hot.encode_fetch_reply
 
 
 def encode_topics_reply(request_id: int, topics: list[TopicInfo]) -> bytes:
-    msg = protocol.Reply.new_message(requestId=request_id)
+    msg = protocol.Reply.new_message(requestId=request_id, protocolVersion=PROTOCOL_VERSION)
     out = msg.init("topics", len(topics))
     for i, info in enumerate(topics):
         out[i].name, out[i].partitions = info.name, info.partitions
@@ -1224,6 +1241,7 @@ def _reply_view(rep) -> ReplyView:
         view.log_start_offset = rep.fetch.logStartOffset
     elif view.kind == "topics":
         view.topics = [_topic_info(t) for t in rep.topics]
+        view.protocol_version = rep.protocolVersion
     elif view.kind == "offsets":
         view.offsets = _partition_info(rep.offsets)
     elif view.kind == "heartbeat":

@@ -520,6 +520,11 @@ struct Reply {
   # listGroups: each group's state and protocol type, in the order of `groups`
   # (outside the union, so a reader that predates it reads `groups` alone).
   groupListings @21 :List(GroupListing);
+  # The answering broker's protocol version (plinth/protocol.py PROTOCOL_VERSION), on
+  # `topics` replies (metadata, listTopics, describeTopic): 0 from a broker before
+  # Plinth 0.2.0, which has no such field. A client asks it before a request whose
+  # guard an older broker would ignore (client/admin.py, _require_protocol).
+  protocolVersion @23 :UInt16;
 }
 
 # A partition whose writes moved to a new shard at `offset`; its records

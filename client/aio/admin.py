@@ -35,6 +35,7 @@ from plinth.client.arguments import (checked_bool, checked_offsets, checked_str,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
+from plinth.client.broker_protocol import check_protocol
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.client.kafka_option_names import kafka_option_names
@@ -64,6 +65,7 @@ class AIOAdmin:
                                                   bootstrap_servers))
         self._turn = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None   # that of the first call
+        self._broker_protocol: int | None = None   # asked before the first guarded call
 
     async def __aenter__(self) -> "AIOAdmin":
         self._check_loop("__aenter__")
@@ -100,6 +102,13 @@ class AIOAdmin:
                 raise wrong_loop_error("AIOAdmin", call, self._loop, bound_at="first used on")
             self._loop = loop
 
+    async def _require_protocol(self, call: str) -> None:
+        """Admin._require_protocol: the broker's version asked once, on this loop."""
+        if self._broker_protocol is None:
+            view = await self._call(protocol.encode_metadata, [])
+            self._broker_protocol = view.protocol_version
+        check_protocol(call, self._broker_protocol, self._conn.url)
+
     async def _call(self, encode, *args, retry: bool = True):
         self._check_loop(None)   # before the turn: the lock belongs to the admin's loop too
         async with self._turn:
@@ -135,6 +144,7 @@ class AIOAdmin:
         checked as a create would be, none created."""
         checked = checked_new_topics(new_topics)
         if checked_bool("validate_only", validate_only):
+            await self._require_protocol("create_topics(validate_only=True)")
             view = await self._call(protocol.encode_create_topics, checked, True)
         else:
             view = await self._change(protocol.encode_create_topics, checked)
@@ -184,8 +194,10 @@ class AIOAdmin:
     @_on_its_loop
     async def delete_topic(self, name: str, topic_id: str | None = None) -> None:
         """Admin.delete_topic: with ``topic_id``, only if the topic still has it."""
-        await self._change(protocol.encode_topic_request, "deleteTopic",
-                           checked_str("name", name), checked_topic_id("topic_id", topic_id))
+        name, topic_id = checked_str("name", name), checked_topic_id("topic_id", topic_id)
+        if topic_id:
+            await self._require_protocol("delete_topic(topic_id=...)")
+        await self._change(protocol.encode_topic_request, "deleteTopic", name, topic_id)
 
     @_on_its_loop
     async def partition_count(self, name: str) -> int:
@@ -298,7 +310,9 @@ class AIOAdmin:
         """Admin.delete_group_offsets: each partition's outcome, a request per topic."""
         group = checked_str("group", group)
         outcomes: dict[TopicPartition, BrokerError | None] = {}
-        for topic, numbers in sorted(offsets_to_delete(partitions).items()):
+        by_topic = sorted(offsets_to_delete(partitions).items())
+        await self._require_protocol("delete_group_offsets")
+        for topic, numbers in by_topic:
             outcomes.update(offset_deletions(await self._call(
                 protocol.encode_delete_offsets, group, {(topic, p) for p in numbers})))
         return outcomes

@@ -34,6 +34,12 @@ def entry(base_offset: int, values: list[bytes]) -> bytes:
     return build_entry_header(base_offset, 1_700_000_000_000, len(values), batch) + batch
 
 
+def this_protocols_topics_reply(request) -> list[bytes]:
+    """A step: an empty topics reply saying this build's protocol version (the answer
+    to the version question an admin asks before a guarded call)."""
+    return [protocol.encode_topics_reply(request.request_id, [])]
+
+
 class Replies(list):
     """A step's result: several replies (each a list of frames), sent in this order."""
 

@@ -524,3 +524,25 @@ def test_a_delete_records_request_round_trips_and_minus_one_means_the_high_water
 
 def test_a_delete_records_request_with_another_negative_offset_travels_for_the_shard_to_refuse():
     assert protocol.decode_request(protocol.encode_delete_records(9, "orders", 3, -2)).offset == -2
+
+
+def test_a_topics_reply_says_this_builds_protocol_version_and_an_older_ones_reads_as_0():
+    assert protocol.decode_reply(protocol.encode_topics_reply(4, [])).protocol_version == \
+        protocol.PROTOCOL_VERSION >= 1
+    older = schema.Reply.new_message(requestId=4)   # a broker before 0.2.0: no such field
+    older.init("topics", 0)
+    assert protocol.decode_reply(older.to_bytes()).protocol_version == 0
+
+
+def test_a_request_of_a_kind_this_broker_does_not_know_is_malformed_saying_so():
+    # Given a request whose union says a kind past this schema's last (a newer client's):
+    # the two bytes where listTopics and listGroups differ are the discriminant
+    topics, groups = protocol.encode_list_topics(5), protocol.encode_list_groups(5)
+    [at] = [i for i in range(0, len(topics), 2) if topics[i:i + 2] != groups[i:i + 2]]
+    newer = topics[:at] + (0x7FFF).to_bytes(2, "little") + topics[at + 2:]
+    # When the broker decodes it; Then it says what it is, and which broker it is
+    with pytest.raises(MalformedRequestError,
+                       match=rf"request 5 is of a kind this broker does not know \(Plinth "
+                             rf"\S+, protocol version {protocol.PROTOCOL_VERSION}\): a newer "
+                             rf"client's request\?"):
+        protocol.decode_request(newer)

@@ -47,7 +47,8 @@ def test_deleting_group_offsets_asks_a_topic_at_a_time_and_answers_each_partitio
 
     outcomes = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert described(outcomes) == {("a", 0): SUBSCRIBED_SAID, ("a", 1): None, ("b", 2): None}
-    assert [view.partitions for _, view in broker.requests] == [
+    assert broker.requests[0][1].kind == "metadata"
+    assert [view.partitions for _, view in broker.requests[1:]] == [
         {("a", 0), ("a", 1)}] * 2 + [{("b", 2)}]
 
 
