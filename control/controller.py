@@ -96,6 +96,7 @@ from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         PartitionSpec, PendingCall, ShardHandle, ShardOptions,
                                         TierOptions, wait_all, wait_all_or_raise)
+from plinth.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -653,6 +654,11 @@ class Controller:
         """The cluster's key pair, for a ``plinth router`` given no key file: whoever
         may call the controller through Ray already controls every shard actor."""
         return self._cluster_keys
+
+    def build_version(self) -> str:
+        """This build's version (plinth/version.py), for a joining ``plinth router``,
+        which must be of the same build (a Ray call's arguments are the build's own)."""
+        return VERSION
 
     def security_required(self) -> tuple[str, ...]:
         """The security options of the server (``--curve-secret-key``, ``--acl``,

@@ -183,6 +183,14 @@ class ControllerHandle:
         """The cluster's key pair (for a ``plinth router`` given no key file)."""
         return self._call(lambda actor: actor.cluster_keys.remote(), "cluster_keys")
 
+    def build_version(self) -> str | None:
+        """The server's build version; None from a server before 0.2.0, whose controller
+        has no such call (for a joining ``plinth router``)."""
+        try:
+            return self._call(lambda actor: actor.build_version.remote(), "build_version")
+        except AttributeError:   # Ray's handle of an older controller: no such method
+            return None
+
     def security_required(self) -> tuple[str, ...]:
         """The server's security options a joining ``plinth router`` must have too."""
         return self._call(lambda actor: actor.security_required.remote(), "security_required")

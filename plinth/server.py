@@ -68,6 +68,7 @@ from plinth.process_tuning import tune_data_path_process
 from plinth.ray_messages import route_raylet_messages
 from plinth.secret_files import load_or_create_secret
 from plinth.shards.shard_handle import TierOptions
+from plinth.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -1114,6 +1115,20 @@ def security_required(options: ServeOptions) -> tuple[str, ...]:
         ("--kafka-tls-cert", options.kafka_tls_cert is not None)) if given)
 
 
+def check_router_build(server_version: str | None, broker: str) -> None:
+    """InvalidConfigError, naming both versions, for a ``plinth router`` of another build
+    than its server's (``server_version``: None from a server before 0.2.0): their Ray
+    calls and the shards' sockets are the build's own, and an older router's calls
+    failed as TypeErrors deep in its start (tester U, session 38)."""
+    if server_version == VERSION:
+        return
+    server = f"Plinth {server_version}" if server_version else "a Plinth before 0.2.0"
+    raise InvalidConfigError(
+        f"this plinth router is Plinth {VERSION}, and the server of the broker ({broker}) "
+        f"is {server}: a router joins only a server of its own build. Run the router "
+        f"from the server's installation (or upgrade both: README, Upgrading)")
+
+
 def check_router_security(options: RouterOptions, required: tuple[str, ...], broker: str) -> None:
     """InvalidConfigError, naming what is missing and what the broker requires, for a
     ``plinth router`` whose security options are weaker than its broker's (``required``:
@@ -1174,6 +1189,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker ({options.which_broker()}) runs in the Ray cluster at {ray_address} "
             f"(start one with plinth serve --cluster-name)") from None
+    check_router_build(controller.build_version(), options.which_broker())
     check_router_security(options, controller.security_required(), options.which_broker())
     if tier_store is not None:
         check_tier_store(tier_store, controller.tier_store(),

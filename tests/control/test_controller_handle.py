@@ -62,3 +62,15 @@ def test_a_call_that_fails_after_its_caller_gave_up_is_logged_not_left_unhandled
     assert ("the controller's list_groups_page ended after its caller stopped waiting: "
             "UnavailableError: shard-1 did not answer group_names_page") in caplog.text
     ray.kill(actor)
+
+
+@ray.remote
+class OlderController:
+    """A controller of a build before 0.2.0: no build_version call."""
+
+    def security_required(self) -> tuple[str, ...]:
+        return ()
+
+
+def test_a_controller_of_a_build_before_0_2_0_has_no_build_version_and_says_none(ray_cluster):
+    assert ControllerHandle(OlderController.remote()).build_version() is None

@@ -315,3 +315,17 @@ def test_the_free_space_minimum_is_an_option_of_serve(tmp_path, monkeypatch):
                                        "off", "--data-dir-free-bytes-min", "0"])
     assert result.exit_code == 0, result.output
     assert seen[0].data_dir_free_bytes_min == 0
+
+
+def test_a_router_of_another_build_than_its_server_is_refused_naming_both_versions():
+    from plinth.server import check_router_build
+    from plinth.version import VERSION
+
+    check_router_build(VERSION, "cluster orders")   # the same build joins
+    with pytest.raises(InvalidConfigError,
+                       match=rf"this plinth router is Plinth {VERSION}, and the server of the "
+                             rf"broker \(cluster orders\) is a Plinth before 0\.2\.0: a router "
+                             rf"joins only a server of its own build"):
+        check_router_build(None, "cluster orders")
+    with pytest.raises(InvalidConfigError, match=r"the server of the broker \(x\) is Plinth 9\.9"):
+        check_router_build("9.9", "x")
