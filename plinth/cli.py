@@ -22,6 +22,7 @@ from plinth.cli_json import (echo_json, every_config, json_option, names_json,
                              replication_factor, status_json, topic_json)
 from plinth.counted import counted
 from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
+from plinth.version import VERSION
 
 
 
@@ -150,6 +151,8 @@ def _not_empty(ctx, param, value: str | None) -> str | None:
 
 
 @click.group(cls=_Group)
+@click.version_option(VERSION, "--version", prog_name="plinth",
+                      message="%(prog)s %(version)s")
 @click.option("--broker", envvar="PLINTH_BROKER", show_envvar=True,
               default=limits.BROKER_URL_DEFAULT, show_default=True, metavar="URL[,URL...]",
               help="Router address for client commands, tcp://HOST:PORT (tcp:// may be left "
