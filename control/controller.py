@@ -81,8 +81,8 @@ from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, Sta
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.shard_outages import OutageFacts, ShardOutages
-from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
-                                     specs_by_shard)
+from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, OwedDelete, TopicMetadata,
+                                     specs_by_shard, upgrade_line)
 from plinth.control.nodes import Node, RayNodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
@@ -478,6 +478,7 @@ class Controller:
         (``_refuse_stranded_deletions``).
         """
         self._refuse_tiered_topics_without_their_store()
+        self._upgrade_format()   # before any shard starts: each reopens its partitions
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._refuse_impossible_factor_options()   # the shards' nodes are known now
@@ -566,6 +567,21 @@ class Controller:
                 f"remote segments to delete {where}, but the server was started {started}: "
                 f"start it with {start_with} to finish their deletion (or, to leave those "
                 f"objects in the store for good, remove {', '.join(entry['dirs'])})")
+
+    def _upgrade_format(self) -> None:
+        """Save a metadata.json of an older format version (metadata.py, "Format
+        versions") as this build's, before any shard starts: a shard reopens its
+        partitions as it starts, and writes what older builds misread. From then on
+        every build before METADATA_VERSION_SINCE refuses the data dir, so it is one
+        WARNING naming the file and both versions, also in the StartReport (the
+        server prints it). A start refused before this writes nothing."""
+        version = self._metadata.file_version
+        if version == METADATA_VERSION:
+            return
+        self._save()
+        warning = upgrade_line(self._metadata_path, version, done=True)
+        log.warning("%s", warning)
+        self._start_warnings.append(warning)
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray

@@ -14,7 +14,9 @@ and the partition logs beside each manifest are the data. A broker must not star
 
 - on a metadata.json or a manifest that cannot be read as one: CorruptDataError
   naming the file (a broker that went on without it would serve less than it
-  acknowledged);
+  acknowledged), or, for one of a later version, InvalidConfigError saying a newer
+  Plinth wrote it, and which versions this one reads (control/metadata.py,
+  "Format versions");
 - without metadata.json while a manifest on this node names partitions: it would
   start as an empty broker, serve none of them, and a topic created again under one
   of their names (a new topic id) would set that partition's log aside and start it
@@ -49,7 +51,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plinth.control.metadata import METADATA_FILE, BrokerMetadata
+from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, BrokerMetadata,
+                                     upgrade_line)
 from plinth.control.shard_set import SHARDS_DIR
 from plinth.errors import CorruptDataError
 from plinth.shards.shard_handle import (MANIFEST_FILE, PARTITION_METADATA_FILE, PartitionSpec,
@@ -83,6 +86,15 @@ def load_checked_metadata(data_dir: Path,
     if holding:
         raise CorruptDataError(_lost_metadata(metadata_path, holding))
     return BrokerMetadata()
+
+
+def format_notes(metadata_path: Path, metadata: BrokerMetadata) -> list[str]:
+    """plinth check's line if a start of this build upgrades the data dir's format
+    (``metadata``, read from ``metadata_path``, is of an older version: metadata.py,
+    "Format versions"); nothing if it does not. Any process; writes nothing."""
+    if metadata.file_version == METADATA_VERSION:
+        return []
+    return [upgrade_line(metadata_path, metadata.file_version, done=False)]
 
 
 def _lost_metadata(metadata_path: Path, holding: dict[Path, ShardManifest]) -> str:

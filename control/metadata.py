@@ -5,7 +5,7 @@ only, and saves it to ``<data_dir>/metadata.json`` after every change, before
 the change is acknowledged or seen by a router (as compact JSON, keys sorted,
 only the changed topics encoded again: plinth/json_fragments.py; indented here):
 
-    {"version": 1,
+    {"version": 2,                              the data directory's format version
      "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
      "draining": ["shard-2"],                   removed, still serving older ranges
      "shard_nodes": {"shard-0": "plinth-node:a", ...},      what pins each to its node
@@ -82,9 +82,25 @@ remote_store.store_identity gives it (scheme, bucket and prefix; never a
 credential). The controller records it while any topic has
 remote.storage.enable=true and refuses to start with another store (or none).
 
-The format is the one the controller has always written (every key that was
-once optional is read as absent = empty), so a data dir of any earlier
-version 1 broker loads. The file is replaced atomically (write, fsync,
+Format versions. ``version`` is the data directory's format version
+(METADATA_VERSION), not only this file's: it grows when anything a broker
+writes in the data dir changes so that an older build would misread it (the
+shards' manifests keep their own version, MANIFEST_VERSION, which stays 1).
+Every Plinth refuses a file of a version it does not read, at the controller's
+start, before any shard opens a partition: builds before 0.2.0 read version 1
+only, so they refuse a data dir this one wrote ("metadata version 2 is not 1",
+or since da9b23a "... was written by a newer Plinth"), instead of misreading
+what newer builds write beside it (commit metadata in ``__consumer_offsets``,
+null header values, ``offset-gaps`` files: README, "Upgrading and rolling
+back").
+
+- 1: written by every Plinth before 0.2.0. This build reads it with every
+  field as before (every key that was once optional is read as absent =
+  empty), and the controller's start saves it as 2 before any shard starts
+  (``Controller._upgrade_format``), with one WARNING naming the file.
+- 2: since 0.2.0; the same fields as 1.
+
+The file is replaced atomically (write, fsync,
 rename, fsync the directory): a crash leaves the old or the new metadata.
 Load checks every field and the relations between them (CorruptDataError
 naming the path and the first problem); save checks them too, and refuses
@@ -122,7 +138,12 @@ class OwedDelete(NamedTuple):
 
 
 METADATA_FILE = "metadata.json"
-METADATA_VERSION = 1
+# The data directory's format version, which this build writes (module docstring).
+METADATA_VERSION = 2
+# The versions this build reads: every one since the first.
+METADATA_VERSIONS_READ = range(1, METADATA_VERSION + 1)
+# The first Plinth that wrote METADATA_VERSION; every build before it refuses the file.
+METADATA_VERSION_SINCE = "0.2.0"
 
 
 def specs_by_shard(topics_by_name: Mapping[str, TopicMetadata], first_partition: int = 0
@@ -346,6 +367,9 @@ class BrokerMetadata:
     controller_epoch: int = 0                                # grows at each controller start
     tier_store: str | None = None                            # the tiered topics' object store
     deletes_owed: dict[str, list[OwedDelete]] = field(default_factory=dict)   # by shard id
+    # The format version of the file as last loaded or saved (METADATA_VERSION for a
+    # new broker's): below METADATA_VERSION until a start upgrades it.
+    file_version: int = field(default=METADATA_VERSION, compare=False)
     # The topics' encoded JSON, kept between saves (only changed topics are encoded).
     _fragments: JsonFragments = field(default_factory=lambda: JsonFragments("topics"),
                                       init=False, repr=False, compare=False)
@@ -461,6 +485,7 @@ class BrokerMetadata:
             value = json.loads(path.read_text())
             _check_version(path, value.get("version"))
             metadata = cls.from_json(value)
+            metadata.file_version = value["version"]
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptDataError(f"{path}: not broker metadata: {exc}") from None
         metadata.assign_missing_topic_ids()
@@ -493,6 +518,7 @@ class BrokerMetadata:
         except OSError as exc:   # a full disk, say: the user's to fix, named
             raise StorageError(f"cannot save the broker metadata {path}: "
                                f"{exc.strerror or exc}") from None
+        self.file_version = METADATA_VERSION
 
     def to_json(self, names: Collection[str] | None = None) -> dict:
         """The file's document; with ``names``, of those topics only (that exist)."""
@@ -618,19 +644,34 @@ def _offset(value: int) -> int:
     return value
 
 
+def upgrade_line(path: Path, version: int, *, done: bool) -> str:
+    """What the controller's start says once it upgraded ``path`` from format
+    ``version`` (``done``), or what plinth check says a start would do. Any process."""
+    if done:
+        upgraded, when = (f"upgraded the data directory's format from version {version} "
+                          f"to {METADATA_VERSION} (Plinth {VERSION})"), "from now on"
+    else:
+        upgraded, when = (f"format version {version}: a start of Plinth {VERSION} "
+                          f"upgrades the data directory's format to version "
+                          f"{METADATA_VERSION}"), "from then on"
+    return (f"{path}: {upgraded}; Plinth builds before {METADATA_VERSION_SINCE} refuse "
+            f"this data dir {when} (back up the data dir before upgrading to be able to "
+            f"go back)")
+
+
 def _check_version(path: Path, version) -> None:
-    """InvalidConfigError unless ``version`` is the one this build reads, saying which
+    """InvalidConfigError unless ``version`` is one this build reads, saying which
     side is newer and what to do: a file of a later version was written by a newer
     Plinth, which alone knows its fields."""
-    if type(version) is int and version == METADATA_VERSION:   # (True == 1 too)
+    if type(version) is int and version in METADATA_VERSIONS_READ:   # (True == 1 too)
         return
 
     if type(version) is int and version > METADATA_VERSION:
         raise InvalidConfigError(
             f"{path}: metadata version {version} was written by a newer Plinth; this one "
-            f"({VERSION}) reads version {METADATA_VERSION}: run the Plinth that wrote it "
-            f"(the data directory is unchanged)")
+            f"({VERSION}) reads versions up to {METADATA_VERSION}: run the Plinth that wrote "
+            f"it (the data directory is unchanged)")
     raise InvalidConfigError(f"{path}: metadata version {version!r} is not one Plinth "
-                             f"writes (this one, {VERSION}, reads version "
+                             f"writes (this one, {VERSION}, reads versions up to "
                              f"{METADATA_VERSION}): the file is damaged; restore it from a "
                              f"copy, or see plinth check --data-dir")

@@ -22,6 +22,7 @@ from plinth.cli_json import (echo_json, every_config, json_option, names_json,
                              replication_factor, status_json, topic_json)
 from plinth.counted import counted
 from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
+from plinth.version import VERSION
 
 
 
@@ -150,6 +151,8 @@ def _not_empty(ctx, param, value: str | None) -> str | None:
 
 
 @click.group(cls=_Group)
+@click.version_option(VERSION, "--version", prog_name="plinth",
+                      message="%(prog)s %(version)s")
 @click.option("--broker", envvar="PLINTH_BROKER", show_envvar=True,
               default=limits.BROKER_URL_DEFAULT, show_default=True, metavar="URL[,URL...]",
               help="Router address for client commands, tcp://HOST:PORT (tcp:// may be left "
@@ -690,10 +693,12 @@ def status(ctx, as_json):
 def check(data_dir):
     """Read every partition log of a stopped broker's data dir whole, checking each
     entry's CRC, and compare the logs with the shards' manifests, and those with
-    metadata.json (topic ids, topics); say what is damaged.
+    metadata.json (topic ids, topics); say what is damaged, and whether a start
+    upgrades the data dir's format (which older Plinth builds then refuse).
     Changes no data (it takes the data dir's lock, whose file says who holds it).
     Exit status 1 if anything is damaged, 2 if the check is refused (a server holds
-    the data dir, its metadata cannot be read)."""
+    the data dir, its metadata or a manifest cannot be read, or a newer Plinth wrote
+    it)."""
     try:
         found = _checked_data_dir(data_dir)
     except PlinthError as exc:
@@ -722,7 +727,8 @@ def check(data_dir):
 def _checked_data_dir(data_dir: Path):
     """``check``'s work under the data dir's lock: a ShardsCheck (log_check.py), or
     PlinthError if the check is refused."""
-    from plinth.control.data_dir_check import disagreements, load_checked_metadata
+    from plinth.control.data_dir_check import (disagreements, format_notes,
+                                               load_checked_metadata)
     from plinth.control.metadata import METADATA_FILE
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
@@ -737,8 +743,8 @@ def _checked_data_dir(data_dir: Path):
     lock.acquire()   # a running server's active segments change under the check
     try:
         if not shards_dir.is_dir():
-            load_checked_metadata(data_dir, {})
-            return ShardsCheck()
+            metadata = load_checked_metadata(data_dir, {})
+            return ShardsCheck(notes=format_notes(data_dir / METADATA_FILE, metadata))
         manifests = read_manifests(shards_dir)
         by_path = {shard_dir / MANIFEST_FILE: manifest
                    for shard_dir, manifest in manifests.found.items()}
@@ -749,6 +755,7 @@ def _checked_data_dir(data_dir: Path):
         disagreeing = disagreements(data_dir / METADATA_FILE, metadata, by_path)
         found.problems.extend(disagreeing.damaged)
         found.notes.extend(disagreeing.notes)
+        found.notes.extend(format_notes(data_dir / METADATA_FILE, metadata))
         return found
     finally:
         lock.release()

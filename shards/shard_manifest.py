@@ -23,7 +23,12 @@ indented here):
      "partition_counts": {"orders": 3, ...}}                 every topic's, for group coordinators
 
 A key is "<topic>/<partition>" (topic names cannot hold "/"). A file written
-before the version field existed has none and is read as version 1.
+before the version field existed has none and is read as version 1. The version
+stays 1 while this format does: the data directory's format version is
+metadata.json's (control/metadata.py, "Format versions"). A later version was
+written by a newer Plinth: refused as such (InvalidConfigError naming the file,
+both versions and this build), not as damage; one that is not an int >= 1 is
+damage (CorruptDataError).
 
 Every change goes through the methods below, which note the partitions they
 touch, and a save encodes only those again (``JsonFragments.encode_tracked``):
@@ -43,8 +48,9 @@ from pathlib import Path
 
 from plinth.durable_files import write_file_atomically
 from plinth.json_fragments import JsonFragments
-from plinth.errors import CorruptDataError, StorageError
+from plinth.errors import CorruptDataError, InvalidConfigError, StorageError
 from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
+from plinth.version import VERSION
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -120,11 +126,14 @@ class ShardManifest:
     @classmethod
     def load(cls, path: Path) -> "ShardManifest":
         """The manifest at ``path``; an empty one if there is no file (a new shard).
-        Raises CorruptDataError naming the path if the file cannot be read as one."""
+        Raises CorruptDataError naming the path if the file cannot be read as one, and
+        InvalidConfigError if a newer Plinth wrote it (a later version)."""
         if not path.exists():
             return cls()
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            value = json.loads(path.read_text())
+            _refuse_a_later_version(path, value.get("version", MANIFEST_VERSION))
+            return cls.from_json(value)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptDataError(f"{path}: not a shard manifest: {exc}") from None
 
@@ -160,7 +169,7 @@ class ShardManifest:
     def from_json(cls, value: dict) -> "ShardManifest":
         """Raises ValueError (or TypeError, KeyError) on anything that is not a manifest."""
         version = value.get("version", MANIFEST_VERSION)
-        if version != MANIFEST_VERSION:
+        if type(version) is not int or version != MANIFEST_VERSION:   # (True == 1 too)
             raise ValueError(f"version {version!r} is not {MANIFEST_VERSION}")
         manifest = cls(partition_counts=_partition_counts(value["partition_counts"]))
         for key, entry in value["partitions"].items():
@@ -172,6 +181,17 @@ class ShardManifest:
             spec.check()
             manifest.partitions[spec.id] = spec
         return manifest
+
+
+def _refuse_a_later_version(path: Path, version) -> None:
+    """InvalidConfigError if ``version`` is later than this build's: a newer Plinth
+    wrote the file, which alone knows its fields (any other version but this
+    build's is damage, which ``from_json`` refuses)."""
+    if type(version) is int and version > MANIFEST_VERSION:
+        raise InvalidConfigError(
+            f"{path}: shard manifest version {version} was written by a newer Plinth; "
+            f"this one ({VERSION}) reads versions up to {MANIFEST_VERSION}: run the "
+            f"Plinth that wrote it (the data directory is unchanged)")
 
 
 def _key(pid: PartitionId) -> str:

@@ -18,6 +18,7 @@ from plinth.control import placement
 from plinth.control.controller import Controller
 from plinth.errors import (InvalidConfigError, InvalidTopicError, RequestTimedOutError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
+from plinth.version import VERSION
 from tests.control.broker_without_ray import MAIN_DATA_DIR, THREE, TWO, topic_that_moves
 from tests.in_process_shards import ONE_NODE, InProcessShards
 from tests.shard_requests import committed_offsets, produce
@@ -215,14 +216,37 @@ def test_a_shard_count_out_of_range_is_refused(tmp_path):
         Controller(str(tmp_path), 0, start_shard=InProcessShards().start_shard, nodes=lambda: ONE_NODE)
 
 
-def test_a_data_dir_written_by_main_starts_and_serves_what_it_held(brokers, tmp_path):
-    # Given a data dir main wrote (two shards, a third added then removed, records, a group)
+def test_a_data_dir_written_by_main_starts_and_serves_what_it_held(brokers, tmp_path,
+                                                                   monkeypatch, caplog):
+    # Given a data dir main wrote (two shards, a third added then removed, records, a
+    # group), of format version 1
     data_dir = tmp_path / "from-main"
     shutil.copytree(MAIN_DATA_DIR, data_dir)
     raw = json.loads((data_dir / "metadata.json").read_text())
     expected = json.loads((data_dir / "expected.json").read_text())
+    assert raw["version"] == 1
+    # (the version metadata.json says as each shard starts, reopening its partitions)
+    versions_at_shard_start = []
+    start_shard = InProcessShards.start_shard
+
+    def start_shard_noting_the_version(shards, options):
+        on_disk = json.loads((data_dir / "metadata.json").read_text())["version"]
+        versions_at_shard_start.append((options.shard_id, on_disk))
+        return start_shard(shards, options)
+
+    monkeypatch.setattr(InProcessShards, "start_shard", start_shard_noting_the_version)
     # When the controller starts on it
-    broker = brokers(None, data_dir=data_dir)
+    with caplog.at_level("WARNING", logger="plinth.control.controller"):
+        broker = brokers(None, data_dir=data_dir)
+    # Then metadata.json was saved as version 2 before any shard started
+    assert versions_at_shard_start == [("shard-0", 2), ("shard-1", 2), ("shard-2", 2)]
+    # And the start said so once, naming the file, both versions and the way back
+    upgrades = [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()]
+    assert upgrades == [
+        f"{data_dir / 'metadata.json'}: upgraded the data directory's format from version 1 "
+        f"to 2 (Plinth {VERSION}); Plinth builds before 0.2.0 refuse this data dir from now "
+        f"on (back up the data dir before upgrading to be able to go back)"]
+    assert broker.controller.start_report().warnings == tuple(upgrades)
     # Then it has the same shards and topics, each partition with its offsets, and its group
     assert list(broker.controller.routing().shard_ids) == raw["shards"]
     for name, ends in expected["end_offsets"].items():
@@ -241,6 +265,34 @@ def test_a_data_dir_written_by_main_starts_and_serves_what_it_held(brokers, tmp_
     for name, partition in older:
         with pytest.raises(UnavailableError, match="moved away"):
             produce(broker.address("shard-2"), name, partition, [b"late"])
+    # And a second start, on version 2, upgrades nothing and says nothing of it
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="plinth.control.controller"):
+        broker = brokers(None, data_dir=data_dir)
+    assert not [r for r in caplog.records if "upgraded" in r.getMessage()]
+    assert broker.controller.start_report().warnings == ()
+    assert json.loads((data_dir / "metadata.json").read_text())["version"] == 2
+
+
+def test_a_data_dir_of_a_later_format_version_is_refused_before_anything_starts(tmp_path):
+    # Given a data dir of main's whose metadata.json a later Plinth wrote (version 3)
+    data_dir = tmp_path / "from-later"
+    shutil.copytree(MAIN_DATA_DIR, data_dir)
+    path = data_dir / "metadata.json"
+    text = path.read_text().replace('"version": 1', '"version": 3')
+    path.write_text(text)
+    manifests = {p: p.read_bytes() for p in data_dir.glob("shards/*/manifest.json")}
+    # When a controller is made on it / Then it is refused, naming the file and both versions
+    shards = InProcessShards()
+    with pytest.raises(InvalidConfigError) as refused:
+        Controller(str(data_dir), None, start_shard=shards.start_shard, nodes=lambda: ONE_NODE)
+    assert str(refused.value).startswith(
+        f"{path}: metadata version 3 was written by a newer Plinth; this one ({VERSION}) "
+        f"reads versions up to 2")
+    # And no shard started, and metadata.json and the manifests are as they were
+    assert shards.handles == {}
+    assert path.read_text() == text
+    assert {p: p.read_bytes() for p in data_dir.glob("shards/*/manifest.json")} == manifests
 
 
 def test_an_add_of_shards_one_of_which_does_not_start_adds_none_and_stops_those_started(brokers):

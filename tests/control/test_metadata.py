@@ -1,6 +1,6 @@
-"""BrokerMetadata: the controller's metadata.json, on a real disk, in the format every
-version 1 broker wrote; damaged files are refused by name, and broken metadata is
-never written."""
+"""BrokerMetadata: the controller's metadata.json, on a real disk: version 2 written,
+the version 1 every earlier broker wrote read as before; a later version is refused
+as a newer Plinth's, damaged files by name, and broken metadata is never written."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import pytest
 
 from plinth import json_fragments
 from plinth import limits
-from plinth.control.metadata import BrokerMetadata, OwedDelete, ShardRange, TopicMetadata
+from plinth.control.metadata import (METADATA_VERSION, BrokerMetadata, OwedDelete, ShardRange,
+                                     TopicMetadata)
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership
+from plinth.version import VERSION
 from tests.control.broker_without_ray import MAIN_DATA_DIR
 
 
@@ -36,16 +38,18 @@ def test_metadata_saved_and_loaded_is_equal_and_keeps_the_documented_format(tmp_
     on_disk = json.loads(path.read_text())
     assert on_disk["topics"]["orders"]["ranges"] == {"1": [[0, "shard-1"], [52, "shard-2"]]}
     assert on_disk["groups_moving_from"] == ["shard-0", "shard-1"]
-    assert on_disk["version"] == 1
+    assert on_disk["version"] == METADATA_VERSION == 2
 
 
-def test_the_metadata_main_wrote_loads_with_every_field(tmp_path):
-    # Given the metadata.json of a data dir main wrote
+def test_the_metadata_main_wrote_loads_with_every_field_and_saves_as_version_2(tmp_path):
+    # Given the metadata.json of a data dir main wrote (format version 1)
     path = tmp_path / "metadata.json"
     shutil.copy(MAIN_DATA_DIR / "metadata.json", path)
     raw = json.loads(path.read_text())
+    assert raw["version"] == 1
     # When it is loaded
     metadata = BrokerMetadata.load(path)
+    assert metadata.file_version == 1
     # Then every value is there, typed, and saving it again writes the same JSON
     assert metadata.shards == raw["shards"] and metadata.draining == raw.get("draining", [])
     assert set(metadata.topics) == set(raw["topics"])
@@ -58,7 +62,10 @@ def test_the_metadata_main_wrote_loads_with_every_field(tmp_path):
     # (with the id each topic got on load: main's file predates topic ids)
     with_ids = {name: {**topic, "topic_id": metadata.topics[name].topic_id}
                 for name, topic in raw["topics"].items()}
-    assert json.loads(path.read_text()) == {"draining": [], **raw, "topics": with_ids}
+    # (and as format version 2, with nothing else changed)
+    assert json.loads(path.read_text()) == {"draining": [], **raw, "topics": with_ids,
+                                            "version": 2}
+    assert metadata.file_version == 2
 
 
 def test_a_missing_file_is_a_new_broker(tmp_path):
@@ -79,13 +86,33 @@ def test_a_file_without_the_keys_added_by_later_changes_loads(tmp_path):
     assert metadata.controller_epoch == 0
 
 
-def test_a_later_version_is_refused_saying_a_newer_plinth_wrote_it_and_what_to_do(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_versions_1_and_2_are_read_and_a_save_writes_2(tmp_path, version):
+    # Given a file of each version this build reads
     path = tmp_path / "metadata.json"
-    path.write_text(json.dumps({"version": 2, "shards": [], "topics": {}}))
-    with pytest.raises(InvalidConfigError, match=r"metadata version 2 was written by a newer "
-                                                 r"Plinth; this one \(\d+\.\d+\.\d+\) reads "
-                                                 r"version 1: run the Plinth that wrote it"):
+    path.write_text(json.dumps({"version": version, "shards": ["shard-0"], "topics": {}}))
+    # When it is loaded / Then it is read, and knows the version it was read as
+    metadata = BrokerMetadata.load(path)
+    assert (metadata.shards, metadata.file_version) == (["shard-0"], version)
+    # And a save writes version 2
+    metadata.save(path)
+    assert json.loads(path.read_text())["version"] == 2 and metadata.file_version == 2
+
+
+def test_a_later_version_is_refused_saying_a_newer_plinth_wrote_it_and_what_to_do(tmp_path):
+    # Given a file of version 3, which only a later Plinth writes
+    path = tmp_path / "metadata.json"
+    text = json.dumps({"version": 3, "shards": [], "topics": {}})
+    path.write_text(text)
+    # Then loading refuses it, naming the file, both versions and this build
+    with pytest.raises(InvalidConfigError) as refused:
         BrokerMetadata.load(path)
+    assert str(refused.value) == (
+        f"{path}: metadata version 3 was written by a newer Plinth; this one ({VERSION}) "
+        f"reads versions up to 2: run the Plinth that wrote it (the data directory is "
+        f"unchanged)")
+    # And nothing was written
+    assert path.read_text() == text and list(tmp_path.iterdir()) == [path]
 
 
 @pytest.mark.parametrize("version", [0, "1", None, True])

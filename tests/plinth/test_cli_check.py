@@ -1,11 +1,13 @@
 """``plinth check`` (plinth/cli.py, over shards/log_check.py): on a stopped broker's data
-dir it says what is damaged and exits 1, or sums up a clean one and exits 0; it refuses a
-data dir a server holds, one that holds no Plinth data, and one whose metadata cannot be
-read, in one line and exit status 2."""
+dir it says what is damaged and exits 1, or sums up a clean one and exits 0, noting a
+format a start would upgrade; it refuses a data dir a server holds, one that holds no
+Plinth data, one whose metadata cannot be read, and one a newer Plinth wrote, in one
+line and exit status 2."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 from click.testing import CliRunner
 
@@ -17,6 +19,8 @@ from plinth.shards.leader_epochs import (
     CHECKPOINT_FILE, EpochEntry, LeaderEpochs, save_leader_epochs)
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.producer_state import ProducerStates, save_snapshot
+from plinth.version import VERSION
+from tests.control.broker_without_ray import MAIN_DATA_DIR
 
 
 def check(data_dir):
@@ -126,6 +130,64 @@ def test_a_damaged_manifest_is_said_and_the_logs_are_checked_all_the_same(tmp_pa
                               f"not a shard manifest")
     assert summary == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
                        f"record batches valid: 20 ({path.stat().st_size:,} bytes); 1 damaged")
+
+
+def files_of(data_dir):
+    """Every file under ``data_dir`` but the lock's, by path: its bytes."""
+    return {path: path.read_bytes() for path in sorted(data_dir.rglob("*"))
+            if path.is_file() and path.name != ".lock"}
+
+
+def test_a_version_1_data_dir_is_noted_as_upgraded_by_a_start_and_left_as_it_is(tmp_path):
+    # Given the data dir main wrote (metadata.json format version 1)
+    data_dir = tmp_path / "from-main"
+    shutil.copytree(MAIN_DATA_DIR, data_dir)
+    before = files_of(data_dir)
+    # When it is checked
+    result = check(data_dir)
+    # Then it is clean, exit status 0, and a note says a start upgrades it to version 2,
+    # which older builds refuse
+    assert result.exit_code == 0, result.output
+    *_, note, summary = result.stdout.splitlines()
+    assert note == (f"note    {data_dir / 'metadata.json'}: format version 1: a start of "
+                    f"Plinth {VERSION} upgrades the data directory's format to version 2; "
+                    f"Plinth builds before 0.2.0 refuse this data dir from then on (back up "
+                    f"the data dir before upgrading to be able to go back)")
+    assert summary.endswith("; 0 damaged")
+    # And the check wrote nothing
+    assert files_of(data_dir) == before
+    # And once metadata.json is saved as version 2 (as a start saves it), no such note
+    BrokerMetadata.load(data_dir / "metadata.json").save(data_dir / "metadata.json")
+    result = check(data_dir)
+    assert result.exit_code == 0 and "format version" not in result.output, result.output
+
+
+def test_a_data_dir_a_newer_plinth_wrote_is_refused_as_such_not_as_damage(tmp_path):
+    # Given a data dir whose shard manifest a newer Plinth wrote (version 2)
+    data_dir, _ = data_dir_with_a_log(tmp_path)
+    manifest = data_dir / "shards" / "shard-0" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    before = files_of(data_dir)
+    # When it is checked / Then the check is refused (2), saying a newer Plinth wrote it
+    result = check(data_dir)
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr == (f"error: InvalidConfigError: {manifest}: shard manifest version 2 "
+                             f"was written by a newer Plinth; this one ({VERSION}) reads "
+                             f"versions up to 1: run the Plinth that wrote it (the data "
+                             f"directory is unchanged)\n")
+    assert files_of(data_dir) == before
+    # And so it is for a metadata.json of version 3
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 1}))
+    metadata = data_dir / "metadata.json"
+    metadata.write_text(json.dumps({**json.loads(metadata.read_text()), "version": 3}))
+    before = files_of(data_dir)
+    result = check(data_dir)
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr.startswith(f"error: InvalidConfigError: {metadata}: metadata version 3 "
+                                    f"was written by a newer Plinth; this one ({VERSION}) "
+                                    f"reads versions up to 2")
+    # And neither check wrote anything
+    assert files_of(data_dir) == before
 
 
 def test_a_lost_last_segment_is_said_damaged_and_exits_1(tmp_path):

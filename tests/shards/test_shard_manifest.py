@@ -8,9 +8,10 @@ from dataclasses import replace
 import pytest
 
 from plinth import json_fragments
-from plinth.errors import CorruptDataError
+from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 from plinth.shards.shard_manifest import ShardManifest
+from plinth.version import VERSION
 
 
 def test_a_manifest_saved_and_loaded_is_equal_and_readable_as_the_previous_format(tmp_path):
@@ -68,7 +69,9 @@ def test_a_missing_file_is_an_empty_manifest(tmp_path):
 
 @pytest.mark.parametrize("content,problem", [
     ("{not json", "not a shard manifest"),
-    ('{"version": 2, "partitions": {}, "partition_counts": {}}', "version 2 is not 1"),
+    ('{"version": 0, "partitions": {}, "partition_counts": {}}', "version 0 is not 1"),
+    ('{"version": "1", "partitions": {}, "partition_counts": {}}', "version '1' is not 1"),
+    ('{"version": true, "partitions": {}, "partition_counts": {}}', "version True is not 1"),
     ('{"partitions": {"t-0": {"config": {}, "initial_offset": 0, "sealed": false}}, '
      '"partition_counts": {}}', "not a shard manifest"),
     ('{"partitions": {"t/0": {"config": {}, "initial_offset": -1, "sealed": false}}, '
@@ -160,3 +163,20 @@ def test_a_change_made_around_the_manifests_methods_fails_the_next_saves_check(t
     # Then the save refuses to write the stale entry, naming it
     with pytest.raises(AssertionError, match=r"missed changes, first \['partitions/t/1'\]"):
         manifest.save(path)
+
+
+def test_a_manifest_of_a_later_version_is_refused_as_a_newer_plinths_not_as_damage(tmp_path):
+    # Given a manifest of version 2, which only a later Plinth writes
+    path = tmp_path / "manifest.json"
+    text = '{"version": 2, "partitions": {}, "partition_counts": {}}'
+    path.write_text(text)
+    # When it is loaded / Then it is refused as written by a newer Plinth, naming the
+    # file, both versions and this build
+    with pytest.raises(InvalidConfigError) as refused:
+        ShardManifest.load(path)
+    assert str(refused.value) == (
+        f"{path}: shard manifest version 2 was written by a newer Plinth; this one "
+        f"({VERSION}) reads versions up to 1: run the Plinth that wrote it (the data "
+        f"directory is unchanged)")
+    # And the file is as it was
+    assert path.read_text() == text
