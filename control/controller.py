@@ -777,8 +777,7 @@ class Controller:
         rules 8 and 9). The mark is kept in memory: the record, saved, already keeps
         the replica out of both sets, and the shard keeps its own mark on disk."""
         changes = []
-        for pid, state in sorted(opened.items(), key=lambda item: (item[0].topic,
-                                                                    item[0].partition)):
+        for pid, state in sorted(opened.items()):
             topic = self._metadata.topics.get(pid.topic)
             key = (pid.topic, pid.partition)
             if state != OPENED_NEEDS_REPAIR or topic is None \

@@ -129,8 +129,7 @@ def disagreements(metadata_path: Path, metadata: BrokerMetadata,
     found = Disagreements()
     for path, manifest in manifests.items():
         owed = _owed(metadata, path.parent.name)
-        for pid, spec in sorted(manifest.partitions.items(),
-                                key=lambda item: (item[0].topic, item[0].partition)):
+        for pid, spec in sorted(manifest.partitions.items()):
             topic = metadata.topics.get(pid.topic)
             directory = path.parent / f"{pid.topic}-{pid.partition}"
             if (pid.topic, spec.topic_id, pid.partition) in owed:

@@ -63,9 +63,10 @@ class TierOptions:
                              f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class PartitionId:
-    """One partition of one topic."""
+    """One partition of one topic; ordered by topic, then partition (as ``ls`` and
+    every listing show them)."""
 
     topic: str
     partition: int
