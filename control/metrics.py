@@ -105,14 +105,17 @@ class BrokerCollector:
     def __init__(self, controller: ControllerHandle,
                  router_refusals: Callable[[], dict[str, int]] | None = None,
                  router: str = "", router_errors: Callable[[], dict[str, int]] | None = None,
-                 broker_wide: bool = True):
+                 broker_wide: bool = True, kafka=None):
         """``router_refusals()``: this process's router's refusals by code (its
         Security's ``refusals``; None: a router without CurveZMQ refuses nothing), and
         ``router_errors()`` the other error replies it made (Router.errors; None: no
         router here), both reported in plinth_errors_total under ``source``
         "router:<router>", its listen address. ``broker_wide``: also the shards' and
-        partitions' series (the server's endpoint); False for a standalone router's."""
+        partitions' series (the server's endpoint); False for a standalone router's.
+        ``kafka``: this process's Kafka listener as (its KafkaErrorCounts, its bound
+        "host:port"), or None without one."""
         self._controller = controller
+        self._kafka = kafka
         self._router_refusals = router_refusals
         self._router_errors = router_errors
         self._router = router
@@ -122,6 +125,8 @@ class BrokerCollector:
         router_errors = Counter(self._router_errors() if self._router_errors else {})
         router_errors.update(self._router_refusals() if self._router_refusals else {})
         yield _build_info()
+        if self._kafka is not None:   # this process's listener, on either endpoint
+            yield from _kafka_families(*self._kafka)
         if not self._broker_wide:   # a standalone router's endpoint: its own series only
             yield _errors({}, router_errors, self._router)
             return
@@ -224,6 +229,25 @@ def _errors(live, router_errors: dict[str, int], router: str):
     return family
 
 
+def _kafka_families(counts, listener: str):
+    """The Kafka listener's error answers by API and Kafka's error name (as Kafka's
+    ErrorsPerSec{request, error}: one per error code in a response, so a Produce with
+    two partitions refused counts 2), and the connections it closed, by reason
+    (router/kafka/error_counts.py)."""
+    errors = CounterMetricFamily(
+        "plinth_kafka_errors", "Kafka listener: error codes in its responses, by API and "
+        "Kafka error name", labels=["listener", "api", "error"])
+    for (api, error), count in sorted(counts.errors().items()):
+        errors.add_metric([listener, api, error], count)
+    yield errors
+    closes = CounterMetricFamily(
+        "plinth_kafka_connections_closed", "Kafka listener: connections it closed or "
+        "refused because of what their client did, by reason", labels=["listener", "reason"])
+    for reason, count in sorted(counts.closes().items()):
+        closes.add_metric([listener, reason], count)
+    yield closes
+
+
 def _requests_by_socket(live):
     family = CounterMetricFamily(
         "plinth_shard_requests", "Requests a shard took, by socket: from a router, or on "
@@ -295,7 +319,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                          router_refusals: Callable[[], dict[str, int]] | None = None,
                          router: str = "",
                          router_errors: Callable[[], dict[str, int]] | None = None,
-                         broker_wide: bool = True):
+                         broker_wide: bool = True, kafka=None):
     """Serve the metrics on http://host:port/metrics from a daemon thread (any other
     path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
     once by the server process's main thread (BrokerCollector says what the router
@@ -309,7 +333,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                                  f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
     registry.register(BrokerCollector(controller, router_refusals, router, router_errors,
-                                      broker_wide))
+                                      broker_wide, kafka))
     log.info("metrics on http://%s:%d%s%s", host, port, METRICS_PATH,
              "" if broker_wide else ": this router's series only (the broker's are on "
                                     "plinth serve's --metrics-port)")

@@ -584,7 +584,7 @@ class Server:
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
         _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
-                       self.router)
+                       self.router, kafka=self.kafka)
         return report
 
     def _take_lock(self) -> None:
@@ -848,10 +848,10 @@ def _bytes_under(paths: list[Path]) -> int:
 
 
 def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
-                   router=None, broker_wide: bool = True) -> None:
+                   router=None, broker_wide: bool = True, kafka=None) -> None:
     """The Prometheus endpoint on ``host:port``, if a port was given; with the
     error replies and refusals of ``router`` (this process's) beside the shards'
-    errors. ``broker_wide``: the shards' and partitions' series too (plinth serve's;
+    errors, and the error answers of ``kafka`` (its KafkaService, if any). ``broker_wide``: the shards' and partitions' series too (plinth serve's;
     a plinth router's exports its own router's alone: control/metrics.py)."""
     if port is None:
         return
@@ -863,7 +863,9 @@ def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
                              router_refusals=None if security is None else security.refusals,
                              router="" if router is None else router.listen,
                              router_errors=None if router is None else router.errors,
-                             broker_wide=broker_wide)
+                             broker_wide=broker_wide,
+                             kafka=None if kafka is None else (
+                                 kafka.error_counts(), "%s:%d" % kafka.address))
 
 
 def _end_shards() -> None:
@@ -1203,7 +1205,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
         kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)
     _start_metrics(controller, options.metrics_port, options.metrics_host, router,
-                   broker_wide=False)
+                   broker_wide=False, kafka=kafka_service)
     stop = _stop_on_signal()
     reloads = _reloads(security, kafka_service)
     hangup = _reload_on_hangup()

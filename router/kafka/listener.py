@@ -84,6 +84,11 @@ A handler that raises ``CloseConnection`` (the gateway, for a request before
 a SASL login) closes its connection with a log line naming why; a handler
 may lower or lift its connection's ``request_bytes_max`` (see Frames).
 
+Counts. Every response's error codes, and every connection closed or refused
+for what its client did (each once, under one reason), are counted in
+``counts`` (error_counts.py) before the client can see the answer or the
+close, for the metrics endpoint.
+
 Threads. ``start`` and ``stop`` are called by the thread that owns the
 listener (the router's main thread). Everything else - the handler included -
 runs in the listener's own thread, on its event loop (``loop``); code on
@@ -111,6 +116,7 @@ from plinth.limits import (
     KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
 from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes
+from plinth.router.kafka.error_counts import KafkaErrorCounts
 from plinth.router.kafka.codec import (
     API_VERSIONS_KEY, RequestHeader, decode_request, encode_response, supported_api_keys)
 from plinth.router.kafka.gather_writer import GatherWriter
@@ -206,6 +212,8 @@ class KafkaListener:
         # it has one, so the table is bounded by the connections.
         self._logged_in_per_principal: dict[str, int] = {}
         self._ids = itertools.count(1)
+        # Error answers and closed connections, for the metrics (error_counts.py).
+        self.counts = KafkaErrorCounts()
 
     def start(self) -> tuple[str, int]:
         """Binds (port 0 = any free port), starts the loop thread; returns the bound
@@ -316,6 +324,7 @@ class KafkaListener:
             for connection in list(self._connections):
                 idle_s = loop.time() - connection.last_active
                 if connection.requests_handled() == 0 and idle_s > self.connection_idle_s_max:
+                    connection.count_close("idle")
                     logger.info("%s closed: idle for %.1f s (the limit is %.1f s)",
                                 connection.describe(), idle_s, self.connection_idle_s_max)
                     connection.task.cancel()
@@ -326,7 +335,8 @@ class KafkaListener:
                               request_bytes_max=self.first_request_bytes_max)
         refusal = self._refusal(info.peer[0])
         if refusal is not None:
-            kind, reason = refusal
+            kind, close_reason, reason = refusal
+            self.counts.closed(close_reason)
             self.log_unauthenticated(logging.WARNING, kind, info.peer,
                                      "Kafka connection %d from %s:%s refused: %s",
                                      info.connection_id, *info.peer, reason)
@@ -349,23 +359,26 @@ class KafkaListener:
             self.logged_in(connection)
             self._uncount_principal(connection)
 
-    def _refusal(self, address: str) -> tuple[str, str] | None:
+    def _refusal(self, address: str) -> tuple[str, str, str] | None:
         """Why a new connection from peer IP ``address`` must be closed at once, as
-        (the kind of its log line, the reason), or None to serve it. Listener thread."""
+        (the kind of its log line, its error_counts.CLOSE_REASONS, the reason), or
+        None to serve it. Listener thread."""
         if len(self._connections) >= self.connections_max:
-            return "refused", f"{len(self._connections)} connections open, the limit"
+            return ("refused", "connections_max",
+                    f"{len(self._connections)} connections open, the limit")
         if not self.login_required:
             return None
         # The address before the pool: when both are full, the line names the one
         # address that holds more than its share, not only the pool it fills.
         waiting_here = self._waiting_for_login_per_address.get(address, 0)
         if waiting_here >= self.connections_before_login_per_address_max:
-            return "refused per address", (
+            return "refused per address", "before_login_per_address_max", (
                 f"{waiting_here} connections from {address} have not logged in yet (the limit "
                 f"for one address is {self.connections_before_login_per_address_max})")
         if len(self._waiting_for_login) >= self.connections_before_login_max:
-            return "refused", (f"{len(self._waiting_for_login)} connections have not logged in "
-                               f"yet, the limit for them (of {self.connections_max} connections)")
+            return "refused", "before_login_max", (
+                f"{len(self._waiting_for_login)} connections have not logged in "
+                f"yet, the limit for them (of {self.connections_max} connections)")
         return None
 
     def _wait_for_login(self, connection: _Connection) -> None:
@@ -400,6 +413,7 @@ class KafkaListener:
             return
         held = self._logged_in_per_principal.get(principal, 0)
         if held >= self.connections_per_principal_max:
+            connection.count_close("per_user_max")
             self.unauthenticated_log.warning(
                 f"principal bound {principal}",
                 "%s closed after its login: user %r holds %d connections logged in at this "
@@ -422,6 +436,7 @@ class KafkaListener:
     def _login_deadline(self, connection: _Connection) -> None:
         connection.login_deadline = None
         if connection in self._waiting_for_login and not connection.info.logged_in():
+            connection.count_close("login_deadline")
             self.log_unauthenticated(logging.INFO, "login deadline", connection.info.peer,
                                      "%s closed: not logged in %.1f s after it was accepted "
                                      "(the limit)", connection.describe(), self.login_timeout_s)
@@ -468,6 +483,7 @@ class _Connection:
         self.gather: GatherWriter | None = None      # once the TLS handshake (if any) is done
         self.login_deadline: asyncio.TimerHandle | None = None   # while it waits for its login
         self.principal_counted = False        # against its user's bound (count_principal)
+        self.close_counted = False            # in the listener's counts (count_close)
         self.frames_read = 0
         # (header, request bytes, task or _Answer), in request order; None ends it.
         self.pending: asyncio.Queue = asyncio.Queue()
@@ -479,6 +495,14 @@ class _Connection:
         loop = asyncio.get_running_loop()
         self.last_active = loop.time()         # a whole request read or a response written
         self.task = loop.create_task(self._run())
+
+    def count_close(self, reason: str) -> None:
+        """Counts this connection closed by the listener for ``reason``, once
+        (error_counts.CLOSE_REASONS): a second reason, while the first one's close is
+        under way, is not a second connection. Listener thread."""
+        if not self.close_counted:
+            self.close_counted = True
+            self.listener.counts.closed(reason)
 
     def requests_handled(self) -> int:
         """Requests read whole and not yet answered: a frame still arriving does not count."""
@@ -492,9 +516,11 @@ class _Connection:
         then does a line about it name someone the broker knows."""
         return self.listener.login_required and self.info.logged_in()
 
-    def warn_closed(self, kind: str, reason: str, *args) -> None:
-        """The line for closing this connection because of what its client did:
-        rate limited (per kind and address) unless the client has authenticated."""
+    def warn_closed(self, close_reason: str, kind: str, reason: str, *args) -> None:
+        """Counts this connection closed for ``close_reason`` (error_counts.CLOSE_REASONS)
+        because of what its client did, and logs the line for it: rate limited (per
+        kind and address) unless the client has authenticated."""
+        self.count_close(close_reason)
         message = "%s closed: " + reason
         if self.authenticated():
             logger.warning(message, self.describe(), *args)
@@ -528,7 +554,8 @@ class _Connection:
             hint = (": a plaintext client? this listener speaks only TLS (security.protocol "
                     "SSL/SASL_SSL)" if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST",
                                                    "UNKNOWN_PROTOCOL") else "")
-            self.warn_closed("TLS handshake", "its TLS handshake failed: %s%s", reason, hint)
+            self.warn_closed("tls_handshake", "TLS handshake",
+                             "its TLS handshake failed: %s%s", reason, hint)
             return False
         self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
         return True
@@ -587,13 +614,13 @@ class _Connection:
     def _warn_size(self, prefix: bytes, size: int, bytes_max: int) -> None:
         if (self.frames_read == 0 and self.listener.ssl_context is None
                 and prefix.startswith(_TLS_HANDSHAKE_RECORD)):
-            self.warn_closed("TLS on plaintext",
+            self.warn_closed("tls_on_plaintext", "TLS on plaintext",
                              "this looks like a TLS handshake, but this listener has no "
                              "--kafka-tls-cert: connect without TLS (security.protocol "
                              "PLAINTEXT/SASL_PLAINTEXT) or start the listener with TLS")
         else:
-            self.warn_closed("request size", "it declared a request of %d bytes (the limit is %d)",
-                             size, bytes_max)
+            self.warn_closed("request_size", "request size",
+                             "it declared a request of %d bytes (the limit is %d)", size, bytes_max)
 
     async def _wait_for_room(self, size: int) -> None:
         limits = self.listener
@@ -610,14 +637,14 @@ class _Connection:
             header, body = decode_request(frame)
         except KafkaUnsupportedVersionError as e:
             if e.header.api_key != API_VERSIONS_KEY:
-                self.warn_closed("bad request", "%s", e)
+                self.warn_closed("bad_request", "bad request", "%s", e)
                 return False
             answer = _Answer({"error_code": error_codes.UNSUPPORTED_VERSION,
                               "api_keys": supported_api_keys()})
             self.pending.put_nowait((e.header._replace(api_version=0), len(frame), answer))
             return True
         except KafkaDecodeError as e:
-            self.warn_closed("bad request", "%s", e)
+            self.warn_closed("bad_request", "bad request", "%s", e)
             return False
         task = asyncio.create_task(self.listener.handle(self.info, header, body))
         self.handlers.add(task)
@@ -636,14 +663,16 @@ class _Connection:
             try:
                 body = outcome.body if isinstance(outcome, _Answer) else await outcome
                 if body is not None:
+                    self.listener.counts.answered(header.api_key, body)
                     await self.gather.write(encode_response(header, body))
                     self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
                 return
             except CloseConnection as e:     # one kind per reason: the handler's few reasons
-                self.warn_closed(f"closed: {e}", "%s", e)
+                self.warn_closed("refused_by_handler", f"closed: {e}", "%s", e)
                 return
             except Exception:
+                self.count_close("handler_failed")
                 logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",
                                  self.describe(), header.api_key, header.api_version,
                                  header.correlation_id)

@@ -307,6 +307,11 @@ class KafkaService:
                      self.options.plain_allowed()))
         return self.address
 
+    def error_counts(self):
+        """The listener's error answers and closed connections (error_counts.py), for
+        the metrics endpoint, or None before ``start``."""
+        return None if self._listener is None else self._listener.counts
+
     def reload_users(self) -> str | None:
         """Read the SASL users file again (SIGHUP; the main thread, see the module):
         new logins meet the new users at once, and a connection whose user was

@@ -18,9 +18,12 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import urllib.request
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from plinth.client.admin import Admin
 from plinth.router.kafka import codec
@@ -38,9 +41,11 @@ TRIED = {"frames": 0, "answered": 0, "closed": 0}
 
 @pytest.fixture(scope="module")
 def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     broker = Broker(tmp_path_factory.mktemp("kafka-hostile"), ray_cluster, shards=2,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+                    extra_args=("--kafka-listen", f"127.0.0.1:{port}",
+                                "--metrics-port", str(metrics_port)))
+    broker.metrics_port = metrics_port
     broker.kafka_host_port = ("127.0.0.1", port)
     broker.kafka_address = f"127.0.0.1:{port}"
     broker.start()
@@ -417,6 +422,49 @@ def test_random_bytes_inside_a_valid_produce_never_hang_or_stop_the_broker(kafka
     for _ in range(data.draw(st.integers(1, 8))):
         frame[data.draw(st.integers(4, len(frame) - 1))] = data.draw(st.integers(0, 255))
     outcome(kafka_broker.kafka_host_port, bytes(frame))
+
+
+def kafka_counters(broker) -> Counter:
+    """The broker's plinth_kafka_* counters now, by (sample name, api or reason, error)."""
+    url = f"http://127.0.0.1:{broker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+        text = response.read().decode()
+    found: Counter = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("plinth_kafka_") and sample.name.endswith("_total"):
+                assert sample.labels["listener"] == broker.kafka_address
+                found[(sample.name, sample.labels.get("api") or sample.labels["reason"],
+                       sample.labels.get("error", ""))] = sample.value
+    return found
+
+
+def test_the_metrics_count_each_error_answered_by_api_and_each_close_by_reason(kafka_broker,
+                                                                              topic):
+    before = kafka_counters(kafka_broker)
+    # Given a produce whose partitions are refused for three reasons at once
+    broken = good_batch()[:40]
+    _, response = assert_clean(kafka_broker.kafka_host_port, request(
+        PRODUCE, PRODUCE_VERSION, 8, {
+            "transactional_id": None, "acks": -1, "timeout_ms": 5_000, "topic_data": [
+                {"name": topic, "partition_data": [{"index": 0, "records": broken},
+                                                   {"index": 9, "records": good_batch()}]},
+                {"name": unique_topic("absent"), "partition_data": [
+                    {"index": 0, "records": good_batch()}, {"index": 1, "records": good_batch()}]}]}))
+    refused = Counter(kafka.NAMES[code] for code in produce_errors(response) if code != kafka.NONE)
+    # ... a frame that does not decode, and one of 2 GB
+    for frame in (struct.pack(">i", 4) + b"\xde\xad\xbe\xef", struct.pack(">i", 0x7FFF_FFFF)):
+        assert assert_clean(kafka_broker.kafka_host_port, frame)[0] == "closed"
+    # When the broker's metrics are scraped
+    grown = kafka_counters(kafka_broker)
+    grown.subtract(before)
+    # Then each refused partition is one Produce error under Kafka's name for it (the
+    # errors the client got, 4 of them), and each close one under its reason
+    assert sum(refused.values()) == 4 and len(refused) >= 2
+    assert +grown == Counter(
+        {("plinth_kafka_errors_total", "Produce", error): n for error, n in refused.items()}
+        | {("plinth_kafka_connections_closed_total", "bad_request", ""): 1,
+           ("plinth_kafka_connections_closed_total", "request_size", ""): 1})
 
 
 def test_after_all_of_it_a_real_client_produces_and_consumes(kafka_broker):
