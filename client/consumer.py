@@ -50,7 +50,7 @@ from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
                                          checked_seek, checked_times, checked_tp_of,
                                          checked_tps, group_option)
-from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
+from plinth.client.fetcher import Fetcher, OffsetAndMetadata, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import BrokerError, ClientError, ClosedError, UnknownTopicError
@@ -634,19 +634,38 @@ class Consumer(ConsumerBase):
             log.warning("group %s: commit failed: %s", self.group, exc)
 
     def _fetch_committed(self) -> dict[TopicPartition, int]:
+        return {tp: found.offset for tp, found in self._fetch_offsets_and_metadata().items()}
+
+    def _fetch_offsets_and_metadata(self, timeout_ms: float | None = None
+                                    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's committed offsets, with their metadata ("" where none)."""
         view, _ = self._conn.request_retrying(
             lambda request_id: protocol.encode_group_request(request_id, "fetchOffsets", self.group),
-            self.request_timeout_ms)
-        return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
+            self.request_timeout_ms if timeout_ms is None else timeout_ms)
+        return {TopicPartition(*tp): OffsetAndMetadata(offset, view.committed_metadata.get(tp, ""))
+                for tp, offset in view.committed.items()}
 
-    def committed(self, topic, partition: int = OMITTED) -> int | None:
+    def committed(self, topic, partition: int = OMITTED, metadata: bool = False,
+                  timeout_ms: float | None = None) -> int | OffsetAndMetadata | None:
         """The group's committed offset for a partition, or None: ``committed(topic,
-        partition)``, or kafka-python's ``committed(TopicPartition)``."""
+        partition)``, or kafka-python's ``committed(TopicPartition, metadata=False,
+        timeout_ms=None)``, whose ``metadata=True`` answers an OffsetAndMetadata
+        (offset, the metadata committed with it, leader_epoch -1: not stored).
+        ``timeout_ms``: how long to wait for the answer (None: request_timeout_ms),
+        then PlinthTimeoutError. The consumer's thread."""
         self._check_open()
+        if isinstance(topic, tuple) and isinstance(partition, bool):
+            partition, metadata = OMITTED, partition   # kafka-python's committed(tp, True)
         tp = checked_tp_of("committed", topic, partition)
+        metadata = checked_bool("committed metadata", metadata)
+        if timeout_ms is not None:
+            checked_ms("committed timeout_ms", timeout_ms, 1)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
-        return self._fetch_committed().get(tp)
+        found = self._fetch_offsets_and_metadata(timeout_ms).get(tp)
+        if found is None or metadata:
+            return found
+        return found.offset
 
     def _check_open(self) -> None:
         """ClosedError once close() was called: every call but ``assignment`` and

@@ -92,6 +92,16 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+class OffsetAndMetadata(NamedTuple):
+    """A committed offset with the metadata committed with it (kafka-python's
+    OffsetAndMetadata, which ``Consumer.committed(tp, metadata=True)`` answers;
+    the leader epoch is not stored: always -1)."""
+
+    offset: int
+    metadata: str
+    leader_epoch: int = -1
+
+
 class Overdue(NamedTuple):
     """A partition's request that a healthy shard would have answered by now
     (``Fetcher.overdue``): its fetch at ``offset``, or, with ``offset`` None, its

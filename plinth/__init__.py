@@ -5,7 +5,8 @@
 
 from plinth.version import VERSION as __version__
 
-__all__ = ["Producer", "Consumer", "Admin", "NewTopic", "TopicPartition", "__version__"]
+__all__ = ["Producer", "Consumer", "Admin", "NewTopic", "TopicPartition", "OffsetAndMetadata",
+           "__version__"]
 
 
 def __getattr__(name):
@@ -26,4 +27,7 @@ def __getattr__(name):
     if name == "TopicPartition":   # what poll() keys its records by (kafka-python's name)
         from plinth.client.fetcher import TopicPartition
         return TopicPartition
+    if name == "OffsetAndMetadata":   # committed(tp, metadata=True)'s (kafka-python's name)
+        from plinth.client.fetcher import OffsetAndMetadata
+        return OffsetAndMetadata
     raise AttributeError(f"module 'plinth' has no attribute {name!r}")

@@ -833,3 +833,31 @@ def test_a_commit_of_kafka_pythons_offset_and_metadata_stores_the_metadata_with_
         conn.close()
     assert view.committed == {(topic, 0): 0, (topic, 1): 0}
     assert view.committed_metadata == {(topic, 0): "note"}
+
+
+def test_committed_with_metadata_answers_kafka_pythons_offset_and_metadata(shared_broker):
+    from kafka.structs import TopicPartition as KafkaTopicPartition
+
+    from plinth import OffsetAndMetadata
+    url = shared_broker.url
+    topic, group = topic_and_group(url)
+    with Consumer(topic, broker=url, group=group, enable_auto_commit=False,
+                  session_timeout_ms=SESSION_MS) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   len(consumer.assignment()) == PARTITIONS)
+        # Given a commit of partition 0 with metadata and of partition 1 without
+        consumer.commit({(topic, 0): OffsetAndMetadata(0, "checkpoint 7"), (topic, 1): 0})
+        tp0, tp1 = KafkaTopicPartition(topic, 0), KafkaTopicPartition(topic, 1)
+        # When committed() is asked as kafka-python asks it, by keyword and positionally
+        # Then metadata=True answers the offset with its metadata (leader epoch not
+        # stored), the default the offset alone, and a partition never committed None
+        assert consumer.committed(tp0, metadata=True) == (0, "checkpoint 7", -1)
+        assert consumer.committed(tp0, True).metadata == "checkpoint 7"
+        assert consumer.committed(tp1, metadata=True, timeout_ms=10_000) == (0, "", -1)
+        assert consumer.committed(tp0) == consumer.committed(topic, 0) == 0
+        assert consumer.committed(KafkaTopicPartition(topic, 2), metadata=True) is None
+        # And a wrong call is named
+        with pytest.raises(TypeError, match="committed metadata"):
+            consumer.committed(tp0, metadata="yes")
+        with pytest.raises(ValueError, match="committed timeout_ms"):
+            consumer.committed(tp0, timeout_ms=-5)
