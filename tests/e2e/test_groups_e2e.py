@@ -810,15 +810,26 @@ def test_an_assigned_partition_of_a_deleted_topic_stays_assigned_without_an_erro
         assert consumer.assignment() == {(gone, 0)} and consumer.position(gone, 0) == 2
 
 
+def sole_member(url: str, topic: str, group: str) -> Consumer:
+    """A member without auto-commit, once it owns every partition of ``topic``; the
+    caller closes it."""
+    consumer = Consumer(topic, broker=url, group=group, enable_auto_commit=False,
+                        session_timeout_ms=SESSION_MS)
+    try:
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   len(consumer.assignment()) == PARTITIONS)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
 def test_a_commit_of_kafka_pythons_offset_and_metadata_stores_the_metadata_with_the_offset(
         shared_broker):
     from kafka.structs import OffsetAndMetadata, TopicPartition as KafkaTopicPartition
     url = shared_broker.url
     topic, group = topic_and_group(url)
-    with Consumer(topic, broker=url, group=group, enable_auto_commit=False,
-                  session_timeout_ms=SESSION_MS) as consumer:
-        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
-                   len(consumer.assignment()) == PARTITIONS)
+    with sole_member(url, topic, group) as consumer:
         # When a member commits as kafka-python's and aiokafka's commit() are called
         consumer.commit({KafkaTopicPartition(topic, 0): OffsetAndMetadata(0, "note", -1),
                          (topic, 1): (0, None)})
@@ -841,10 +852,7 @@ def test_committed_with_metadata_answers_kafka_pythons_offset_and_metadata(share
     from plinth import OffsetAndMetadata
     url = shared_broker.url
     topic, group = topic_and_group(url)
-    with Consumer(topic, broker=url, group=group, enable_auto_commit=False,
-                  session_timeout_ms=SESSION_MS) as consumer:
-        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
-                   len(consumer.assignment()) == PARTITIONS)
+    with sole_member(url, topic, group) as consumer:
         # Given a commit of partition 0 with metadata and of partition 1 without
         consumer.commit({(topic, 0): OffsetAndMetadata(0, "checkpoint 7"), (topic, 1): 0})
         tp0, tp1 = KafkaTopicPartition(topic, 0), KafkaTopicPartition(topic, 1)
