@@ -6,19 +6,36 @@ mode). Real processes, as a user starts them: the README's two commands."""
 from __future__ import annotations
 
 import os
+import struct
 import sys
+import uuid
 
 import pytest
 
 from plinth import Admin, Producer
 from plinth.errors import UnknownTopicError
+from plinth.router.kafka import codec
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.messages import METADATA
 from plinth.server import RAY_ADDRESS_FILE
 from tests.e2e.test_crash_cleanup_e2e import STOP_WAIT_S, kill_leftovers, start_embedded, started_by
+from tests.e2e.test_kafka_hostile_e2e import connect, read_exactly, request
 from tests.e2e.test_status_metrics_e2e import scrape
 from tests.support import free_port, read_all, start_until_ready, unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 RECORDS = 50
+
+
+def kafka_metadata_errors(address, topic: str) -> list[int]:
+    """A Kafka Metadata v12 of ``topic`` on a raw socket: each topic's error code."""
+    with connect(address) as sock:
+        sock.sendall(request(METADATA, 12, 5, {
+            "topics": [{"name": topic, "topic_id": uuid.UUID(int=0)}], "allow_auto_topic_creation": False,
+            "include_topic_authorized_operations": False}))
+        size = struct.unpack(">i", read_exactly(sock, 4))[0]
+        _, body = codec.decode_response(METADATA.key, 12, read_exactly(sock, size))
+    return [entry["error_code"] for entry in body["topics"]]
 
 
 def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_path):
@@ -31,12 +48,14 @@ def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_pat
         assert (data_dir / RAY_ADDRESS_FILE).read_text().startswith("127.0.0.1:")
         # When a router is started for it by its data dir alone
         router_url, metrics_port = f"tcp://127.0.0.1:{free_port()}", free_port()
+        kafka_address = ("127.0.0.1", free_port())
         # (from a shell whose environment names another Ray cluster's token)
         other_token = tmp_path / "other_cluster_token"
         other_token.write_text("0" * 64)
         router, output = start_until_ready(
             PLINTH + ["router", "--data-dir", str(data_dir), "--listen", router_url,
-                      "--metrics-port", str(metrics_port)],
+                      "--metrics-port", str(metrics_port),
+                      "--kafka-listen", "%s:%d" % kafka_address],
             "plinth router ready", timeout_s=120,
             env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token)})
         # Then records produced through it are read through the server's router
@@ -55,11 +74,16 @@ def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_pat
         # ones are the server's: scraping both counted them twice), its errors among them
         with Admin(broker=router_url) as admin, pytest.raises(UnknownTopicError):
             admin.describe_topic(unique_topic("nosuch"))
+        assert kafka_metadata_errors(kafka_address, unique_topic("nosuch")) == [
+            kafka.UNKNOWN_TOPIC_OR_PARTITION]
         text = scrape(metrics_port)
         assert "plinth_partition_records_in_total" not in text
         assert "plinth_shard_up" not in text and "plinth_request_latency" not in text
         assert f'plinth_errors_total{{code="unknownTopic",source="router:{router_url}"}} 1.0' \
             in text
+        # ... and its own Kafka listener's error answers
+        assert ('plinth_kafka_errors_total{api="Metadata",error="UNKNOWN_TOPIC_OR_PARTITION",'
+                'listener="%s:%d"} 1.0' % kafka_address) in text
         # And a SIGTERM stops it cleanly, leaving the server serving
         router.terminate()
         assert router.wait(STOP_WAIT_S) == 0, "".join(output[-20:])
