@@ -429,6 +429,20 @@ class Controller:
             self._routing_topics_changed |= self._metadata.topics_encoded_again
         self._lease_wanted_as_saved()
 
+    def _save_or_undo(self, topics_changed: Collection[str], undo: Callable[[], None]) -> None:
+        """Save a change of ``topics_changed``; if the disk refuses (StorageError, a
+        full disk), ``undo`` it in memory as well, and raise: a change not saved did
+        not happen, so what the controller serves stays what its file says (before,
+        a delete refused so was gone from the running broker while metadata.json,
+        and the disk, kept it: tester D, session 39). Actor thread."""
+        try:
+            self._save(topics_changed)
+        except StorageError:
+            undo()
+            self._metadata.forget_encoded()   # the next save encodes memory whole
+            self._routing_topics_stale = True
+            raise
+
     def _tiered_topics(self) -> list[str]:
         return sorted(name for name, topic in self._metadata.topics.items()
                       if topics.remote_storage_enabled(topic.config))
@@ -1626,7 +1640,11 @@ class Controller:
         except BaseException:
             self._on_actor_thread(self._forget_creating, list(plan.topics))
             raise
-        infos, pushes = self._on_actor_thread(self._finish_create, plan, told)
+        try:
+            infos, pushes = self._on_actor_thread(self._finish_create, plan, told)
+        except StorageError:   # not saved, so not created: the partitions opened go again
+            self._undo_opens(plan, set())
+            raise
         self._send_count_pushes(pushes)
         for name, topic in plan.topics.items():
             log.info("created topic %s with %d partitions, replication factor %d", name,
@@ -1672,7 +1690,12 @@ class Controller:
         names = list(plan.topics)
         self._forget_creating(names)
         self._metadata.topics.update(plan.topics)
-        self._save(names)
+
+        def undo() -> None:
+            for name in names:
+                del self._metadata.topics[name]
+
+        self._save_or_undo(names, undo)
         return ([self._topic_info(name) for name in names],
                 self._shards.count_pushes(self._metadata.partition_counts(), changed=names,
                                           told=told, skip=self._silent))
@@ -1725,18 +1748,24 @@ class Controller:
         failed = _first_failure(outcomes)
         if failed is None:
             return list(outcomes)
-        silent = _unanswered(outcomes)
+        self._undo_opens(plan, _unanswered(outcomes))
+        raise _named_failure(failed, f"topics {list(counts)} were not created")
+
+    def _undo_opens(self, plan: _CreatePlan, silent: set[str]) -> None:
+        """A refused create's partitions deleted again and its counts forgotten by
+        every shard asked to open them (change thread); the ``silent`` ones run both
+        calls after the open, whenever they answer."""
+        names = list(plan.topics)
         self._delete_opened(plan.opens, silent)
         for shard_id, outcome in wait_all(
-                {s: handle.change_partition_counts({}, list(counts))
+                {s: handle.change_partition_counts({}, names)
                  for s, (handle, _) in plan.opens.items()
                  if s not in silent}, limits.CHANGE_SHARD_WAIT_S).items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s kept the counts of topics %s, not created: %s", shard_id,
-                            list(counts), outcome)
+                            names, outcome)
         for shard_id in silent:   # it runs it after the open, whenever it answers
-            plan.opens[shard_id][0].change_partition_counts({}, list(counts))
-        raise _named_failure(failed, f"topics {list(counts)} were not created")
+            plan.opens[shard_id][0].change_partition_counts({}, names)
 
     def _delete_opened(self, opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]],
                        silent: set[str]) -> None:
@@ -1985,7 +2014,7 @@ class Controller:
         info, and its config before (for the audit line). Actor thread."""
         topic = self._planned_topic(name, plan)
         old_config, topic.config = topic.config, plan.config
-        self._save([name])
+        self._save_or_undo([name], lambda: setattr(topic, "config", old_config))
         return self._topic_info(name), old_config
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
@@ -1997,7 +2026,11 @@ class Controller:
         partitions are in the metadata (routing tables, saves) once they are open."""
         plan = self._on_actor_thread(self._plan_growth, name, partition_count)
         self._open_new_partitions(name, plan.asks)
-        info, pushes = self._on_actor_thread(self._finish_growth, name, plan)
+        try:
+            info, pushes = self._on_actor_thread(self._finish_growth, name, plan)
+        except StorageError:   # not saved, so not grown: the new partitions go again
+            self._delete_opened(plan.asks, set())
+            raise
         self._send_count_pushes(pushes)
         log.info("topic %s grew from %d to %d partitions", name, plan.partitions,
                  partition_count)
@@ -2028,11 +2061,16 @@ class Controller:
         """The grown topic, saved (its new partitions are open); returns its info and
         the pushes of its partition count. Actor thread."""
         topic = self._planned_topic(name, plan)
+        before = (topic.partitions, topic.placement, dict(topic.leadership))
         topic.partitions = plan.topic.partitions
         topic.placement = list(plan.topic.placement)
         topic.leadership.update({p: record for p, record in plan.topic.leadership.items()
                                  if p >= plan.partitions})
-        self._save([name])
+
+        def undo() -> None:
+            topic.partitions, topic.placement, topic.leadership = before
+
+        self._save_or_undo([name], undo)
         return self._topic_info(name), self._shards.count_pushes(
             self._metadata.partition_counts(), changed=[name], skip=self._silent)
 
@@ -2087,7 +2125,13 @@ class Controller:
         asks = self._partition_asks(specs_by_shard({name: topic}))
         self._owe_deletes({s: specs for s, (_, specs) in asks.items()})
         del self._metadata.topics[name]
-        self._save([name])
+
+        def undo() -> None:
+            self._metadata.topics[name] = topic
+            for shard_id in asks:
+                self._metadata.settle_deletes(shard_id, {(name, topic.topic_id)})
+
+        self._save_or_undo([name], undo)
         return asks
 
     def _after_delete(self, name: str, silent: set[str],

@@ -494,6 +494,11 @@ class BrokerMetadata:
             raise CorruptDataError(f"{path}: {problems[0]} ({len(problems)} problems)")
         return metadata
 
+    def forget_encoded(self) -> None:
+        """The next save encodes every topic from memory again, not the text kept of
+        the last (a change undone after a refused save: its text was encoded)."""
+        self._fragments.whole_encoded = False
+
     def save(self, path: Path, topics_changed: Collection[str] | None = None) -> None:
         """Write the file, after checking what changed since the last save (at 6,000
         topics, checking them all took 11 ms of every save). ``topics_changed``: every
