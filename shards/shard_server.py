@@ -112,6 +112,7 @@ from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
 from plinth.loopback import is_loopback
 from plinth.name_pages import NamesPage, page_of
+from plinth.shards.disk_reserve import DiskReserve
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
@@ -157,7 +158,8 @@ class ShardServer:
                  cluster_keys: ClusterKeys | None = None,
                  controller: ControllerAnnouncements | None = None,
                  replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT,
-                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions(),
+                 disk_free_bytes_min: int = limits.SHARD_DISK_FREE_BYTES_MIN):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
@@ -171,12 +173,15 @@ class ShardServer:
         is this machine). ``tier``: the server's --tier-url and --tier-cache-bytes,
         kept as ``self.tier``: with a URL, the shard uploads its tiered partitions
         (tier/remote_log_manager.py), and fetches below a partition's local log start
-        are read from object storage by a reader thread (tier/remote_fetcher.py)."""
+        are read from object storage by a reader thread (tier/remote_fetcher.py).
+        ``disk_free_bytes_min``: produces that would leave the data dir's file system
+        with less free are refused (shards/disk_reserve.py; 0: none are)."""
         if cluster_keys is None and not is_loopback(bind_host):
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
         self.shard_id = shard_id
         self.data_dir = Path(data_dir)
+        self.disk_reserve = DiskReserve(self.data_dir, disk_free_bytes_min)
         self.bind_host = bind_host
         self._cluster_keys = cluster_keys
         self._authenticator: ClusterAuthenticator | None = None
@@ -1007,6 +1012,7 @@ class ShardServer:
             raise NotLeaderError(f"{part.name}: {self.shard_id} no longer leads it; retry")
         base_offset = part.append(batch, summarize_batch(batch), now_ms,
                                   leader_epoch=led.leader_epoch)
+        self.disk_reserve.appended(len(batch))   # into the reserve: commits are not refused
         self._group_commit.written(part)
         return base_offset
 
@@ -1259,7 +1265,9 @@ class ShardServer:
                                            producer_epoch=summary.producer_epoch)
         if base_offset is None:
             leader_epoch = NO_EPOCH if led is None else led.leader_epoch
+            self.disk_reserve.check(len(batch))   # a retry stored already is answered above
             base_offset = part.append(batch, summary, now_ms, leader_epoch, request.batch_format)
+            self.disk_reserve.appended(len(batch))
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)
         if request.acks == -1 and led is not None:

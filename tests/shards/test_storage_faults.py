@@ -1,8 +1,9 @@
 """Storage faults: a full data dir (a real 2 MiB tmpfs) and one whose file
 system turns read-only (a real ext4 on a loop device, mounted
 errors=remount-ro) fail produces with a clear StorageError while reads keep
-working; a corrupt entry in the middle of a segment is reported by its CRC,
-never returned as data."""
+working; a shard refuses produces before its disk is full, so that deleting
+records still frees it (shards/disk_reserve.py); a corrupt entry in the
+middle of a segment is reported by its CRC, never returned as data."""
 
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def ext4_error_trigger(path: Path) -> Path:
 def shard_on(request):
     """A shard with t-0 open on the file system fixture the test names through
     indirect parametrisation, and a DEALER playing the router."""
-    mount_point = request.getfixturevalue(request.param)
-    srv = ShardServer("shard-fs", mount_point / "shard", "127.0.0.1")
+    fs_name, _, reserve = request.param.partition(":")
+    mount_point = request.getfixturevalue(fs_name)
+    # No reserve unless the test names one: the disk's own refusal is what they test
+    srv = ShardServer("shard-fs", mount_point / "shard", "127.0.0.1",
+                      disk_free_bytes_min=int(reserve or 0))
     srv.start()
     srv.call(srv.open_partition, "t", 0, LogConfig(segment_bytes_max=64 * 1024))
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -122,6 +126,33 @@ def test_a_data_dir_turned_read_only_fails_produces_with_a_storage_error_and_rea
     assert reply.error is None and values_in(payload) == kept
     reply = produce(sock, [b"refused again"], request_id=3)
     assert type(reply.error).__name__ == "StorageError", reply.error
+
+
+@pytest.mark.parametrize("shard_on", [f"small_fs:{512 * 1024}"], indirect=True)
+def test_a_shard_refuses_produces_before_its_disk_is_full_and_deleting_records_frees_it(
+        shard_on):
+    srv, sock = shard_on
+    # Given a shard keeping 512 KiB free on a 2 MiB file system
+    value = b"x" * 20_000
+    # When producing until it refuses
+    for attempt in range(200):
+        reply = produce(sock, [value] * 5, request_id=100 + attempt)
+        if reply.error is not None:
+            break
+    # Then the refusal is the reserve's, naming the file system, the bytes and the limit,
+    # and the disk still has the room
+    assert type(reply.error).__name__ == "StorageError", reply.error
+    assert f"{srv.data_dir}'s file system has" in str(reply.error)
+    assert "less than the 524288 bytes the shard keeps free" in str(reply.error)
+    assert shutil.disk_usage(srv.data_dir).free >= 512 * 1024 - 100_000
+    stored = attempt
+    # And deleting the records (a floor saved, the old segments removed) frees it:
+    # produces are taken again
+    floor = srv.call(lambda: srv._partitions[("t", 0)].log.end_offset)
+    reply = roundtrip(sock, protocol.encode_delete_records(900, "t", 0, floor))[0]
+    assert reply.error is None, reply.error
+    wait_for_free = [produce(sock, [value] * 5, request_id=1000 + i).error for i in range(3)]
+    assert wait_for_free == [None, None, None] and stored > 0
 
 
 def test_a_corrupt_entry_in_the_middle_of_a_segment_is_an_error_not_data(tmp_path):

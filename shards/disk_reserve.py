@@ -1,0 +1,108 @@
+"""The room a shard keeps free on its disk: produces are refused below it.
+
+A disk its producers fill to the last byte cannot be freed through the broker:
+deleting a topic saves metadata.json and each shard's manifest, and deleting
+records saves a log start floor, and each of those writes a new file before it
+removes anything (tester D, session 39: on a full disk both failed, and the
+way out was removing files by hand). So a shard refuses produces while its
+data dir's file system has less than ``free_bytes_min`` free
+(SHARD_DISK_FREE_BYTES_MIN, 16 MiB), as Redpanda refuses producers below its
+``storage_min_free_bytes``. The refusal is a StorageError naming the file
+system, the bytes free and the reserve: Plinth's producers raise it, Kafka
+clients get KAFKA_STORAGE_ERROR and retry until delivery.timeout.ms. What
+frees the disk (deletes), the consumer groups' commits (the offsets log) and
+followers' replication keep writing into the reserve: they are small, or
+copies of what a leader already took.
+
+Asking the file system costs a statvfs (about 2 µs), so it is not asked at
+every produce: the free bytes last read, less the bytes appended since, are
+trusted until they come within the batch of the reserve, or until
+DISK_FREE_CHECK_INTERVAL_MS has passed (another process may have used or
+freed space meanwhile).
+
+The shard's loop thread owns it (ShardServer._produce), as it owns the
+partitions' appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from plinth import limits
+from plinth.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+
+class DiskReserve:
+    """Refuses a produce that would leave the shard's file system with less than
+    ``free_bytes_min`` free. ``free_bytes``: how many bytes the file system has free
+    (a test's fake; by default statvfs of ``directory``); ``clock_s``: monotonic."""
+
+    def __init__(self, directory: Path, free_bytes_min: int,
+                 free_bytes: Callable[[], int] | None = None,
+                 clock_s: Callable[[], float] = time.monotonic):
+        if free_bytes_min < 0:
+            raise AssertionError(f"a disk reserve of {free_bytes_min} bytes")
+        self.directory = directory
+        self.free_bytes_min = free_bytes_min
+        self._free_bytes = free_bytes or (lambda: _statvfs_free_bytes(directory))
+        self._clock_s = clock_s
+        self._free_bytes_read = 0        # what the file system said last
+        self._read_at_s = float("-inf")  # when (never yet)
+        self._appended_bytes = 0         # appended since
+        self._refused = 0                # produces refused in this outage
+
+    def check(self, batch_bytes: int) -> None:
+        """StorageError if appending ``batch_bytes`` would leave less than the
+        reserve free. Loop thread."""
+        if self.free_bytes_min == 0:
+            return
+        if (self._clock_s() - self._read_at_s >= limits.DISK_FREE_CHECK_INTERVAL_MS / 1000
+                or self._estimate() - batch_bytes < self.free_bytes_min):
+            self._read()
+        free_bytes = self._estimate()
+        if free_bytes - batch_bytes >= self.free_bytes_min:
+            if self._refused:
+                log.info("produces to %s are taken again: %d bytes free, after %d refused",
+                         self.directory, free_bytes, self._refused)
+                self._refused = 0
+            return
+        self._refused += 1
+        if self._refused == 1:
+            log.warning("produces to %s are refused: its file system has %d bytes free, under "
+                        "the %d the shard keeps free (said once until produces are taken "
+                        "again)", self.directory, free_bytes, self.free_bytes_min)
+        raise StorageError(
+            f"{self.directory}'s file system has {free_bytes} bytes free: a batch of "
+            f"{batch_bytes} bytes would leave less than the {self.free_bytes_min} bytes the "
+            f"shard keeps free (SHARD_DISK_FREE_BYTES_MIN) so that deleting topics or records "
+            f"can still free it; delete some, or give the disk more room")
+
+    def appended(self, batch_bytes: int) -> None:
+        """``batch_bytes`` more are on the disk (any append: a produce, a commit, a
+        replica's). Loop thread."""
+        self._appended_bytes += batch_bytes
+
+    def _estimate(self) -> int:
+        return self._free_bytes_read - self._appended_bytes
+
+    def _read(self) -> None:
+        try:
+            self._free_bytes_read = self._free_bytes()
+        except OSError as exc:   # the directory is gone or unreadable: the append will say
+            raise StorageError(f"cannot read the free space of {self.directory}: "
+                               f"{exc.strerror or exc}") from None
+        self._read_at_s = self._clock_s()
+        self._appended_bytes = 0
+
+
+def _statvfs_free_bytes(directory: Path) -> int:
+    """Bytes free to an unprivileged user (f_bavail: root's reserved blocks are not
+    the broker's to fill), as `df` shows them."""
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
