@@ -26,7 +26,6 @@ The request says so (ProduceRequest.batch_format = BATCH_FORMAT_KAFKA_V2).
 
 from __future__ import annotations
 
-import functools
 import struct
 
 import cramjam
@@ -47,9 +46,24 @@ COMPRESSION_TYPES = {"gzip": COMPRESSION_GZIP, "snappy": COMPRESSION_SNAPPY,
 # is chosen for speed; librdkafka and kafka-python use the fast mode too. gzip and
 # zstd keep cramjam's defaults, which are Kafka's (gzip 6, zstd 3).
 LZ4_LEVEL = 0
+
+
+def _lz4_frame(data) -> bytes:
+    """An lz4 frame as Kafka's producers write it: independent blocks (FLG 0x70:
+    version 1, blocks independent, block checksums, no content checksum). Kafka's
+    Java reader refuses linked blocks ("Dependent block stream is unsupported"),
+    and kafkajs's lz4 codec failed on cramjam's default frame (FLG 0x54: linked
+    blocks, a content checksum) over 64 KiB (tester J, session 39). Measured on
+    JSON events: the codec alone 2.2 GB/s against the default frame's 1.1; a whole
+    batch of 8,000 (670 KB, with its conversion) 1.47 ms against 1.52."""
+    compressor = cramjam.lz4.Compressor(level=LZ4_LEVEL, content_checksum=False,
+                                        block_linked=False)
+    compressor.compress(bytes(data))   # (its compress takes no memoryview)
+    return compressor.finish()
+
+
 _COMPRESS = {COMPRESSION_GZIP: cramjam.gzip.compress, COMPRESSION_SNAPPY: cramjam.snappy.compress_raw,
-             COMPRESSION_LZ4: functools.partial(cramjam.lz4.compress, level=LZ4_LEVEL),
-             COMPRESSION_ZSTD: cramjam.zstd.compress}
+             COMPRESSION_LZ4: _lz4_frame, COMPRESSION_ZSTD: cramjam.zstd.compress}
 _BATCH_LENGTH = struct.Struct(">i")
 _BATCH_LENGTH_AT = 8
 _LENGTH_COUNTED_FROM = 12

@@ -354,12 +354,6 @@ static int check_header(const KafkaHeader *h, int64_t records_max) {
     if (check_attributes(h->attributes) < 0 || check_count(h, records_max) < 0) {
         return -1;
     }
-    if (h->base_timestamp_ms < 0 || h->max_timestamp_ms < h->base_timestamp_ms) {
-        PyErr_Format(PyExc_ValueError, "Kafka batch has baseTimestamp %lld and maxTimestamp "
-                     "%lld: must be 0 <= baseTimestamp <= maxTimestamp (ms since the epoch)",
-                     (long long)h->base_timestamp_ms, (long long)h->max_timestamp_ms);
-        return -1;
-    }
     if (h->producer_id < -1 || h->base_sequence < -1 ||
         (h->producer_id >= 0 && h->base_sequence < 0)) {
         PyErr_Format(PyExc_ValueError, "Kafka batch has producerId %lld with baseSequence %d: "
@@ -403,12 +397,13 @@ static int check_walk_end(const Reader *r, const KafkaHeader *h) {
 
 /* ==== The shard: kafka_summarize ======================================================= */
 
-/* Every record of an uncompressed batch; sets *min_ms to the smallest timestamp. */
+/* Every record of an uncompressed batch; sets *min_ms and *max_ms to the smallest and
+ * the largest timestamp (checked by the caller: format/kafka_batch.py). */
 static int walk_uncompressed(const KafkaHeader *h, const unsigned char *records,
-                             Py_ssize_t records_bytes, int64_t *min_ms) {
+                             Py_ssize_t records_bytes, int64_t *min_ms, int64_t *max_ms) {
     Reader r = {records, records + records_bytes};
     WalkPosition w = {records, 0};
-    int64_t max_ms = INT64_MIN;
+    *max_ms = INT64_MIN;
     *min_ms = INT64_MAX;
     for (; w.index < h->records_count; w.index++) {
         KafkaRecord k;
@@ -418,23 +413,15 @@ static int walk_uncompressed(const KafkaHeader *h, const unsigned char *records,
             return -1;
         }
         *min_ms = timestamp_ms < *min_ms ? timestamp_ms : *min_ms;
-        max_ms = timestamp_ms > max_ms ? timestamp_ms : max_ms;
+        *max_ms = timestamp_ms > *max_ms ? timestamp_ms : *max_ms;
     }
-    if (check_walk_end(&r, h) < 0) {
-        return -1;
-    }
-    if (*min_ms < 0 || max_ms != h->max_timestamp_ms) {
-        PyErr_Format(PyExc_ValueError, "Kafka batch records' timestamps run %lld to %lld ms, "
-                     "must be >= 0 and end at maxTimestamp %lld", (long long)*min_ms,
-                     (long long)max_ms, (long long)h->max_timestamp_ms);
-        return -1;
-    }
-    return 0;
+    return check_walk_end(&r, h);
 }
 
-static PyObject *new_summary(PyObject *summary_type, const KafkaHeader *h, int64_t base_ms) {
+static PyObject *new_summary(PyObject *summary_type, const KafkaHeader *h, int64_t base_ms,
+                             int64_t max_ms) {
     return PyObject_CallFunction(summary_type, "iLLLii", (int)h->records_count,
-                                 (long long)h->max_timestamp_ms, (long long)base_ms,
+                                 (long long)max_ms, (long long)base_ms,
                                  (long long)h->producer_id, (int)h->base_sequence,
                                  (int)h->producer_epoch);
 }
@@ -459,13 +446,17 @@ static PyObject *kafka_summarize(PyObject *self, PyObject *args) {
     if (check_header(&h, records_max) < 0) {
         goto done;
     }
+    /* A compressed batch's header is believed (the shard does not decompress), but a
+     * maxTimestamp below baseTimestamp (kafkajs compares timestamps as strings) is
+     * taken as baseTimestamp; an uncompressed batch's records say both. */
     int64_t base_ms = h.base_timestamp_ms;
+    int64_t max_ms = h.max_timestamp_ms > base_ms ? h.max_timestamp_ms : base_ms;
     if ((h.attributes & K_COMPRESSION_MASK) == 0 &&
         walk_uncompressed(&h, (const unsigned char *)view.buf + K_RECORDS_AT,
-                          view.len - K_RECORDS_AT, &base_ms) < 0) {
+                          view.len - K_RECORDS_AT, &base_ms, &max_ms) < 0) {
         goto done;
     }
-    result = new_summary(summary_type, &h, base_ms);
+    result = new_summary(summary_type, &h, base_ms, max_ms);
 done:
     PyBuffer_Release(&view);
     return result;
@@ -1005,7 +996,8 @@ PyMethodDef kafka_batch_methods[] = {
      "kafka_summarize(batch, records_max, summary_type) -> summary_type(record_count,\n"
      "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence, producer_epoch): the\n"
      "rules on a Kafka batch whose size, magic, batchLength and CRC were checked; for an\n"
-     "uncompressed batch every record walked. ValueError (the rule broken, with its\n"
+     "uncompressed batch every record walked, its timestamps the records' smallest and\n"
+     "largest (not checked: the caller's). ValueError (the rule broken, with its\n"
      "numbers) otherwise."},
     {"kafka_decode", kafka_decode, METH_VARARGS,
      "kafka_decode(topic, partition, batch, records, offset_min, records_max) -> list of\n"

@@ -56,12 +56,20 @@ The rules a produced batch must keep (Plinth's, where they are stricter than Kaf
   * not transactional, not a control batch: Plinth has no transactions.
   * timestampType CreateTime (a producer never sends LogAppendTime: the broker sets
     it), a known codec, no unused attribute bit.
-  * timestamps: 0 <= baseTimestamp <= maxTimestamp, and, for an uncompressed batch,
-    every record's timestamp >= 0 with the largest == maxTimestamp. Kafka accepts
-    -1 (NO_TIMESTAMP) in a CreateTime batch and skips its time checks; Plinth
-    refuses it: retention and time lookups need a real time, the shard checks
-    every batch against the topic's time window, and every Kafka client of the
-    v2 era stamps records with the time when the application gives none.
+  * timestamps >= 0: baseTimestamp, and, for an uncompressed batch, every record's
+    (else InvalidTimestampError, Kafka's INVALID_TIMESTAMP, which clients do not
+    retry). Kafka accepts -1 (NO_TIMESTAMP) in a CreateTime batch and skips its
+    time checks; Plinth refuses it: retention and time lookups need a real time,
+    the shard checks every batch against the topic's time window, and every Kafka
+    client of the v2 era stamps records with the time when the application gives
+    none. maxTimestamp is not checked, as Kafka does not: the summary's (the time
+    index's) is the largest record timestamp of an uncompressed batch, and of a
+    compressed one maxTimestamp, or baseTimestamp if that is larger. The stored
+    bytes keep the producer's maxTimestamp (Kafka rewrites it, and the CRC with
+    it; Plinth stores batches as sent). kafkajs writes a maxTimestamp that is not
+    the largest whenever a send mixes records with and without a timestamp (it
+    compares them as strings): refusing those (CORRUPT_MESSAGE, until session 39)
+    failed ordinary kafkajs sends.
   * producerId and baseSequence both >= -1, and baseSequence >= 0 when producerId
     is set: Kafka's idempotence has Plinth's meaning. producerEpoch is the
     summary's, and the shard checks it as Kafka does (shards/producer_state.py): a
@@ -105,7 +113,8 @@ import cramjam
 import crc32c
 
 from plinth import limits
-from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
+from plinth.errors import (CorruptDataError, InvalidBatchError, InvalidTimestampError,
+                           RecordTooLargeError)
 from plinth.format import _record_batch
 from plinth.format.record_batch import (
     BatchSummary, ConsumerRecord, _read_fields, _records_from_fields,
@@ -166,7 +175,8 @@ def summarize_kafka_batch(batch: bytes | memoryview) -> BatchSummary:
 
     Runs in the shard actor, once per produced Kafka batch, before anything is
     stored. Raises RecordTooLargeError if the batch is over BATCH_BYTES_MAX,
-    CorruptDataError if its CRC is wrong, InvalidBatchError for anything else.
+    CorruptDataError if its CRC is wrong, InvalidTimestampError for a timestamp below
+    0, InvalidBatchError for anything else.
     The summary's base_timestamp_ms is the smallest record timestamp of an
     uncompressed batch; of a compressed one, baseTimestamp (the first record's,
     as Kafka producers write it), since the shard does not decompress.
@@ -178,9 +188,14 @@ def summarize_kafka_batch(batch: bytes | memoryview) -> BatchSummary:
                                   f"{limits.BATCH_BYTES_MAX} bytes")
     _check_frame(view, size_bytes)
     try:
-        return _record_batch.kafka_summarize(view, limits.BATCH_RECORDS_MAX, BatchSummary)
+        summary = _record_batch.kafka_summarize(view, limits.BATCH_RECORDS_MAX, BatchSummary)
     except ValueError as exc:   # the rule broken, with its numbers
         raise InvalidBatchError(str(exc)) from None
+    if summary.base_timestamp_ms < 0:
+        raise InvalidTimestampError(
+            f"Kafka batch has a timestamp of {summary.base_timestamp_ms} ms: Plinth takes "
+            f"timestamps >= 0 (ms since the epoch; -1, Kafka's NO_TIMESTAMP, included)")
+    return summary
 
 
 def _check_frame(view: memoryview, size_bytes: int) -> None:

@@ -63,3 +63,19 @@ def test_an_unknown_compression_type_is_refused_naming_it_and_the_choices(value)
 def test_none_means_no_compression_and_each_name_its_kafka_codec():
     assert codec_for(None) is None
     assert [codec_for(name) for name in ("gzip", "snappy", "lz4", "zstd")] == [1, 2, 3, 4]
+
+
+def test_an_lz4_batch_over_one_block_has_independent_blocks_as_kafkas_java_reader_needs():
+    # Given a batch whose records fill several 64 KiB lz4 blocks
+    plain = plinth_batch(count=6000)
+    batch = compressed_kafka_batch(plain, COMPRESSION_TYPES["lz4"])
+    frame = batch[61:]
+    # Then its frame is lz4's (magic 0x184D2204) with the flags Kafka's producers write:
+    # version 1, blocks independent (Kafka's KafkaLZ4BlockInputStream refuses linked
+    # ones: "Dependent block stream is unsupported"), no content checksum
+    assert frame[:4] == b"\x04\x22\x4d\x18"
+    flags = frame[4]
+    assert (flags >> 6, flags >> 5 & 1, flags >> 2 & 1) == (1, 1, 0), hex(flags)
+    # And kafka-python and Plinth read all 6,000 records back
+    assert len(list(DefaultRecordBatch(batch))) == 6000
+    assert len(decode_kafka_records("t", 0, batch)) == 6000

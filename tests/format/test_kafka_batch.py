@@ -11,7 +11,8 @@ import pytest
 from kafka.record.default_records import DefaultRecordBatch
 
 from plinth import limits
-from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
+from plinth.errors import (CorruptDataError, InvalidBatchError, InvalidTimestampError,
+                           RecordTooLargeError)
 from plinth.format.kafka_batch import (
     decode_kafka_records, kafka_batch_from_plinth, kafka_batch_from_records, stamp_kafka_batch,
     summarize_kafka_batch,
@@ -199,19 +200,41 @@ def one_record_batch(**fields) -> bytes:
     ({"records_count": limits.BATCH_RECORDS_MAX + 1, "last_offset_delta": limits.BATCH_RECORDS_MAX},
      "recordsCount 1048577"),
     ({"last_offset_delta": 3}, "recordsCount 1 but lastOffsetDelta 3"),
-    ({"base_timestamp": -1, "max_timestamp": -1}, "baseTimestamp -1 and maxTimestamp -1"),
-    ({"max_timestamp": T0_MS - 1}, f"maxTimestamp {T0_MS - 1}: must be 0 <= baseTimestamp"),
-    ({"max_timestamp": T0_MS + 1}, f"timestamps run {T0_MS} to {T0_MS} ms, .* maxTimestamp"),
     ({"producer_id": -2}, "producerId -2 with baseSequence -1"),
     ({"producer_id": 5, "base_sequence": -1}, "baseSequence >= 0 when producerId is set"),
     ({"base_sequence": -7}, "producerId -1 with baseSequence -7"),
 ], ids=["magic", "batchLength", "transactional", "control", "LogAppendTime", "codec",
         "unused attribute bit", "no records", "too many records", "lastOffsetDelta",
-        "negative timestamps", "maxTimestamp below base", "maxTimestamp not the largest",
         "producerId", "sequence without producer", "sequence"])
 def test_a_batch_breaking_a_header_rule_is_refused_naming_it(fields, message):
     with pytest.raises(InvalidBatchError, match=message):
         summarize_kafka_batch(one_record_batch(**fields))
+
+
+@pytest.mark.parametrize("batch", [
+    one_record_batch(base_timestamp=-1, max_timestamp=-1),
+    with_records(one_record_batch(), record(0, timestamp_delta_ms=-T0_MS - 5)),
+    with_records(one_record_batch(base_timestamp=-1, max_timestamp=-1),
+                 bytes(cramjam.gzip.compress(record(0))), attributes=1),
+], ids=["NO_TIMESTAMP", "a record's", "compressed"])
+def test_a_negative_timestamp_is_an_invalid_timestamp_which_clients_do_not_retry(batch):
+    # Kafka's INVALID_TIMESTAMP, not CORRUPT_MESSAGE, which clients retry as a bad CRC
+    with pytest.raises(InvalidTimestampError, match=r"timestamp of -\d+ ms: Plinth takes "
+                                                    r"timestamps >= 0"):
+        summarize_kafka_batch(batch)
+
+
+@pytest.mark.parametrize("max_timestamp", [T0_MS + 1, T0_MS - 1, 0],
+                         ids=["above the largest", "below the base", "zero"])
+def test_a_batch_whose_max_timestamp_is_not_its_largest_is_taken_with_the_largest(max_timestamp):
+    # Given batches kafkajs writes (a maxTimestamp compared as strings), uncompressed
+    batch = one_record_batch(max_timestamp=max_timestamp)
+    # Then each is taken, as Kafka takes it, its summary (the time index's) the records'
+    assert summarize_kafka_batch(batch).max_timestamp_ms == T0_MS
+    # And a compressed one, which the shard does not walk, has at least its base
+    compressed = with_records(one_record_batch(max_timestamp=max_timestamp),
+                              bytes(cramjam.gzip.compress(record(0))), attributes=1)
+    assert summarize_kafka_batch(compressed).max_timestamp_ms == max(max_timestamp, T0_MS)
 
 
 def test_a_batch_with_a_wrong_crc_is_refused_as_corrupt_data_with_both_crcs():
@@ -238,7 +261,6 @@ def test_a_batch_shorter_than_its_header_is_refused():
     (record(0, length_change=1), 1, "record 0 .*length 9, with 8 bytes left"),
     (record(0, length_change=-1), 1, "record 0 .*headersCount is not a well-formed varint"),
     (record(0, key=b"kk", length_change=1) + b"\x00", 1, "length 10, but its fields end 1 bytes before that"),
-    (record(0, timestamp_delta_ms=-T0_MS - 1), 1, "-1 to -1 ms, must be >= 0"),
     (varint(5) + b"\x00" + b"\x80" * 4, 1, "timestampDelta is not a well-formed varlong"),
     (varint(11) + b"\x00\x00" + b"\xff" * 5 + b"\x0f" + varint(-1) * 2 + varint(0), 1,
      "offsetDelta is not a well-formed varint"),
@@ -246,7 +268,7 @@ def test_a_batch_shorter_than_its_header_is_refused():
      "headersCount -1"),
     (record(0, headers=[(None, b"v")]), 1, "header key length -1"),
 ], ids=["trailing record", "missing record", "wrong offsetDelta", "length past the end",
-        "length short of the fields", "bytes after the fields", "negative timestamp",
+        "length short of the fields", "bytes after the fields",
         "varlong too long", "varint too large", "negative headersCount", "null header key"])
 def test_an_uncompressed_batch_whose_records_break_a_rule_is_refused_naming_the_record(
         records, count, message):

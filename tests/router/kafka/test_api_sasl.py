@@ -217,7 +217,7 @@ def test_failed_logins_under_fresh_user_names_write_a_bounded_number_of_lines(
     # Then at most the bound of lines a minute was written, not one per try
     failed = [r.getMessage() for r in caplog.records if "SASL login failed" in r.getMessage()]
     assert len(failed) == bound, len(failed)
-    assert "user 'u0x'" in failed[0] and "the nonce is not the one the server sent" in failed[0]
+    assert "user 'u0x'" in failed[0] and "the nonce does not end with the one the server sent" in failed[0]
     # And the last says that the next are dropped and counted
     assert failed[-1].endswith(f"(the last of {bound} such lines in 60 s, the limit: the next "
                                f"are dropped and counted)")

@@ -32,12 +32,14 @@ def rfc_exchange(users=None) -> ScramExchange:
 
 
 def client_final_for(password: str, server_first: bytes, client_first_bare: bytes,
-                     gs2: bytes = b"n,,") -> bytes:
-    """What a correct client sends for ``password`` (RFC 5802, section 3)."""
+                     gs2: bytes = b"n,,", nonce: bytes | None = None) -> bytes:
+    """What a correct client sends for ``password`` (RFC 5802, section 3); ``nonce``:
+    the one it sends back, if not the server's."""
     attributes = dict(item.split("=", 1) for item in server_first.decode().split(","))
     salted = salted_password(password, base64.b64decode(attributes["s"]), int(attributes["i"]))
     client_key = hmac.digest(salted, b"Client Key", "sha256")
-    without_proof = b"c=" + base64.b64encode(gs2) + b",r=" + attributes["r"].encode()
+    without_proof = (b"c=" + base64.b64encode(gs2) + b",r="
+                     + (attributes["r"].encode() if nonce is None else nonce))
     auth_message = client_first_bare + b"," + server_first + b"," + without_proof
     signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
     proof = bytes(a ^ b for a, b in zip(client_key, signature))
@@ -84,6 +86,28 @@ def test_a_nonce_that_is_not_the_servers_is_refused():
     exchange.first(CLIENT_FIRST)
     with pytest.raises(SaslAuthenticationError, match="nonce"):
         exchange.final(CLIENT_FINAL.replace(b"hNlF$k0", b"hNlF$k1"))
+
+
+def test_librdkafka_2_0_2s_nonce_with_its_own_part_twice_is_accepted_as_kafka_accepts_it():
+    # Given librdkafka 2.0.2's client-final: r=<client nonce><client nonce><server's part>,
+    # with a proof computed over the nonce as it sent it (captured by tester J)
+    exchange = ScramExchange({"alice": credential_for("s3cret")})
+    first = b"n,,n=alice,r=abcdefgh"
+    server_first = exchange.first(first)
+    servers_nonce = server_first.split(b",")[0][2:]
+    final = client_final_for("s3cret", server_first, first[3:],
+                             nonce=b"abcdefgh" + servers_nonce)
+    # When it is checked / Then it logs in (Kafka checks that the nonce ends with the
+    # server's; RFC 5802 wants them equal)
+    exchange.final(final)
+    assert exchange.user == "alice"
+
+
+def test_a_nonce_that_only_starts_with_the_servers_is_refused():
+    exchange = rfc_exchange()
+    exchange.first(CLIENT_FIRST)
+    with pytest.raises(SaslAuthenticationError, match="nonce does not end with"):
+        exchange.final(CLIENT_FINAL.replace(b"hNlF$k0,", b"hNlF$k0x,"))
 
 
 def test_a_channel_binding_echo_that_is_not_the_gs2_header_is_refused():
