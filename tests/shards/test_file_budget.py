@@ -43,3 +43,13 @@ def test_a_shard_has_room_for_its_limit_less_the_files_it_keeps_for_other_things
                        match=f"shard-3 cannot open 3 more partitions: it holds {room - 2}, and "
                              f"its limit of 1000 open files leaves room for {room} .*ulimit -n"):
         file_budget.check_room("shard-3", room - 2, 3)
+
+
+def test_a_shard_over_its_room_may_reopen_what_it_holds_but_not_open_more(soft_limit):
+    # Given a limit too low for the 3 partitions a shard holds (ulimit -n 256)
+    soft_limit(256)
+    assert file_budget.partitions_max() == 0
+    # Then reopening them, nothing new, is taken, and one more is refused
+    file_budget.check_room("shard-0", 3, 0)
+    with pytest.raises(InvalidPartitionsError, match="shard-0 cannot open 1 more partitions"):
+        file_budget.check_room("shard-0", 3, 1)
