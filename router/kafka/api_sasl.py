@@ -70,6 +70,7 @@ from plinth import limits
 from plinth.errors import SaslAuthenticationError
 from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.codec import API_KEYS
 from plinth.router.kafka.sasl_plain import MECHANISM as PLAIN, authenticate_plain
 from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExchange
 from plinth.router.kafka.sasl_users import ScramCredential
@@ -77,6 +78,7 @@ from plinth.router.kafka.sasl_users import ScramCredential
 log = logging.getLogger(__name__)
 
 MECHANISMS = [PLAIN, SCRAM_SHA_256]
+SASL_HANDSHAKE_KEY = API_KEYS["SaslHandshake"]
 # How much of a name a client sent (a user, a mechanism) keys its log lines.
 _NAME_IN_LOG_KEY_CHARS_MAX = limits.KAFKA_SASL_USER_NAME_BYTES_MAX
 _PLAIN_CHECKS = ThreadPoolExecutor(max_workers=limits.KAFKA_SASL_PLAIN_CHECK_THREADS,
@@ -121,6 +123,25 @@ async def sasl_handshake(gateway, header, body: dict, connection) -> dict:
             connection.connection_id, *connection.peer, header.api_version, mechanism, code,
             why)
     return {"error_code": code, "mechanisms": offered}
+
+
+async def without_sasl(gateway, header, body: dict, connection) -> dict:
+    """SaslHandshake or SaslAuthenticate on a listener without --kafka-sasl-users:
+    ILLEGAL_SASL_STATE, as Kafka answers them on a listener without SASL, and a line
+    saying so (limited per address). Before session 39 the listener did not list
+    them, and kafkajs configured for SASL said only that the broker "does not
+    support the requested API version" (tester J)."""
+    gateway.sasl_log.warning(
+        f"no sasl {connection.peer[0]}",
+        "Kafka connection %d from %s:%s asked to log in with SASL, but this listener has "
+        "no --kafka-sasl-users: configure the client without SASL (security.protocol "
+        "PLAINTEXT or SSL), or give the listener users", connection.connection_id,
+        *connection.peer)
+    if header.api_key == SASL_HANDSHAKE_KEY:
+        return {"error_code": kafka.ILLEGAL_SASL_STATE, "mechanisms": []}
+    return {"error_code": kafka.ILLEGAL_SASL_STATE, "auth_bytes": b"",
+            "error_message": "this Kafka listener has no SASL (plinth serve without "
+                             "--kafka-sasl-users): connect without SASL"}
 
 
 async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:

@@ -172,6 +172,9 @@ class KafkaGateway:
         if sasl_users is not None:
             self._handlers[API_KEYS["SaslHandshake"]] = api_sasl.sasl_handshake
             self._handlers[API_KEYS["SaslAuthenticate"]] = api_sasl.sasl_authenticate
+        else:   # listed, and refused as Kafka refuses them on a listener without SASL
+            self._handlers[API_KEYS["SaslHandshake"]] = api_sasl.without_sasl
+            self._handlers[API_KEYS["SaslAuthenticate"]] = api_sasl.without_sasl
 
     def api_keys(self) -> list[int]:
         """The API keys this listener answers (what ApiVersions advertises)."""

@@ -110,11 +110,6 @@ def test_sasl_requests_out_of_order_or_unsupported_get_kafkas_sasl_errors(gatewa
     assert "principal" not in conn.state and conn.request_bytes_max == 512 * 1024
 
 
-def test_a_listener_without_users_does_not_offer_sasl():
-    gateway = KafkaGateway(backend=None, cluster=None)
-    assert API_KEYS["SaslHandshake"] not in gateway.api_keys()
-
-
 def test_a_second_plain_round_while_the_first_is_checked_is_an_illegal_state(gateway):
     # Given a PLAIN login whose password check runs off the loop
     conn = connection()
@@ -377,3 +372,21 @@ def test_a_scram_login_begun_before_a_reload_that_removed_its_user_is_closed_aft
     with pytest.raises(CloseConnection, match="user 'alice' was removed"):
         call(gateway, conn, "Metadata", 1, {"topics": None})
     assert gateway.seen == []
+
+
+def test_a_listener_without_sasl_lists_the_sasl_apis_and_answers_them_illegal_sasl_state(caplog):
+    # Given a gateway without --kafka-sasl-users (a client configured for SASL meets it)
+    gateway = KafkaGateway(backend=None, cluster=None, sasl_users=None)
+    conn = connection()
+    # Then ApiVersions lists both SASL APIs, as Kafka's does on any listener
+    assert {API_KEYS["SaslHandshake"], API_KEYS["SaslAuthenticate"]} <= set(gateway.api_keys())
+    # And each is answered ILLEGAL_SASL_STATE, as Kafka answers them without SASL, with
+    # a line saying what to change (before: not listed, and kafkajs said only that the
+    # broker did not support the API version)
+    with caplog.at_level(logging.WARNING, logger=SASL_LOGGER):
+        handshake = call(gateway, conn, "SaslHandshake", 1, {"mechanism": "SCRAM-SHA-256"})
+        login = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": b"n,,n=a,r=x"})
+    assert handshake == {"error_code": kafka.ILLEGAL_SASL_STATE, "mechanisms": []}
+    assert login["error_code"] == kafka.ILLEGAL_SASL_STATE
+    assert "has no SASL" in login["error_message"]
+    assert "asked to log in with SASL, but this listener has no --kafka-sasl-users" in caplog.text
