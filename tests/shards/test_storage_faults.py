@@ -89,17 +89,26 @@ def shard_on(request):
         pass
 
 
+BIG_VALUE = b"x" * 20_000
+
+
+def produce_until_refused(sock):
+    """Produce batches of 100 KB until one is refused (at most 200); returns the
+    refusing reply and how many were stored before it."""
+    for attempt in range(200):
+        reply = produce(sock, [BIG_VALUE] * 5, request_id=100 + attempt)
+        if reply.error is not None:
+            return reply, attempt
+    raise AssertionError("200 batches of 100 KB were all stored on a 2 MiB file system")
+
+
 @pytest.mark.parametrize("shard_on", ["small_fs"], indirect=True)
 def test_a_full_disk_fails_produces_with_a_storage_error_and_reads_keep_working(shard_on):
     srv, sock = shard_on
     # Given a partition that holds some records
     assert produce(sock, [b"kept-%d" % i for i in range(10)]).error is None
     # When producing until the 2 MiB file system is full
-    value = b"x" * 20_000
-    for attempt in range(200):
-        reply = produce(sock, [value] * 5, request_id=100 + attempt)
-        if reply.error is not None:
-            break
+    reply, _ = produce_until_refused(sock)
     # Then the produce fails with a StorageError that names the file and the cause
     assert type(reply.error).__name__ == "StorageError", reply.error
     assert "No space left" in str(reply.error) and str(srv.data_dir) in str(reply.error)
@@ -133,25 +142,20 @@ def test_a_shard_refuses_produces_before_its_disk_is_full_and_deleting_records_f
         shard_on):
     srv, sock = shard_on
     # Given a shard keeping 512 KiB free on a 2 MiB file system
-    value = b"x" * 20_000
     # When producing until it refuses
-    for attempt in range(200):
-        reply = produce(sock, [value] * 5, request_id=100 + attempt)
-        if reply.error is not None:
-            break
+    reply, stored = produce_until_refused(sock)
     # Then the refusal is the reserve's, naming the file system, the bytes and the limit,
     # and the disk still has the room
     assert type(reply.error).__name__ == "StorageError", reply.error
     assert f"{srv.data_dir}'s file system has" in str(reply.error)
     assert "less than the 524288 bytes the shard keeps free" in str(reply.error)
     assert shutil.disk_usage(srv.data_dir).free >= 512 * 1024 - 100_000
-    stored = attempt
     # And deleting the records (a floor saved, the old segments removed) frees it:
     # produces are taken again
     floor = srv.call(lambda: srv._partitions[("t", 0)].log.end_offset)
     reply = roundtrip(sock, protocol.encode_delete_records(900, "t", 0, floor))[0]
     assert reply.error is None, reply.error
-    wait_for_free = [produce(sock, [value] * 5, request_id=1000 + i).error for i in range(3)]
+    wait_for_free = [produce(sock, [BIG_VALUE] * 5, request_id=1000 + i).error for i in range(3)]
     assert wait_for_free == [None, None, None] and stored > 0
 
 
