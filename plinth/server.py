@@ -59,6 +59,7 @@ from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, m
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
+from plinth.control.metadata import METADATA_FILE
 from plinth.data_dir_lock import DataDirLock
 from plinth.data_dir_mode import open_to_others
 from plinth.durable_files import write_file_atomically
@@ -555,6 +556,7 @@ class Server:
             log.warning("%s", open_warning)
         # A damaged file is one line here, not an actor dead in its constructor.
         load_checked_metadata(self.options.data_dir)
+        check_writable(self.options.data_dir)
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
@@ -806,6 +808,50 @@ def release_ports(held: list[socket.socket]) -> None:
     """Close the sockets ``hold_listen_ports`` holds (none connected: no TIME_WAIT)."""
     while held:
         held.pop().close()
+
+
+# The directories in the data dir a start creates files in (when they are there), and
+# the files it replaces; each shard's directory too. The lock file is the lock's.
+WRITTEN_DIRS = ("ray", "logs", "shards", "sockets")
+REPLACED_FILES = (METADATA_FILE, RAY_ADDRESS_FILE)
+
+
+def check_writable(data_dir: Path) -> None:
+    """StorageError naming the path, before Ray starts, if a start could not create a
+    file in the data dir or in one of its directories a start writes in (WRITTEN_DIRS,
+    each shard's), or could not replace one of REPLACED_FILES. Root's writes are
+    refused by a read-only mount (the lock's open says so first) and by an immutable
+    directory or file (``chattr +i``): there the first refused write was ray.address's,
+    after Ray had started, a 40-line PermissionError traceback. Each directory is tried
+    with a file made and removed at once. Server process, main thread, lock held."""
+    shards_dir = data_dir / "shards"
+    directories = [data_dir, *(data_dir / name for name in WRITTEN_DIRS)]
+    if shards_dir.is_dir():
+        directories.extend(sorted(path for path in shards_dir.iterdir() if path.is_dir()))
+    for directory in directories:
+        if directory.is_dir() and not directory.is_symlink():
+            _try_creating_in(data_dir, directory)
+    for name in REPLACED_FILES:
+        path = data_dir / name
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise StorageError(
+                f"--data-dir {data_dir}: {path} cannot be replaced (read-only or immutable: "
+                f"see lsattr {path}); a start rewrites it. Run chattr -i {path}, or remount "
+                f"its file system read-write")
+
+
+def _try_creating_in(data_dir: Path, directory: Path) -> None:
+    """Create and remove a file in ``directory``, or raise check_writable's refusal."""
+    probe = directory / f".plinth-write-check-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(
+            f"--data-dir {data_dir}: no file can be created in {directory} "
+            f"({exc.strerror or exc}, errno {exc.errno}); a start writes there. Check "
+            f"lsattr -d {directory} (chattr -i), its mode and owner, and that its file "
+            f"system is mounted read-write") from None
 
 
 def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:

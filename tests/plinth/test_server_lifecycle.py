@@ -1,6 +1,7 @@
 """plinth serve's start and stop around what it creates: the listen ports taken before
 anything else, a failed first start leaving no data dir, Ray's session directories
-pruned, and a shard's StorageError at shutdown said in one line (plinth/server.py)."""
+pruned, a shard's StorageError at shutdown said in one line, and a data dir a start
+could not write in refused in one line before Ray starts (plinth/server.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -263,3 +266,104 @@ def test_a_shard_that_died_before_its_shutdown_still_raises(tmp_path, monkeypatc
     with pytest.raises(UnavailableError):
         server.stop()
     assert server.controller.killed
+
+
+def _ray_must_not_start(options) -> None:
+    raise AssertionError("Ray started: the start's checks let it")
+
+
+def _as_an_earlier_start_left_it(data_dir: Path) -> None:
+    """The files an earlier ``plinth serve`` made in ``data_dir`` before its Ray started
+    (the lock file, the cluster keys, Ray's token, ray/, sockets/, a shard's directory),
+    so that a start creates nothing there before Ray."""
+    from plinth.cluster_keys import load_or_create, make_ipc_dir
+    from plinth.data_dir_lock import DataDirLock
+    from plinth.secret_files import load_or_create_secret
+
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    load_or_create(data_dir)
+    load_or_create_secret(data_dir / server_module.RAY_TOKEN_FILE, lambda: "0" * 64, "token")
+    make_ipc_dir(data_dir)
+    for directory in ("ray", "logs", "shards/shard-0"):
+        (data_dir / directory).mkdir(parents=True, mode=0o700)
+    lock.release()
+
+
+@pytest.fixture
+def immutable():
+    """``immutable(path)``: ``chattr +i path`` (root's writes are refused there too),
+    undone at the end."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("chattr +i needs root and e2fsprogs (CI runs as root)")
+    made = []
+
+    def make(path: Path) -> None:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip(f"{path}'s file system has no chattr +i")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def _refusal(data_dir: Path, directory: Path) -> str:
+    return (f"--data-dir {data_dir}: no file can be created in {directory} (Operation not "
+            f"permitted, errno 1); a start writes there. Check lsattr -d {directory} "
+            f"(chattr -i), its mode and owner, and that its file system is mounted read-write")
+
+
+def test_plinth_serve_on_an_immutable_data_dir_refuses_in_one_line_before_ray_starts(
+        tmp_path, immutable):
+    # Given a data dir an earlier start made, then made immutable (chattr +i: root's
+    # writes are refused there, as anyone's in a directory without write permission)
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    immutable(data_dir)
+    # When plinth serve starts there (its own process: before the fix, its Ray started
+    # and the start died on ray.address.tmp in a 40-line PermissionError traceback)
+    result = subprocess.run(
+        [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
+         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8713",
+         "--console-listen", "off"], capture_output=True, text=True, timeout=180)
+    # Then it refuses in one line naming the data dir and the cause, and Ray never
+    # started (no session of its in ray/)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: StorageError: {_refusal(data_dir, data_dir)}"]
+    assert list((data_dir / "ray").glob("session_*")) == []
+
+
+@pytest.mark.parametrize("where", ["ray", "logs", "shards/shard-0"])
+def test_a_directory_of_the_data_dir_no_file_can_be_created_in_is_refused_before_ray_starts(
+        tmp_path, immutable, monkeypatch, where):
+    # Given a data dir an earlier start made, one of whose directories is immutable
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    immutable(data_dir / where)
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+    # When a server starts there / Then it is refused naming the directory, before Ray
+    with pytest.raises(StorageError) as refused:
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+    assert str(refused.value) == _refusal(data_dir, data_dir / where)
+
+
+def test_a_metadata_file_that_cannot_be_replaced_is_refused_in_one_line_before_ray_starts(
+        tmp_path, immutable, monkeypatch):
+    # Given a data dir whose metadata.json is immutable
+    from plinth.control.metadata import BrokerMetadata
+
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    BrokerMetadata(shards=[], topics={}).save(data_dir / "metadata.json")
+    immutable(data_dir / "metadata.json")
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+    # When a server starts there / Then it is refused naming the file, before Ray
+    with pytest.raises(StorageError, match=f"{data_dir / 'metadata.json'} cannot be "
+                                           f"replaced \\(read-only or immutable"):
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+
