@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -563,7 +564,14 @@ class Server:
             cluster_keys = dataclasses.replace(cluster_keys,
                                                ipc_dir=make_ipc_dir(self.options.data_dir))
         self._ray_started = True   # (even if it fails half way: Ray's processes may run)
-        _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
+        try:
+            _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
+        except Exception as exc:
+            full = _full_disk_refusal(self.options.data_dir,
+                                      self.options.data_dir_free_bytes_min, exc)
+            if full is None:
+                raise
+            raise full from None
 
         import ray
 
@@ -871,6 +879,37 @@ def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:
         f"--data-dir-free-bytes-min (Ray may then fail for want of space) and delete topics "
         f"or records (plinth topic delete, plinth topic delete-records), or lower "
         f"retention.bytes")
+
+
+def _full_disk_refusal(data_dir: Path, free_bytes_min: int,
+                       exc: Exception) -> StorageError | None:
+    """The one-line StorageError for a Ray start that failed (``exc``) on a data dir
+    whose file system is full (an ENOSPC, or under DATA_DIR_FREE_BYTES_MIN free: a start
+    --data-dir-free-bytes-min let through), naming the file system, its free bytes
+    and what to free; None if the disk is not why. Before: Ray waited out ~30 s for a
+    file it could not write and died in a 40-line traceback naming no disk. Server
+    process, main thread."""
+    try:
+        free_bytes = shutil.disk_usage(data_dir).free
+    except OSError:
+        return None
+    no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not no_space and free_bytes >= limits.DATA_DIR_FREE_BYTES_MIN:
+        return None
+    return StorageError(
+        f"--data-dir {data_dir}: Ray could not start ({_one_line(exc)}), and the data "
+        f"dir's file system, mounted at {_mount_point(data_dir)}, has {free_bytes} bytes "
+        f"free (--data-dir-free-bytes-min {free_bytes_min} let it try; by default a start "
+        f"asks for {limits.DATA_DIR_FREE_BYTES_MIN}, for Ray's session files and the logs). Free "
+        f"some space there: {_reclaimable(data_dir)} hold no record")
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system ``path`` is on."""
+    path = Path(path).resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
 
 
 def _reclaimable(data_dir: Path) -> str:

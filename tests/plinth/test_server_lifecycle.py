@@ -1,16 +1,19 @@
 """plinth serve's start and stop around what it creates: the listen ports taken before
 anything else, a failed first start leaving no data dir, Ray's session directories
 pruned, a shard's StorageError at shutdown said in one line, and a data dir a start
-could not write in refused in one line before Ray starts (plinth/server.py)."""
+could not write in refused in one line before Ray starts, and a Ray start that failed
+on a full disk said in one line naming the disk (plinth/server.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import namedtuple
 from pathlib import Path
 
@@ -367,3 +370,80 @@ def test_a_metadata_file_that_cannot_be_replaced_is_refused_in_one_line_before_r
                                            f"replaced \\(read-only or immutable"):
         Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
 
+
+@pytest.fixture
+def full_fs():
+    """A data dir an earlier start made, on a real 4 MiB tmpfs then filled to its last
+    byte; mounted at a path short enough that Ray's session files go under it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = Path(tempfile.mkdtemp(prefix="phd-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                   check=True)
+    try:
+        _as_an_earlier_start_left_it(mount_point / "d")
+        with open(mount_point / "filler", "wb") as filler:
+            with contextlib.suppress(OSError):   # ENOSPC: full
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+        assert shutil.disk_usage(mount_point).free == 0
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        os.rmdir(mount_point)
+
+
+def test_plinth_serve_on_a_full_disk_it_was_told_to_try_refuses_in_one_line_naming_the_disk(
+        full_fs):
+    # Given a data dir on a file system with 0 bytes free
+    data_dir = full_fs / "d"
+    # When plinth serve starts there with --data-dir-free-bytes-min 0 (its own
+    # process: Ray starts, and fails, waiting ~30 s for a file it cannot write)
+    result = subprocess.run(
+        [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
+         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8715",
+         "--console-listen", "off", "--data-dir-free-bytes-min", "0"],
+        capture_output=True, text=True, timeout=300)
+    # Then it fails in one line naming the data dir, its file system, its free bytes
+    # and what to free, not a 40-line Ray traceback naming no disk
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: StorageError: --data-dir {data_dir}: Ray could not start (")
+    assert (f"the data dir's file system, mounted at {full_fs}, has 0 bytes free "
+            f"(--data-dir-free-bytes-min 0 let it try; by default a start asks for "
+            f"{limits.DATA_DIR_FREE_BYTES_MIN}, for Ray's session files and the logs). "
+            f"Free some space there: ") in line
+
+
+def _ray_fails_with(error: Exception):
+    def start_ray(options) -> None:
+        raise error
+    return start_ray
+
+
+def test_an_enospc_from_the_ray_start_is_one_line_naming_the_disk(full_fs, monkeypatch):
+    # Given a data dir on a full file system, and a Ray start the disk refuses
+    data_dir = full_fs / "d"
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_fails_with(
+        OSError(28, "No space left on device", str(data_dir / "ray.address.tmp"))))
+    # When a server told to try starts there
+    with pytest.raises(StorageError) as refused:
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8716",
+                            data_dir_free_bytes_min=0)).start()
+    # Then the error names the file system and its free bytes
+    assert str(refused.value).startswith(
+        f"--data-dir {data_dir}: Ray could not start ([Errno 28] No space left on device: ")
+    assert f"mounted at {full_fs}, has 0 bytes free" in str(refused.value)
+
+
+def test_a_ray_start_failing_on_a_disk_with_room_is_not_blamed_on_the_disk(tmp_path, monkeypatch):
+    # Given a data dir with room, and a Ray start that fails for another reason
+    _as_an_earlier_start_left_it(tmp_path / "d")
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_fails_with(RuntimeError("GCS died")))
+    # When a server starts there / Then Ray's own error passes as it is
+    with pytest.raises(RuntimeError, match="^GCS died$"):
+        Server(ServeOptions(tmp_path / "d", listen="tcp://127.0.0.1:8717")).start()
