@@ -86,7 +86,12 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._refuse_held(fd)
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise InvalidConfigError(   # no holder wrote its line here: it names the last
+                f"{self.path.parent} is in use by another process (its file system is "
+                f"read-only, so no server: most likely another plinth check); {self.path} "
+                f"names the last server that held it, {holder}. Wait for it to end") from None
         self._fd = fd
 
     def _refuse_held(self, fd: int) -> None:
