@@ -151,6 +151,18 @@ def test_a_data_dir_on_a_read_only_file_system_is_checked_and_left_as_it_is(
             else None) == lock_text
 
 
+def test_a_file_the_check_cannot_read_is_refused_in_one_line_naming_it(tmp_path):
+    # Given a data dir whose metadata.json is a directory (unreadable as a file)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "metadata.json").mkdir()
+    # When it is checked
+    result = check(tmp_path)
+    # Then one error line names the file and the cause, exit status 2 (not a traceback)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: IsADirectoryError: {tmp_path / 'metadata.json'}: Is a "
+                             f"directory (errno 21); nothing was checked\n")
+
+
 def test_a_directory_without_plinth_data_is_refused_in_one_line(tmp_path):
     result = check(tmp_path)
     assert result.exit_code == 2
