@@ -855,11 +855,14 @@ def _try_creating_in(data_dir: Path, directory: Path) -> None:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         os.unlink(probe)
     except OSError as exc:
+        fix = (f"free space or inodes on its file system (df -h, df -i {directory})"
+               if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+               f"Check lsattr -d {directory} (chattr -i), its mode and owner, and that its "
+               f"file system is mounted read-write")
         raise StorageError(
             f"--data-dir {data_dir}: no file can be created in {directory} "
-            f"({exc.strerror or exc}, errno {exc.errno}); a start writes there. Check "
-            f"lsattr -d {directory} (chattr -i), its mode and owner, and that its file "
-            f"system is mounted read-write") from None
+            f"({exc.strerror or exc}, errno {exc.errno}); a start writes there. "
+            f"{fix[0].upper()}{fix[1:]}") from None
 
 
 def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:

@@ -447,3 +447,31 @@ def test_a_ray_start_failing_on_a_disk_with_room_is_not_blamed_on_the_disk(tmp_p
     # When a server starts there / Then Ray's own error passes as it is
     with pytest.raises(RuntimeError, match="^GCS died$"):
         Server(ServeOptions(tmp_path / "d", listen="tcp://127.0.0.1:8717")).start()
+
+
+def test_a_data_dir_out_of_inodes_is_refused_before_ray_starts_naming_free_space_not_chattr(
+        tmp_path, monkeypatch):
+    # Given a data dir an earlier start made, on a real tmpfs with no inode left
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=32", "tmpfs",
+                    str(mount_point)], check=True)
+    try:
+        data_dir = mount_point / "d"
+        _as_an_earlier_start_left_it(data_dir)
+        with contextlib.suppress(OSError):   # ENOSPC: no inode left
+            for i in range(64):
+                (mount_point / f"empty-{i}").touch()
+        _no_ray(monkeypatch)
+        monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+        # When a server starts there / Then it is refused, saying what to free
+        with pytest.raises(StorageError) as refused:
+            Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8718")).start()
+        assert str(refused.value) == (
+            f"--data-dir {data_dir}: no file can be created in {data_dir} (No space left on "
+            f"device, errno 28); a start writes there. Free space or inodes on its file "
+            f"system (df -h, df -i {data_dir})")
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
