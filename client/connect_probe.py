@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import select
+import selectors
 import socket
 
 from plinth import limits
@@ -44,12 +44,19 @@ def _refused(url: str) -> bool:
         probe.setblocking(False)
         outcome = probe.connect_ex((host, port))
         if outcome == errno.EINPROGRESS:
-            _, writable, _ = select.select([], [probe], [],
-                                           limits.CLIENT_CONNECT_PROBE_WAIT_MS / 1000)
-            if not writable:
+            if not _writable_within(probe, limits.CLIENT_CONNECT_PROBE_WAIT_MS / 1000):
                 return False   # no verdict within the wait: say nothing
             outcome = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         return outcome == errno.ECONNREFUSED
+
+
+def _writable_within(probe: socket.socket, wait_s: float) -> bool:
+    """Whether ``probe``'s connect settled (writable) within ``wait_s``. A selector,
+    not ``select.select``: a client holding more than 1024 descriptors gets a
+    probe numbered above FD_SETSIZE, which select() refuses with ValueError."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(probe, selectors.EVENT_WRITE)
+        return bool(selector.select(wait_s))
 
 
 def _ip_address(url: str) -> tuple[str, int] | None:

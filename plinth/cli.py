@@ -703,6 +703,11 @@ def check(data_dir):
         found = _checked_data_dir(data_dir)
     except PlinthError as exc:
         _exit_with_error(exc, 2)
+    except OSError as exc:   # a file the check must read or lock cannot be: say which
+        click.echo(f"error: {type(exc).__name__}: {exc.filename or data_dir}: "
+                   f"{exc.strerror or exc} (errno {exc.errno}); nothing was checked",
+                   err=True)
+        sys.exit(2)
     for line in found.problems:
         click.echo(f"DAMAGED {line}")
     for check in found.partitions:
@@ -740,7 +745,7 @@ def _checked_data_dir(data_dir: Path):
         raise InvalidConfigError(f"{data_dir} holds no Plinth data (no {METADATA_FILE}, no "
                                  f"{SHARDS_DIR}/): pass the --data-dir plinth serve uses")
     lock = DataDirLock(data_dir)
-    lock.acquire()   # a running server's active segments change under the check
+    lock.acquire_to_read()   # a running server's active segments change under the check
     try:
         if not shards_dir.is_dir():
             metadata = load_checked_metadata(data_dir, {})

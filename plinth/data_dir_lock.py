@@ -17,6 +17,13 @@ them (plinth/redacted_urls.py): a ``--tier-url s3://KEY:SECRET@bucket`` must not
 reach the disk, where the file outlives the server. The file is mode 0600 (an
 older one is set so when taken): only the data dir's owner has any use for it.
 
+``plinth check`` takes the same lock to read (``acquire_to_read``), so that it
+never reads a running server's active segments; on a file system the kernel
+remounted read-only (after an ext4 error: exactly when an operator runs check)
+the file cannot be opened for writing, so there it flocks the file opened
+read-only and leaves its holder line as it is, or, if there is no file, takes
+no lock: no server can be writing to a read-only file system.
+
 Each shard keeps its own lock in its own directory (``shards/<id>/.lock``,
 shards/shard_server.py): that one stops a restarted shard actor from writing
 the logs its dying predecessor still writes.
@@ -26,6 +33,7 @@ Server process, main thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sys
@@ -52,15 +60,47 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise InvalidConfigError(
-                f"{self.path.parent} is in use by another Plinth server ({holder} holds "
-                f"{self.path}); stop it first, or pass another --data-dir") from None
+            self._refuse_held(fd)
         os.fchmod(fd, LOCK_FILE_MODE)   # a lock file an older Plinth made 0644
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {redacted_command_line(sys.argv)}\n".encode(), 0)
         self._fd = fd
+
+    def acquire_to_read(self) -> None:
+        """Take the lock to read the data dir without changing it (``plinth check``),
+        or raise InvalidConfigError naming the holder. Never waits. As ``acquire``
+        where the file system is writable; on a read-only one (EROFS), the existing
+        lock file is flocked opened read-only and its holder line left as it is, and
+        without one no lock is taken (nothing can be writing there). CLI process,
+        main thread."""
+        try:
+            self.acquire()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise InvalidConfigError(   # no holder wrote its line here: it names the last
+                f"{self.path.parent} is in use by another process (its file system is "
+                f"read-only, so no server: most likely another plinth check); {self.path} "
+                f"names the last server that held it, {holder}. Wait for it to end") from None
+        self._fd = fd
+
+    def _refuse_held(self, fd: int) -> None:
+        """Close ``fd``, whose flock another process holds, and raise the refusal."""
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise InvalidConfigError(
+            f"{self.path.parent} is in use by another Plinth server ({holder} holds "
+            f"{self.path}); stop it first, or pass another --data-dir") from None
 
     def release(self) -> None:
         if self._fd is not None:

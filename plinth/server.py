@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -59,6 +60,7 @@ from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, m
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
+from plinth.control.metadata import METADATA_FILE
 from plinth.data_dir_lock import DataDirLock
 from plinth.data_dir_mode import open_to_others
 from plinth.durable_files import write_file_atomically
@@ -555,13 +557,21 @@ class Server:
             log.warning("%s", open_warning)
         # A damaged file is one line here, not an actor dead in its constructor.
         load_checked_metadata(self.options.data_dir)
+        check_writable(self.options.data_dir)
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
                                                ipc_dir=make_ipc_dir(self.options.data_dir))
         self._ray_started = True   # (even if it fails half way: Ray's processes may run)
-        _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
+        try:
+            _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
+        except Exception as exc:
+            full = _full_disk_refusal(self.options.data_dir,
+                                      self.options.data_dir_free_bytes_min, exc)
+            if full is None:
+                raise
+            raise full from None
 
         import ray
 
@@ -808,6 +818,53 @@ def release_ports(held: list[socket.socket]) -> None:
         held.pop().close()
 
 
+# The directories in the data dir a start creates files in (when they are there), and
+# the files it replaces; each shard's directory too. The lock file is the lock's.
+WRITTEN_DIRS = ("ray", "logs", "shards", "sockets")
+REPLACED_FILES = (METADATA_FILE, RAY_ADDRESS_FILE)
+
+
+def check_writable(data_dir: Path) -> None:
+    """StorageError naming the path, before Ray starts, if a start could not create a
+    file in the data dir or in one of its directories a start writes in (WRITTEN_DIRS,
+    each shard's), or could not replace one of REPLACED_FILES. Root's writes are
+    refused by a read-only mount (the lock's open says so first) and by an immutable
+    directory or file (``chattr +i``): there the first refused write was ray.address's,
+    after Ray had started, a 40-line PermissionError traceback. Each directory is tried
+    with a file made and removed at once. Server process, main thread, lock held."""
+    shards_dir = data_dir / "shards"
+    directories = [data_dir, *(data_dir / name for name in WRITTEN_DIRS)]
+    if shards_dir.is_dir():
+        directories.extend(sorted(path for path in shards_dir.iterdir() if path.is_dir()))
+    for directory in directories:
+        if directory.is_dir() and not directory.is_symlink():
+            _try_creating_in(data_dir, directory)
+    for name in REPLACED_FILES:
+        path = data_dir / name
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise StorageError(
+                f"--data-dir {data_dir}: {path} cannot be replaced (read-only or immutable: "
+                f"see lsattr {path}); a start rewrites it. Run chattr -i {path}, or remount "
+                f"its file system read-write")
+
+
+def _try_creating_in(data_dir: Path, directory: Path) -> None:
+    """Create and remove a file in ``directory``, or raise check_writable's refusal."""
+    probe = directory / f".plinth-write-check-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        fix = (f"free space or inodes on its file system (df -h, df -i {directory})"
+               if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+               f"Check lsattr -d {directory} (chattr -i), its mode and owner, and that its "
+               f"file system is mounted read-write")
+        raise StorageError(
+            f"--data-dir {data_dir}: no file can be created in {directory} "
+            f"({exc.strerror or exc}, errno {exc.errno}); a start writes there. "
+            f"{fix[0].upper()}{fix[1:]}") from None
+
+
 def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:
     """StorageError if the data dir's file system has less than ``free_bytes_min``
     free (--data-dir-free-bytes-min): Ray's session files (under the data dir) could
@@ -825,6 +882,37 @@ def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:
         f"--data-dir-free-bytes-min (Ray may then fail for want of space) and delete topics "
         f"or records (plinth topic delete, plinth topic delete-records), or lower "
         f"retention.bytes")
+
+
+def _full_disk_refusal(data_dir: Path, free_bytes_min: int,
+                       exc: Exception) -> StorageError | None:
+    """The one-line StorageError for a Ray start that failed (``exc``) on a data dir
+    whose file system is full (an ENOSPC, or under DATA_DIR_FREE_BYTES_MIN free: a start
+    --data-dir-free-bytes-min let through), naming the file system, its free bytes
+    and what to free; None if the disk is not why. Before: Ray waited out ~30 s for a
+    file it could not write and died in a 40-line traceback naming no disk. Server
+    process, main thread."""
+    try:
+        free_bytes = shutil.disk_usage(data_dir).free
+    except OSError:
+        return None
+    no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not no_space and free_bytes >= limits.DATA_DIR_FREE_BYTES_MIN:
+        return None
+    return StorageError(
+        f"--data-dir {data_dir}: Ray could not start ({_one_line(exc)}), and the data "
+        f"dir's file system, mounted at {_mount_point(data_dir)}, has {free_bytes} bytes "
+        f"free (--data-dir-free-bytes-min {free_bytes_min} let it try; by default a start "
+        f"asks for {limits.DATA_DIR_FREE_BYTES_MIN}, for Ray's session files and the logs). Free "
+        f"some space there: {_reclaimable(data_dir)} hold no record")
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system ``path`` is on."""
+    path = Path(path).resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
 
 
 def _reclaimable(data_dir: Path) -> str:

@@ -57,7 +57,9 @@ counts nothing). Requests held for a topic are bounded in bytes per client
 and per router (``held_requests.py``), admin jobs in number, and so are the
 bytes of fetch replies waiting for clients that do not read them
 (``unsent_replies.py``); a client whose replies make no progress for
-``CLIENT_REPLIES_STALLED_MS_MAX`` is disconnected.
+``CLIENT_REPLIES_STALLED_MS_MAX`` is disconnected. At the process's open-file
+limit, a connection the front socket cannot accept is a rate-limited WARNING
+naming the limit (``accept_failures.py``), not a client's silent timeout.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ from plinth.errors import (BrokerError, InvalidTopicError, MalformedReplyError,
                            PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
                            UnavailableError, UnknownTopicError)
 from plinth.router import reply_header
+from plinth.router.accept_failures import AcceptFailures
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
@@ -196,6 +199,9 @@ class Router:
             self._frontend.bind(self.in_process_url)
         self._poller = zmq.Poller()
         self._poller.register(self._frontend, zmq.POLLIN)
+        # At the open-file limit, accepts fail silently but for this (accept_failures.py)
+        self._accept_failures = AcceptFailures(self._frontend)
+        self._poller.register(self._accept_failures.monitor, zmq.POLLIN)
         self._poller.register(self._bridge.wakeup.fd, zmq.POLLIN)
         self._shards = ShardConnections(self._context, self._poller, self._cluster_keys)
         self._apply_routing(routing)
@@ -228,6 +234,8 @@ class Router:
                     self._drain(self._frontend, self._on_request)
                 elif sock == wakeup_fd:
                     self._on_admin_results()
+                elif sock is self._accept_failures.monitor:
+                    self._accept_failures.on_readable()
                 else:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
@@ -237,6 +245,7 @@ class Router:
                             self._answer_lost(lost, "lost its connection (its process or node "
                                                     "may have died)")
         self._shards.close()
+        self._accept_failures.close()
         self._frontend.close(linger=0)
 
     @staticmethod

@@ -7,8 +7,11 @@ line and exit status 2."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
+import pytest
 from click.testing import CliRunner
 
 from plinth.cli import main
@@ -100,6 +103,64 @@ def test_a_data_dir_a_server_holds_is_refused_naming_the_holder(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: InvalidConfigError: {data_dir} is in use by "
                                     f"another Plinth server")
+
+
+@pytest.fixture
+def read_only_fs(tmp_path):
+    """``(mount point, make_read_only())``: a real 4 MiB tmpfs, writable until
+    make_read_only() remounts it read-only, as the kernel remounts an ext4 after an
+    error (tests/shards/test_storage_faults.py has the ext4 itself)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
+                    str(mount_point)], check=True)
+
+    def make_read_only():
+        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+
+    yield mount_point, make_read_only
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("lock_file", ["left by a server", "never made"])
+def test_a_data_dir_on_a_read_only_file_system_is_checked_and_left_as_it_is(
+        read_only_fs, lock_file):
+    # Given a data dir with a clean log (and a server's .lock, or none), whose file
+    # system then turned read-only
+    mount_point, make_read_only = read_only_fs
+    data_dir, path = data_dir_with_a_log(mount_point / "data")
+    if lock_file == "left by a server":
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        lock.release()
+    before = files_of(data_dir)
+    lock_text = (data_dir / ".lock").read_text() if lock_file == "left by a server" else None
+    make_read_only()
+    # When it is checked
+    result = check(data_dir)
+    # Then the check is done as on any other file system: summed up, exit 0
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert result.output == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
+                             f"record batches valid: 20 ({path.stat().st_size:,} bytes); "
+                             f"0 damaged\n")
+    # And nothing was changed, the lock's holder line included
+    assert files_of(data_dir) == before
+    assert ((data_dir / ".lock").read_text() if (data_dir / ".lock").exists()
+            else None) == lock_text
+
+
+def test_a_file_the_check_cannot_read_is_refused_in_one_line_naming_it(tmp_path):
+    # Given a data dir whose metadata.json is a directory (unreadable as a file)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "metadata.json").mkdir()
+    # When it is checked
+    result = check(tmp_path)
+    # Then one error line names the file and the cause, exit status 2 (not a traceback)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: IsADirectoryError: {tmp_path / 'metadata.json'}: Is a "
+                             f"directory (errno 21); nothing was checked\n")
 
 
 def test_a_directory_without_plinth_data_is_refused_in_one_line(tmp_path):

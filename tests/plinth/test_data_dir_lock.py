@@ -87,3 +87,47 @@ def test_the_lock_file_is_readable_by_its_owner_only_even_one_an_older_plinth_ma
             assert stat.S_IMODE(os.stat(data_dir / ".lock").st_mode) == 0o600
         finally:
             lock.release()
+
+
+def test_on_a_read_only_file_system_a_reader_is_refused_while_another_holds_the_lock(tmp_path):
+    # Given a data dir whose lock file a server left, on a file system then made read-only
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                   check=True)
+    try:
+        data_dir = mount_point / "d"
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        lock.release()
+        server_line = (data_dir / ".lock").read_text()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+        # And another process reading it under the lock (as plinth check does)
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import time; from plinth.data_dir_lock import DataDirLock; "
+             f"DataDirLock({str(data_dir)!r}).acquire_to_read(); print('held', flush=True); "
+             "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            # When this process asks to read it / Then it is refused, naming the dir,
+            # and the line in the lock file as the last server's, not the holder's
+            with pytest.raises(InvalidConfigError) as refused:
+                DataDirLock(data_dir).acquire_to_read()
+        finally:
+            holder.kill()
+            holder.wait(10)
+            holder.stdout.close()
+        assert str(refused.value).startswith(f"{data_dir} is in use by another process (its "
+                                             f"file system is read-only")
+        assert f"names the last server that held it, process {server_line.split()[0]} " \
+            in str(refused.value)
+        # And once the holder is gone, it is taken, and the file is as the server left it
+        reader = DataDirLock(data_dir)
+        reader.acquire_to_read()
+        reader.release()
+        assert (data_dir / ".lock").read_text() == server_line
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

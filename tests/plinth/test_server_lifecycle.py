@@ -1,13 +1,19 @@
 """plinth serve's start and stop around what it creates: the listen ports taken before
 anything else, a failed first start leaving no data dir, Ray's session directories
-pruned, and a shard's StorageError at shutdown said in one line (plinth/server.py)."""
+pruned, a shard's StorageError at shutdown said in one line, and a data dir a start
+could not write in refused in one line before Ray starts, and a Ray start that failed
+on a full disk said in one line naming the disk (plinth/server.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from collections import namedtuple
 from pathlib import Path
 
@@ -263,3 +269,209 @@ def test_a_shard_that_died_before_its_shutdown_still_raises(tmp_path, monkeypatc
     with pytest.raises(UnavailableError):
         server.stop()
     assert server.controller.killed
+
+
+def _ray_must_not_start(options) -> None:
+    raise AssertionError("Ray started: the start's checks let it")
+
+
+def _as_an_earlier_start_left_it(data_dir: Path) -> None:
+    """The files an earlier ``plinth serve`` made in ``data_dir`` before its Ray started
+    (the lock file, the cluster keys, Ray's token, ray/, sockets/, a shard's directory),
+    so that a start creates nothing there before Ray."""
+    from plinth.cluster_keys import load_or_create, make_ipc_dir
+    from plinth.data_dir_lock import DataDirLock
+    from plinth.secret_files import load_or_create_secret
+
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    load_or_create(data_dir)
+    load_or_create_secret(data_dir / server_module.RAY_TOKEN_FILE, lambda: "0" * 64, "token")
+    make_ipc_dir(data_dir)
+    for directory in ("ray", "logs", "shards/shard-0"):
+        (data_dir / directory).mkdir(parents=True, mode=0o700)
+    lock.release()
+
+
+@pytest.fixture
+def immutable():
+    """``immutable(path)``: ``chattr +i path`` (root's writes are refused there too),
+    undone at the end."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("chattr +i needs root and e2fsprogs (CI runs as root)")
+    made = []
+
+    def make(path: Path) -> None:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip(f"{path}'s file system has no chattr +i")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def _refusal(data_dir: Path, directory: Path) -> str:
+    return (f"--data-dir {data_dir}: no file can be created in {directory} (Operation not "
+            f"permitted, errno 1); a start writes there. Check lsattr -d {directory} "
+            f"(chattr -i), its mode and owner, and that its file system is mounted read-write")
+
+
+def test_plinth_serve_on_an_immutable_data_dir_refuses_in_one_line_before_ray_starts(
+        tmp_path, immutable):
+    # Given a data dir an earlier start made, then made immutable (chattr +i: root's
+    # writes are refused there, as anyone's in a directory without write permission)
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    immutable(data_dir)
+    # When plinth serve starts there (its own process: before the fix, its Ray started
+    # and the start died on ray.address.tmp in a 40-line PermissionError traceback)
+    result = subprocess.run(
+        [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
+         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8713",
+         "--console-listen", "off"], capture_output=True, text=True, timeout=180)
+    # Then it refuses in one line naming the data dir and the cause, and Ray never
+    # started (no session of its in ray/)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: StorageError: {_refusal(data_dir, data_dir)}"]
+    assert list((data_dir / "ray").glob("session_*")) == []
+
+
+@pytest.mark.parametrize("where", ["ray", "logs", "shards/shard-0"])
+def test_a_directory_of_the_data_dir_no_file_can_be_created_in_is_refused_before_ray_starts(
+        tmp_path, immutable, monkeypatch, where):
+    # Given a data dir an earlier start made, one of whose directories is immutable
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    immutable(data_dir / where)
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+    # When a server starts there / Then it is refused naming the directory, before Ray
+    with pytest.raises(StorageError) as refused:
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+    assert str(refused.value) == _refusal(data_dir, data_dir / where)
+
+
+def test_a_metadata_file_that_cannot_be_replaced_is_refused_in_one_line_before_ray_starts(
+        tmp_path, immutable, monkeypatch):
+    # Given a data dir whose metadata.json is immutable
+    from plinth.control.metadata import BrokerMetadata
+
+    data_dir = tmp_path / "d"
+    _as_an_earlier_start_left_it(data_dir)
+    BrokerMetadata(shards=[], topics={}).save(data_dir / "metadata.json")
+    immutable(data_dir / "metadata.json")
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+    # When a server starts there / Then it is refused naming the file, before Ray
+    with pytest.raises(StorageError, match=f"{data_dir / 'metadata.json'} cannot be "
+                                           f"replaced \\(read-only or immutable"):
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+
+
+@pytest.fixture
+def full_fs():
+    """A data dir an earlier start made, on a real 4 MiB tmpfs then filled to its last
+    byte; mounted at a path short enough that Ray's session files go under it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = Path(tempfile.mkdtemp(prefix="phd-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                   check=True)
+    try:
+        _as_an_earlier_start_left_it(mount_point / "d")
+        with open(mount_point / "filler", "wb") as filler:
+            with contextlib.suppress(OSError):   # ENOSPC: full
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+        assert shutil.disk_usage(mount_point).free == 0
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        os.rmdir(mount_point)
+
+
+def test_plinth_serve_on_a_full_disk_it_was_told_to_try_refuses_in_one_line_naming_the_disk(
+        full_fs):
+    # Given a data dir on a file system with 0 bytes free
+    data_dir = full_fs / "d"
+    # When plinth serve starts there with --data-dir-free-bytes-min 0 (its own
+    # process: Ray starts, and fails, waiting ~30 s for a file it cannot write)
+    result = subprocess.run(
+        [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
+         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8715",
+         "--console-listen", "off", "--data-dir-free-bytes-min", "0"],
+        capture_output=True, text=True, timeout=300)
+    # Then it fails in one line naming the data dir, its file system, its free bytes
+    # and what to free, not a 40-line Ray traceback naming no disk
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: StorageError: --data-dir {data_dir}: Ray could not start (")
+    assert (f"the data dir's file system, mounted at {full_fs}, has 0 bytes free "
+            f"(--data-dir-free-bytes-min 0 let it try; by default a start asks for "
+            f"{limits.DATA_DIR_FREE_BYTES_MIN}, for Ray's session files and the logs). "
+            f"Free some space there: ") in line
+
+
+def _ray_fails_with(error: Exception):
+    def start_ray(options) -> None:
+        raise error
+    return start_ray
+
+
+def test_an_enospc_from_the_ray_start_is_one_line_naming_the_disk(full_fs, monkeypatch):
+    # Given a data dir on a full file system, and a Ray start the disk refuses
+    data_dir = full_fs / "d"
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_fails_with(
+        OSError(28, "No space left on device", str(data_dir / "ray.address.tmp"))))
+    # When a server told to try starts there
+    with pytest.raises(StorageError) as refused:
+        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8716",
+                            data_dir_free_bytes_min=0)).start()
+    # Then the error names the file system and its free bytes
+    assert str(refused.value).startswith(
+        f"--data-dir {data_dir}: Ray could not start ([Errno 28] No space left on device: ")
+    assert f"mounted at {full_fs}, has 0 bytes free" in str(refused.value)
+
+
+def test_a_ray_start_failing_on_a_disk_with_room_is_not_blamed_on_the_disk(tmp_path, monkeypatch):
+    # Given a data dir with room, and a Ray start that fails for another reason
+    _as_an_earlier_start_left_it(tmp_path / "d")
+    _no_ray(monkeypatch)
+    monkeypatch.setattr(server_module, "_start_ray", _ray_fails_with(RuntimeError("GCS died")))
+    # When a server starts there / Then Ray's own error passes as it is
+    with pytest.raises(RuntimeError, match="^GCS died$"):
+        Server(ServeOptions(tmp_path / "d", listen="tcp://127.0.0.1:8717")).start()
+
+
+def test_a_data_dir_out_of_inodes_is_refused_before_ray_starts_naming_free_space_not_chattr(
+        tmp_path, monkeypatch):
+    # Given a data dir an earlier start made, on a real tmpfs with no inode left
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=32", "tmpfs",
+                    str(mount_point)], check=True)
+    try:
+        data_dir = mount_point / "d"
+        _as_an_earlier_start_left_it(data_dir)
+        with contextlib.suppress(OSError):   # ENOSPC: no inode left
+            for i in range(64):
+                (mount_point / f"empty-{i}").touch()
+        _no_ray(monkeypatch)
+        monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
+        # When a server starts there / Then it is refused, saying what to free
+        with pytest.raises(StorageError) as refused:
+            Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8718")).start()
+        assert str(refused.value) == (
+            f"--data-dir {data_dir}: no file can be created in {data_dir} (No space left on "
+            f"device, errno 28); a start writes there. Free space or inodes on its file "
+            f"system (df -h, df -i {data_dir})")
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

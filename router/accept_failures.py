@@ -1,0 +1,93 @@
+"""The router's listening socket's accept failures, said in the log.
+
+Runs in the router's process, on its loop thread (made in ``Router.start``, before
+the loop runs). At the process's open-file limit (RLIMIT_NOFILE: ``ulimit -n``),
+libzmq cannot accept a client's TCP connection. It says so only on a socket
+monitor (ZMQ_EVENT_ACCEPT_FAILED, its value the errno: EMFILE), and tries again at
+once for as long as the connection waits in the listen backlog (about 120,000
+events a second, measured with libzmq 4.3.5). Nothing else said it: new clients
+timed out (PlinthTimeoutError) and no log mentioned files. Here each failure is
+read off the front socket's monitor and said as a WARNING naming the listen
+address, the errno and the process's RLIMIT_NOFILE, at most once per address per
+UNAUTHENTICATED_LOG_INTERVAL_S (plinth/log_limit.py: whoever connects causes them).
+
+At most ROUTER_MONITOR_EVENTS_PER_ROUND_MAX events are read per loop round, so a
+storm of them never starves the clients and shards. libzmq sends each event with a
+blocking send, so its I/O thread waits while the monitor's queue is full, until
+the next round reads some (which also slows its futile retries); ``close`` stops
+the monitor before its socket is closed, so that no event waits for a reader gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import struct
+
+import zmq
+
+from plinth import limits
+from plinth.log_limit import LogLimit
+from plinth.socket_monitor import monitor_socket
+
+log = logging.getLogger(__name__)
+
+# A monitor event's first frame: the event (uint16) and its value (uint32, here the
+# errno), native byte order, as libzmq writes them.
+_EVENT = struct.Struct("=HI")
+
+
+class AcceptFailures:
+    """The monitor of ``listener``'s accept failures. Construct on the thread that
+    owns ``listener`` before the loop runs; the rest on the loop thread."""
+
+    def __init__(self, listener: zmq.Socket):
+        self._listener = listener
+        self.monitor = monitor_socket(listener, zmq.EVENT_ACCEPT_FAILED)
+        self._log = LogLimit(log)
+
+    def on_readable(self) -> int:
+        """Read up to ROUTER_MONITOR_EVENTS_PER_ROUND_MAX events; warn of their failures
+        (rate-limited); returns how many accept failures were read."""
+        failures: dict[tuple[str, int], int] = {}
+        for _ in range(limits.ROUTER_MONITOR_EVENTS_PER_ROUND_MAX):
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event, value = _EVENT.unpack_from(frames[0])
+            if event == zmq.EVENT_ACCEPT_FAILED and len(frames) > 1:
+                key = (frames[1].decode(errors="replace"), value)
+                failures[key] = failures.get(key, 0) + 1
+        for (address, error), count in failures.items():
+            self._warn(address, error)
+        return sum(failures.values())
+
+    def _warn(self, address: str, error: int) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self._log.warning(
+            address, "router: cannot accept new connections on %s: %s (errno %d, %s): the "
+            "process's open file limit RLIMIT_NOFILE is "
+            "%s (hard %s); new clients time out until files are freed. Raise it (ulimit -n, "
+            "or systemd's LimitNOFILE=) or run fewer clients per process",
+            address, os.strerror(error), error, errno.errorcode.get(error, "?"),
+            _limit(soft), _limit(hard))
+
+    def close(self) -> None:
+        """Stop the monitor, then close it (before ``listener`` is closed). What it holds
+        is read first: libzmq's I/O thread, blocked sending into a full monitor, would
+        hold the lock disable_monitor waits for (it refills in about 10 ms at the rate
+        above; closing with none queued leaves it that long)."""
+        for _ in range(2 * self.monitor.getsockopt(zmq.RCVHWM)):   # its HWM each side
+            try:
+                self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        self._listener.disable_monitor()
+        self.monitor.close(linger=0)
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
