@@ -137,6 +137,7 @@ class BrokerCollector:
             snapshots = {}
         yield _shard_up(snapshots)
         live = {shard: snap for shard, snap in snapshots.items() if snap is not None}
+        yield from _disk_families(live)
         states = self._partition_replication()
         yield from _partition_families(live)
         yield from _latency_families(live)
@@ -176,6 +177,28 @@ def _shard_up(snapshots):
     for shard, snap in sorted(snapshots.items()):
         family.add_metric([shard], 0 if snap is None else 1)
     return family
+
+
+_DISK_GAUGES = (
+    ("free_bytes", "plinth_shard_disk_free_bytes",
+     "Bytes free on the file system of the shard's directory (as df shows them)"),
+    ("total_bytes", "plinth_shard_disk_total_bytes",
+     "Size of the file system of the shard's directory"),
+    ("reserve_bytes", "plinth_shard_disk_reserve_bytes",
+     "Bytes the shard keeps free: produces that would leave less are refused "
+     "(SHARD_DISK_FREE_BYTES_MIN)"))
+
+
+def _disk_families(live):
+    """Each shard's disk: free and total bytes, and the reserve below which it refuses
+    produces, so that a disk filling up is seen before produces fail (tester D)."""
+    for field, name, doc in _DISK_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=["shard"])
+        for shard, snap in sorted(live.items()):
+            disk = snap.get("disk", {})   # none from a shard before session 39
+            if field in disk:
+                family.add_metric([shard], disk[field])
+        yield family
 
 
 def _partition_families(live):

@@ -83,6 +83,18 @@ class DiskReserve:
             f"shard keeps free (SHARD_DISK_FREE_BYTES_MIN) so that deleting topics or records "
             f"can still free it; delete some, or give the disk more room")
 
+    def snapshot(self) -> dict[str, int]:
+        """The file system's free and total bytes now, and the reserve, for the
+        metrics (``plinth_shard_disk_*``); empty if the file system cannot be asked.
+        Loop thread (stats_snapshot)."""
+        try:
+            stat = os.statvfs(self.directory)
+        except OSError:
+            return {}
+        return {"free_bytes": stat.f_bavail * stat.f_frsize,
+                "total_bytes": stat.f_blocks * stat.f_frsize,
+                "reserve_bytes": self.free_bytes_min}
+
     def appended(self, batch_bytes: int) -> None:
         """``batch_bytes`` more are on the disk (any append: a produce, a commit, a
         replica's). Loop thread."""

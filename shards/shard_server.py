@@ -1022,6 +1022,7 @@ class ShardServer:
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;
+        its disk's free and total bytes and its reserve (disk_reserve.py);
         plus every coordinated group's committed offsets, and the topic deletions it
         cannot run (STRANDED_DELETIONS_STAT, if any). Loop thread."""
         snapshot = self.stats.snapshot()
@@ -1031,6 +1032,7 @@ class ShardServer:
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
         snapshot["replication"] = self._replication.stats()
+        snapshot["disk"] = self.disk_reserve.snapshot()
         if self._tier is not None:
             snapshot["tier"] = self._tier.stats()
         if self.stranded_deletions:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
 
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer, Producer, limits
 from tests.shard_processes import shard_pids
 from tests.support import free_port, unique_topic, wait_until
 
@@ -89,6 +90,14 @@ def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broke
     assert metric(text, "plinth_group_lag", group=group, topic=topic, partition=0) == 60
     assert metric(text, "plinth_request_latency_seconds_count", kind="produce") >= 1
     assert metric(text, "plinth_errors_total", code="notOwner") >= 1
+    # And each shard's disk, as df shows it, and the reserve it refuses produces below
+    usage = shutil.disk_usage(broker.data_dir)
+    for shard in ("shard-0", "shard-1"):
+        assert metric(text, "plinth_shard_disk_total_bytes", shard=shard) == usage.total
+        assert abs(metric(text, "plinth_shard_disk_free_bytes", shard=shard)
+                   - usage.free) < 256 * 1024 * 1024   # other work writes meanwhile
+        assert metric(text, "plinth_shard_disk_reserve_bytes", shard=shard) == \
+            limits.SHARD_DISK_FREE_BYTES_MIN
     # And the error replies the router and controller make are counted too, by code, the
     # router named (a missing topic's and an invalid config's were counted nowhere)
     with Admin(broker=broker.url) as admin:

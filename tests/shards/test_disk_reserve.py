@@ -7,6 +7,7 @@ tests/shards/test_storage_faults.py.)"""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,12 @@ def test_a_file_system_that_cannot_be_asked_is_a_storage_error_naming_it():
     reserve = DiskReserve(Path("/data/gone"), MiB, free_bytes=gone)
     with pytest.raises(StorageError, match="cannot read the free space of /data/gone: No such"):
         reserve.check(1)
+
+
+def test_a_snapshot_says_the_real_file_systems_free_and_total_bytes_and_the_reserve(tmp_path):
+    usage_before = shutil.disk_usage(tmp_path)
+    snapshot = DiskReserve(tmp_path, 16 * MiB).snapshot()
+    assert snapshot["total_bytes"] == usage_before.total
+    assert snapshot["reserve_bytes"] == 16 * MiB
+    assert abs(snapshot["free_bytes"] - usage_before.free) < 256 * MiB
+    assert DiskReserve(tmp_path / "gone", MiB).snapshot() == {}
