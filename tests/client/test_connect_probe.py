@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import socket
 
 import pytest
 
@@ -14,21 +13,10 @@ from plinth import limits, protocol
 from plinth.client.connect_probe import refused_urls
 from plinth.client.connection import Connection
 from plinth.errors import PlinthTimeoutError
+from tests.support import free_port
 
 SELECT_FD_MAX = 1024          # FD_SETSIZE: select.select refuses a descriptor at or above it
 HIGH_FD_FIRST = SELECT_FD_MAX + 64
-
-
-def dead_port() -> int:
-    """A loopback port in 8700-8799 nothing is bound to now."""
-    for port in range(8700, 8800):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("every port 8700-8799 is taken")
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ def over_1024_fds():
 def test_a_port_nothing_listens_on_is_refused_when_the_probe_descriptor_is_above_1024(
         over_1024_fds):
     # Given a process whose next descriptor is numbered above 1024
-    url = f"tcp://127.0.0.1:{dead_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     # When the probe asks whether anything listens at a dead port
     # Then it says refused (select.select raised "filedescriptor out of range")
     assert refused_urls(url) == [url]
@@ -63,7 +51,7 @@ def test_a_port_nothing_listens_on_is_refused_when_the_probe_descriptor_is_above
 def test_a_request_to_a_dead_broker_from_a_process_with_over_1024_fds_times_out_naming_the_refusal(
         over_1024_fds, caplog):
     # Given a client process holding more than 1024 descriptors, and no broker
-    url = f"tcp://127.0.0.1:{dead_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     conn = Connection(url)
     try:
         # When a request waits past the probe's time

@@ -328,7 +328,7 @@ def test_plinth_serve_on_an_immutable_data_dir_refuses_in_one_line_before_ray_st
     # and the start died on ray.address.tmp in a 40-line PermissionError traceback)
     result = subprocess.run(
         [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
-         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8713",
+         "--data-dir", str(data_dir), "--listen", f"tcp://127.0.0.1:{_free_port()}",
          "--console-listen", "off"], capture_output=True, text=True, timeout=180)
     # Then it refuses in one line naming the data dir and the cause, and Ray never
     # started (no session of its in ray/)
@@ -350,7 +350,7 @@ def test_a_directory_of_the_data_dir_no_file_can_be_created_in_is_refused_before
     monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
     # When a server starts there / Then it is refused naming the directory, before Ray
     with pytest.raises(StorageError) as refused:
-        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+        Server(ServeOptions(data_dir, listen=f"tcp://127.0.0.1:{_free_port()}")).start()
     assert str(refused.value) == _refusal(data_dir, data_dir / where)
 
 
@@ -368,7 +368,7 @@ def test_a_metadata_file_that_cannot_be_replaced_is_refused_in_one_line_before_r
     # When a server starts there / Then it is refused naming the file, before Ray
     with pytest.raises(StorageError, match=f"{data_dir / 'metadata.json'} cannot be "
                                            f"replaced \\(read-only or immutable"):
-        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8714")).start()
+        Server(ServeOptions(data_dir, listen=f"tcp://127.0.0.1:{_free_port()}")).start()
 
 
 @pytest.fixture
@@ -402,7 +402,7 @@ def test_plinth_serve_on_a_full_disk_it_was_told_to_try_refuses_in_one_line_nami
     # process: Ray starts, and fails, waiting ~30 s for a file it cannot write)
     result = subprocess.run(
         [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
-         "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:8715",
+         "--data-dir", str(data_dir), "--listen", f"tcp://127.0.0.1:{_free_port()}",
          "--console-listen", "off", "--data-dir-free-bytes-min", "0"],
         capture_output=True, text=True, timeout=300)
     # Then it fails in one line naming the data dir, its file system, its free bytes
@@ -431,7 +431,7 @@ def test_an_enospc_from_the_ray_start_is_one_line_naming_the_disk(full_fs, monke
         OSError(28, "No space left on device", str(data_dir / "ray.address.tmp"))))
     # When a server told to try starts there
     with pytest.raises(StorageError) as refused:
-        Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8716",
+        Server(ServeOptions(data_dir, listen=f"tcp://127.0.0.1:{_free_port()}",
                             data_dir_free_bytes_min=0)).start()
     # Then the error names the file system and its free bytes
     assert str(refused.value).startswith(
@@ -446,7 +446,7 @@ def test_a_ray_start_failing_on_a_disk_with_room_is_not_blamed_on_the_disk(tmp_p
     monkeypatch.setattr(server_module, "_start_ray", _ray_fails_with(RuntimeError("GCS died")))
     # When a server starts there / Then Ray's own error passes as it is
     with pytest.raises(RuntimeError, match="^GCS died$"):
-        Server(ServeOptions(tmp_path / "d", listen="tcp://127.0.0.1:8717")).start()
+        Server(ServeOptions(tmp_path / "d", listen=f"tcp://127.0.0.1:{_free_port()}")).start()
 
 
 def test_a_data_dir_out_of_inodes_is_refused_before_ray_starts_naming_free_space_not_chattr(
@@ -468,7 +468,7 @@ def test_a_data_dir_out_of_inodes_is_refused_before_ray_starts_naming_free_space
         monkeypatch.setattr(server_module, "_start_ray", _ray_must_not_start)
         # When a server starts there / Then it is refused, saying what to free
         with pytest.raises(StorageError) as refused:
-            Server(ServeOptions(data_dir, listen="tcp://127.0.0.1:8718")).start()
+            Server(ServeOptions(data_dir, listen=f"tcp://127.0.0.1:{_free_port()}")).start()
         assert str(refused.value) == (
             f"--data-dir {data_dir}: no file can be created in {data_dir} (No space left on "
             f"device, errno 28); a start writes there. Free space or inodes on its file "
