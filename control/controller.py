@@ -438,9 +438,8 @@ class Controller:
         try:
             self._save(topics_changed)
         except StorageError:
-            undo()
+            undo()   # (_save marked the routing topics stale: they are rebuilt from this)
             self._metadata.forget_encoded()   # the next save encodes memory whole
-            self._routing_topics_stale = True
             raise
 
     def _tiered_topics(self) -> list[str]:

@@ -61,7 +61,7 @@ class AcceptFailures:
             if event == zmq.EVENT_ACCEPT_FAILED and len(frames) > 1:
                 key = (frames[1].decode(errors="replace"), value)
                 failures[key] = failures.get(key, 0) + 1
-        for (address, error), count in failures.items():
+        for address, error in failures:
             self._warn(address, error)
         return sum(failures.values())
 

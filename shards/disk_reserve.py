@@ -14,11 +14,11 @@ frees the disk (deletes), the consumer groups' commits (the offsets log) and
 followers' replication keep writing into the reserve: they are small, or
 copies of what a leader already took.
 
-Asking the file system costs a statvfs (about 2 µs), so it is not asked at
-every produce: the free bytes last read, less the bytes appended since, are
-trusted until they come within the batch of the reserve, or until
-DISK_FREE_CHECK_INTERVAL_MS has passed (another process may have used or
-freed space meanwhile).
+Asking the file system (``shutil.disk_usage``, a statvfs of about 2 µs, as
+plinth/server.py's start check asks it) is not done at every produce: the free
+bytes last read, less the bytes appended since, are trusted until they come
+within the batch of the reserve, or until DISK_FREE_CHECK_INTERVAL_MS has
+passed (another process may have used or freed space meanwhile).
 
 The shard's loop thread owns it (ShardServer._produce), as it owns the
 partitions' appends.
@@ -27,7 +27,7 @@ partitions' appends.
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +50,7 @@ class DiskReserve:
             raise AssertionError(f"a disk reserve of {free_bytes_min} bytes")
         self.directory = directory
         self.free_bytes_min = free_bytes_min
-        self._free_bytes = free_bytes or (lambda: _statvfs_free_bytes(directory))
+        self._free_bytes = free_bytes or (lambda: shutil.disk_usage(directory).free)
         self._clock_s = clock_s
         self._free_bytes_read = 0        # what the file system said last
         self._read_at_s = float("-inf")  # when (never yet)
@@ -88,11 +88,10 @@ class DiskReserve:
         metrics (``plinth_shard_disk_*``); empty if the file system cannot be asked.
         Loop thread (stats_snapshot)."""
         try:
-            stat = os.statvfs(self.directory)
+            usage = shutil.disk_usage(self.directory)
         except OSError:
             return {}
-        return {"free_bytes": stat.f_bavail * stat.f_frsize,
-                "total_bytes": stat.f_blocks * stat.f_frsize,
+        return {"free_bytes": usage.free, "total_bytes": usage.total,
                 "reserve_bytes": self.free_bytes_min}
 
     def appended(self, batch_bytes: int) -> None:
@@ -111,10 +110,3 @@ class DiskReserve:
                                f"{exc.strerror or exc}") from None
         self._read_at_s = self._clock_s()
         self._appended_bytes = 0
-
-
-def _statvfs_free_bytes(directory: Path) -> int:
-    """Bytes free to an unprivileged user (f_bavail: root's reserved blocks are not
-    the broker's to fill), as `df` shows them."""
-    stat = os.statvfs(directory)
-    return stat.f_bavail * stat.f_frsize
