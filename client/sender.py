@@ -16,7 +16,7 @@ partition's batches are in flight at once, within ``in_flight_max`` requests
 in all. A batch whose request fails with a retriable error (broker
 unavailable, queue full, no reply within ``request_timeout_ms``, too few
 in-sync replicas for acks="all", a shard that no longer leads the partition,
-a sequence gap) is sent again, unchanged, after a backoff doubling from
+a sequence gap, a disk that refused it) is sent again, unchanged, after a backoff doubling from
 ``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises a retry
 of a batch it already stored and answers with the original offsets, so
 retries never duplicate records. A partition whose batch failed so stops
@@ -88,7 +88,7 @@ from plinth.client.send_outages import SendOutages
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
                            MalformedReplyError, OutOfOrderSequenceError,
                            PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError,
-                           UnavailableError)
+                           StorageError, UnavailableError)
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH
 from plinth.wakeup import Wakeup
 
@@ -96,10 +96,14 @@ log = logging.getLogger(__name__)
 
 # What a producer retries, until delivery_timeout_ms: the transient conditions
 # every client retries, plus a sequence gap (an idempotent producer's only:
-# retried in order under a new producer id) and no reply in time (the shard
+# retried in order under a new producer id), no reply in time (the shard
 # answers an idempotent retry of a stored batch with its original offsets, so
-# it never duplicates; without idempotence it may, as in Kafka).
-RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
+# it never duplicates; without idempotence it may, as in Kafka), and a disk that
+# refused the batch (a shard's disk reserve, shards/disk_reserve.py, or a failed
+# write: Kafka's producer retries KAFKA_STORAGE_ERROR too), which a disk freed
+# meanwhile takes after all; past the timeout the error names it.
+RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError,
+                                       StorageError)
 
 # What a record's future raises when its producer closes (or runs out of time to)
 # before it was acknowledged: the record never left, or it did and nothing says

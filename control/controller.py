@@ -285,7 +285,8 @@ class Controller:
                  offsets_replication_factor: int | None = None,
                  direct_clients: bool = False, tier: TierOptions = TierOptions(),
                  leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S,
-                 security_required: tuple[str, ...] = ()):
+                 security_required: tuple[str, ...] = (),
+                 produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
         ``security_required``: the security options of ``plinth serve`` that every
@@ -306,7 +307,9 @@ class Controller:
         without a URL, remote.storage.enable=true is refused (``start`` too refuses a
         broker whose topics have it). ``leader_rebalance_interval_s``: a leader
         check this long after the last one that did starts ``rebalance_leaders``
-        (None: never; Kafka's auto.leader.rebalance.enable=false)."""
+        (None: never; Kafka's auto.leader.rebalance.enable=false).
+        ``produce_free_bytes_min``: the server's --produce-free-bytes-min, given to
+        every shard (shards/disk_reserve.py)."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         make_data_dir(self.data_dir)   # first here when the server is on another node
@@ -328,7 +331,8 @@ class Controller:
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
                                 cluster_keys=cluster_keys, find_shard=find_shard,
-                                direct_clients=direct_clients, tier=tier)
+                                direct_clients=direct_clients, tier=tier,
+                                produce_free_bytes_min=produce_free_bytes_min)
         self._tier = tier
         self._tier_store = tier.store   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
@@ -2714,7 +2718,16 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
         bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
-        pid=(stats or {}).get("pid", facts.pid))
+        pid=(stats or {}).get("pid", facts.pid), **_disk(stats))
+
+
+def _disk(stats: dict | None) -> dict[str, int]:
+    """A shard's file system and disk reserve (DiskReserve.snapshot), as ShardStatus
+    fields; zeros if not known (no answer, the disk cannot be asked)."""
+    disk = (stats or {}).get("disk", {})
+    return {"disk_free_bytes": disk.get("free_bytes", 0),
+            "disk_total_bytes": disk.get("total_bytes", 0),
+            "disk_reserve_bytes": disk.get("reserve_bytes", 0)}
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

@@ -115,12 +115,15 @@ class ControllerHandle:
                offsets_replication_factor: int | None = None,
                direct_clients: bool = False,
                tier: TierOptions = TierOptions(),
-               security_required: tuple[str, ...] = ()) -> "ControllerHandle":
+               security_required: tuple[str, ...] = (),
+               produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT,
+               ) -> "ControllerHandle":
         """Start the broker's controller actor (server process); Ray restarts it, at most
         CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
         name is taken: another broker serves this namespace. ``cluster_keys``: given
         to every shard it starts (see plinth/cluster_keys.py). The replication
-        options, ``direct_clients``, ``tier`` and ``security_required``: see Controller
+        options, ``direct_clients``, ``tier``, ``security_required`` and
+        ``produce_free_bytes_min``: see Controller
         (Ray gives a restarted controller the same arguments, so it keeps them)."""
         import ray
 
@@ -136,7 +139,8 @@ class ControllerHandle:
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
                  leader_rebalance_interval_s=leader_rebalance_interval_s,
                  offsets_replication_factor=offsets_replication_factor,
-                 direct_clients=direct_clients, tier=tier, security_required=security_required)
+                 direct_clients=direct_clients, tier=tier, security_required=security_required,
+                 produce_free_bytes_min=produce_free_bytes_min)
         return cls(actor)
 
     @classmethod

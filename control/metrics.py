@@ -186,7 +186,7 @@ _DISK_GAUGES = (
      "Size of the file system of the shard's directory"),
     ("reserve_bytes", "plinth_shard_disk_reserve_bytes",
      "Bytes the shard keeps free: produces that would leave less are refused "
-     "(SHARD_DISK_FREE_BYTES_MIN)"))
+     "(plinth serve --produce-free-bytes-min)"))
 
 
 def _disk_families(live):

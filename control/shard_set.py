@@ -75,12 +75,14 @@ class ShardSet:
                  start_shard: Callable[[ShardOptions], ShardHandle],
                  nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None,
                  find_shard: Callable[[str], ShardHandle | None] = lambda shard_id: None,
-                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions(),
+                 produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT):
         """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it.
         ``cluster_keys``: given to every shard (only cluster members may reach it).
         ``direct_clients``: every shard also binds a socket for clients' produce and
         fetch (ShardOptions.direct_clients). ``tier``: the server's tiered-storage
-        options, given to every shard it starts.
+        options, given to every shard it starts, as ``produce_free_bytes_min`` (the
+        server's --produce-free-bytes-min) is.
         ``find_shard(shard_id)``: the running shard actor of that id, if any."""
         self._data_dir = data_dir
         self._cluster_keys = cluster_keys
@@ -90,6 +92,7 @@ class ShardSet:
         self._find_shard = find_shard
         self._direct_clients = direct_clients
         self._tier = tier
+        self._produce_free_bytes_min = produce_free_bytes_min
         self._nodes = nodes
         self._handles: dict[str, ShardHandle] = {}
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
@@ -211,7 +214,7 @@ class ShardSet:
             return self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
                 self._fsync_interval_ms, pin, self._cluster_keys, self._direct_clients,
-                self._tier))
+                self._tier, self._produce_free_bytes_min))
         except ValueError as exc:
             running = self._find_shard(shard_id)
             if running is None:

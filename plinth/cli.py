@@ -359,6 +359,12 @@ def _kafka_listener_options(command):
               help="Refuse to start with less free space than this on the data dir's file "
                    "system (Ray's session files and the logs need some). Lower it to start "
                    "a broker whose disk its own records filled, to delete topics or records.")
+@click.option("--produce-free-bytes-min", type=click.IntRange(0, limits.PRODUCE_FREE_BYTES_MIN_MAX),
+              default=limits.PRODUCE_FREE_BYTES_MIN_DEFAULT, show_default=True,
+              help="Each shard refuses produces that would leave less free than this on its "
+                   "data dir's file system (producers retry until their delivery timeout), "
+                   "so that deleting topics or records can still free a full disk "
+                   "(Redpanda's storage_min_free_bytes). 0: no reserve.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
@@ -366,7 +372,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
           offsets_replication_factor,
           direct_clients, tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
           kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen,
-          data_dir_free_bytes_min):
+          data_dir_free_bytes_min, produce_free_bytes_min):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -390,7 +396,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
                            kafka_sasl_users=kafka_sasl_users,
                            console_listen=_off_is_none(console_listen),
-                           data_dir_free_bytes_min=data_dir_free_bytes_min)
+                           data_dir_free_bytes_min=data_dir_free_bytes_min,
+                           produce_free_bytes_min=produce_free_bytes_min)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -639,7 +646,8 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
 @click.pass_context
 def status(ctx, as_json):
     """Nodes, shards (node, process id, partitions, bytes, records/s and MB/s produced and
-    fetched), routers, and how many partitions
+    fetched), each shard's disk (free, total, the reserve below which it refuses
+    produces), routers, and how many partitions
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
@@ -680,11 +688,28 @@ def status(ctx, as_json):
             click.echo(f"  {shard.shard_id:<10} {shard.remote_bytes:>14} "
                        f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
                        f"{shard.upload_errors:>14}")
+    _echo_disks(info.shards)
     click.echo("routers")
     for address, node in info.routers:
         click.echo(f"  {address}  on {node}")
     click.echo(f"partitions\n  under-replicated {info.under_replicated_partitions}  "
                f"offline {info.offline_partitions}")
+
+
+def _echo_disks(shards: list) -> None:
+    """``plinth status``'s disks: each answering shard's file system, and whether it
+    takes produces (it refuses those that would leave less than its reserve free)."""
+    known = [shard for shard in shards if shard.alive and shard.disk_total_bytes]
+    if not known:
+        return
+    click.echo(f"disks\n  {'shard':<10} {'free bytes':>16} {'free %':>7} {'total bytes':>16} "
+               f"{'reserve bytes':>14}  produces")
+    for shard in known:
+        free_pct = 100 * shard.disk_free_bytes / shard.disk_total_bytes
+        produces = ("REFUSED (free is under the reserve)"
+                    if shard.disk_free_bytes < shard.disk_reserve_bytes else "taken")
+        click.echo(f"  {shard.shard_id:<10} {shard.disk_free_bytes:>16} {free_pct:>6.1f}% "
+                   f"{shard.disk_total_bytes:>16} {shard.disk_reserve_bytes:>14}  {produces}")
 
 
 @main.command()

@@ -79,6 +79,9 @@ def shard_json(shard: protocol.ShardStatus) -> dict:
         "upload_lag_bytes": known(shard.upload_lag_bytes, up),
         "upload_lag_s": known(shard.upload_lag_s, up),
         "upload_errors": known(shard.upload_errors, up),
+        "disk_free_bytes": known(shard.disk_free_bytes, up and shard.disk_total_bytes > 0),
+        "disk_total_bytes": known(shard.disk_total_bytes, up and shard.disk_total_bytes > 0),
+        "disk_reserve_bytes": known(shard.disk_reserve_bytes, up and shard.disk_total_bytes > 0),
     }
 
 

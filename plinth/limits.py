@@ -476,10 +476,12 @@ DATA_DIR_LOCK_POLL_MS = 50
 # session files and the logs go there (Ray itself timed out after a minute instead).
 DATA_DIR_FREE_BYTES_MIN = 64 * MiB
 # A shard refuses produces that would leave its file system with less free
-# (shards/disk_reserve.py): room for the deletes that free a full disk, whose
-# saves write new files first. Below DATA_DIR_FREE_BYTES_MIN, so a broker that
-# started takes produces until it is near full, as Redpanda's storage_min_free_bytes.
-SHARD_DISK_FREE_BYTES_MIN = 16 * MiB
+# (shards/disk_reserve.py; plinth serve --produce-free-bytes-min): room for the
+# deletes that free a full disk, whose saves write new files first. Below
+# DATA_DIR_FREE_BYTES_MIN, so a broker that started takes produces until it is near
+# full, as Redpanda's storage_min_free_bytes.
+PRODUCE_FREE_BYTES_MIN_DEFAULT = 16 * MiB
+PRODUCE_FREE_BYTES_MIN_MAX = 1 << 50   # 1 PiB: the option's range (0: no reserve)
 # How long the free bytes a shard last read are trusted (less what it appended since).
 DISK_FREE_CHECK_INTERVAL_MS = 1000
 # How long closing a shard's socket may wait to send replies still queued.

@@ -519,6 +519,11 @@ class ShardStatus:
     records_out_per_s: float = 0.0   # handed to clients' fetches, over records_per_s's window
     bytes_out_per_s: float = 0.0
     pid: int = 0                  # its process on its node (ray::ShardActor); 0: not known
+    # The file system of its directory (0: not known); produces that would leave less
+    # than disk_reserve_bytes free are refused (shards/disk_reserve.py)
+    disk_free_bytes: int = 0
+    disk_total_bytes: int = 0
+    disk_reserve_bytes: int = 0
 
 
 @dataclass
@@ -1186,6 +1191,8 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.drainingReason = shard.draining_reason
         out.recordsOutPerS, out.bytesOutPerS = shard.records_out_per_s, shard.bytes_out_per_s
         out.pid = shard.pid
+        out.diskFreeBytes, out.diskTotalBytes = shard.disk_free_bytes, shard.disk_total_bytes
+        out.diskReserveBytes = shard.disk_reserve_bytes
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1290,7 +1297,8 @@ def _reply_view(rep) -> ReplyView:
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
-                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid)
+                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid,
+                                x.diskFreeBytes, x.diskTotalBytes, x.diskReserveBytes)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

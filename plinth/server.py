@@ -155,6 +155,8 @@ class ServeOptions:
     console_listen: str | None = None
     # Free space a start needs on the data dir's file system (see _check_free_space).
     data_dir_free_bytes_min: int = limits.DATA_DIR_FREE_BYTES_MIN
+    # A shard refuses produces that would leave less free (shards/disk_reserve.py).
+    produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
 
     def check_console_listen(self) -> None:
         """InvalidConfigError for a --console-listen that is not HOST:PORT on loopback:
@@ -621,7 +623,8 @@ class Server:
                     if self.options.auto_leader_rebalance else None,
                     offsets_replication_factor=self.options.offsets_replication_factor,
                     direct_clients=self.options.direct_clients_allowed(), tier=tier,
-                    security_required=security_required(self.options))
+                    security_required=security_required(self.options),
+                    produce_free_bytes_min=self.options.produce_free_bytes_min)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(

@@ -585,6 +585,10 @@ struct ShardStatus {
   pid @19 :UInt32;               # its process (ray::ShardActor) on its node: the one it
                                  # answered status from, else the one it last announced
                                  # its start from; 0: not known
+  # The file system of its directory (all 0: not known, or an older broker):
+  diskFreeBytes @20 :UInt64;
+  diskTotalBytes @21 :UInt64;
+  diskReserveBytes @22 :UInt64;  # produces that would leave less free are refused
 }
 
 struct RouterStatus {

@@ -51,7 +51,8 @@ class ShardActor:
                  bind_host: str | None = None,
                  announce_to: ControllerAnnouncements | None = None,
                  cluster_keys: ClusterKeys | None = None, direct_clients: bool = False,
-                 own_process: bool = False, tier: TierOptions = TierOptions()):
+                 own_process: bool = False, tier: TierOptions = TierOptions(),
+                 produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT):
         """``bind_host``: where the shard's socket listens; by default its node's
         address in the Ray cluster. ``announce_to``: told the addresses at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
@@ -59,7 +60,8 @@ class ShardActor:
         also a socket for clients' produce and fetch (ShardServer). ``own_process``: the
         process is this actor's alone (a Ray worker), so it is tuned for the data path
         once started (plinth/process_tuning.py); not in a test's process. ``tier``: the
-        server's tiered-storage options (ShardServer keeps them)."""
+        server's tiered-storage options (ShardServer keeps them).
+        ``produce_free_bytes_min``: the server's --produce-free-bytes-min (ShardServer)."""
         # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
         # the controller's, in <broker data dir>/logs
         actor_logs.configure(Path(data_dir).parent.parent, shard_id)
@@ -77,7 +79,7 @@ class ShardActor:
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
                                    fsync_policy, fsync_interval_ms, cluster_keys,
                                    controller=announce_to, direct_clients=direct_clients,
-                                   tier=tier)
+                                   tier=tier, produce_free_bytes_min=produce_free_bytes_min)
         self._server.start(recovering=True)
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()

@@ -6,10 +6,13 @@ records saves a log start floor, and each of those writes a new file before it
 removes anything (tester D, session 39: on a full disk both failed, and the
 way out was removing files by hand). So a shard refuses produces while its
 data dir's file system has less than ``free_bytes_min`` free
-(SHARD_DISK_FREE_BYTES_MIN, 16 MiB), as Redpanda refuses producers below its
+(``plinth serve --produce-free-bytes-min``, by default
+PRODUCE_FREE_BYTES_MIN_DEFAULT: 16 MiB), as Redpanda refuses producers below its
 ``storage_min_free_bytes``. The refusal is a StorageError naming the file
-system, the bytes free and the reserve: Plinth's producers raise it, Kafka
-clients get KAFKA_STORAGE_ERROR and retry until delivery.timeout.ms. What
+system, the bytes free and the reserve; producers retry it until their delivery
+timeout (Plinth's delivery_timeout_ms, client/sender.py; Kafka clients get
+KAFKA_STORAGE_ERROR and retry until delivery.timeout.ms), so a disk freed
+meanwhile loses no record. What
 frees the disk (deletes), the consumer groups' commits (the offsets log) and
 followers' replication keep writing into the reserve: they are small, or
 copies of what a leader already took.
@@ -80,7 +83,7 @@ class DiskReserve:
         raise StorageError(
             f"{self.directory}'s file system has {free_bytes} bytes free: a batch of "
             f"{batch_bytes} bytes would leave less than the {self.free_bytes_min} bytes the "
-            f"shard keeps free (SHARD_DISK_FREE_BYTES_MIN) so that deleting topics or records "
+            f"shard keeps free (--produce-free-bytes-min) so that deleting topics or records "
             f"can still free it; delete some, or give the disk more room")
 
     def snapshot(self) -> dict[str, int]:

@@ -80,6 +80,8 @@ class ShardOptions:
     direct_clients: bool = False
     # The server's --tier-url and --tier-cache-bytes (no URL: no tiered storage).
     tier: TierOptions = TierOptions()
+    # The server's --produce-free-bytes-min (shards/disk_reserve.py; 0: no reserve).
+    produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
 
 
 class PendingCall(Generic[T]):
@@ -186,7 +188,8 @@ class ShardHandle:
                     resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
                 ).remote(options.shard_id, options.data_dir, options.fsync_policy,
                          options.fsync_interval_ms, None, announce_to, options.cluster_keys,
-                         options.direct_clients, own_process=True, tier=options.tier)
+                         options.direct_clients, own_process=True, tier=options.tier,
+                         produce_free_bytes_min=options.produce_free_bytes_min)
                 return cls(options.shard_id, actor)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:

@@ -159,7 +159,7 @@ class ShardServer:
                  controller: ControllerAnnouncements | None = None,
                  replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT,
                  direct_clients: bool = False, tier: TierOptions = TierOptions(),
-                 disk_free_bytes_min: int = limits.SHARD_DISK_FREE_BYTES_MIN):
+                 produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
@@ -174,14 +174,14 @@ class ShardServer:
         kept as ``self.tier``: with a URL, the shard uploads its tiered partitions
         (tier/remote_log_manager.py), and fetches below a partition's local log start
         are read from object storage by a reader thread (tier/remote_fetcher.py).
-        ``disk_free_bytes_min``: produces that would leave the data dir's file system
+        ``produce_free_bytes_min``: produces that would leave the data dir's file system
         with less free are refused (shards/disk_reserve.py; 0: none are)."""
         if cluster_keys is None and not is_loopback(bind_host):
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
         self.shard_id = shard_id
         self.data_dir = Path(data_dir)
-        self.disk_reserve = DiskReserve(self.data_dir, disk_free_bytes_min)
+        self.disk_reserve = DiskReserve(self.data_dir, produce_free_bytes_min)
         self.bind_host = bind_host
         self._cluster_keys = cluster_keys
         self._authenticator: ClusterAuthenticator | None = None

@@ -20,7 +20,8 @@ from plinth import limits
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
 from plinth.errors import (ClosedError, InvalidTopicError, NotEnoughReplicasError, NotLeaderError,
-                           PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError)
+                           PartitionOutOfRangeError, PlinthTimeoutError, StorageError,
+                           UnknownTopicError)
 from plinth.format import batch_formats
 from tests.client import send_calls
 from tests.client.produce_broker import DROP, ProduceBroker
@@ -365,6 +366,33 @@ def test_too_few_in_sync_replicas_past_the_delivery_timeout_fails_the_batch_nami
         # When a record is sent / Then it fails after delivery_timeout_ms, saying why
         with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=600.*in-sync "
                                                      r"\[shard-0\], minimum 2"):
+            producer.send("t", b"lost", partition=0).get(GET_TIMEOUT_S)
+    assert len(broker.produces()) > 2 and broker.record_count() == 0
+
+
+@pytest.mark.parametrize("enable_idempotence", [True, False])
+def test_a_batch_a_full_disk_refused_is_retried_and_stored_once_the_disk_has_room(
+        broker, enable_idempotence):
+    # Given a shard whose disk reserve refuses two produces, then has room again
+    broker.faults.extend([StorageError(
+        "/data/shards/shard-0's file system has 1048576 bytes free: a batch of 87 bytes "
+        "would leave less than the 16777216 bytes the shard keeps free")] * 2)
+    with Producer(broker=broker.url, linger_ms=0, retry_backoff_ms=10,
+                  enable_idempotence=enable_idempotence) as producer:
+        # When a record is sent / Then it is retried, as Kafka retries KAFKA_STORAGE_ERROR,
+        # and stored once
+        assert producer.send("t", b"kept", partition=0).get(GET_TIMEOUT_S).offset == 0
+    assert len(broker.produces()) == 3 and [r.value for r in broker.records("t", 0)] == [b"kept"]
+
+
+def test_a_disk_that_stays_full_past_the_delivery_timeout_fails_the_batch_naming_the_disk(broker):
+    broker.faults.extend([StorageError("/data/shards/shard-0's file system has 1048576 bytes "
+                                       "free")] * 10_000)
+    with Producer(broker=broker.url, linger_ms=0, retry_backoff_ms=10, retry_backoff_max_ms=50,
+                  request_timeout_ms=200, delivery_timeout_ms=600) as producer:
+        with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=600.*last error: "
+                                                     "/data/shards/shard-0's file system has "
+                                                     "1048576 bytes free"):
             producer.send("t", b"lost", partition=0).get(GET_TIMEOUT_S)
     assert len(broker.produces()) > 2 and broker.record_count() == 0
 

@@ -97,7 +97,7 @@ def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broke
         assert abs(metric(text, "plinth_shard_disk_free_bytes", shard=shard)
                    - usage.free) < 256 * 1024 * 1024   # other work writes meanwhile
         assert metric(text, "plinth_shard_disk_reserve_bytes", shard=shard) == \
-            limits.SHARD_DISK_FREE_BYTES_MIN
+            limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
     # And the error replies the router and controller make are counted too, by code, the
     # router named (a missing topic's and an invalid config's were counted nowhere)
     with Admin(broker=broker.url) as admin:

@@ -317,6 +317,30 @@ def test_the_free_space_minimum_is_an_option_of_serve(tmp_path, monkeypatch):
     assert seen[0].data_dir_free_bytes_min == 0
 
 
+@pytest.mark.parametrize("given, taken", [([], limits.PRODUCE_FREE_BYTES_MIN_DEFAULT),
+                                          (["--produce-free-bytes-min", "0"], 0),
+                                          (["--produce-free-bytes-min", "1073741824"], 1 << 30)])
+def test_the_produce_reserve_is_an_option_of_serve_16_mib_unless_given(
+        tmp_path, monkeypatch, given, taken):
+    seen = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: seen.append(options) or 0)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--console-listen",
+                                       "off", *given])
+    assert result.exit_code == 0, result.output
+    assert seen[0].produce_free_bytes_min == taken
+
+
+@pytest.mark.parametrize("value, why", [
+    ("-1", "-1 is not in the range 0<=x<=1125899906842624"),
+    (str((1 << 50) + 1), "1125899906842625 is not in the range 0<=x<=1125899906842624"),
+    ("16MiB", "'16MiB' is not a valid integer")])
+def test_a_produce_reserve_out_of_range_is_refused_naming_the_option(tmp_path, value, why):
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--console-listen",
+                                       "off", "--produce-free-bytes-min", value])
+    assert result.exit_code == 2
+    assert f"Invalid value for '--produce-free-bytes-min': {why}" in result.output
+
+
 def test_a_router_of_another_build_than_its_server_is_refused_naming_both_versions():
     from plinth.server import check_router_build
     from plinth.version import VERSION

@@ -75,7 +75,7 @@ def shard_on(request):
     mount_point = request.getfixturevalue(fs_name)
     # No reserve unless the test names one: the disk's own refusal is what they test
     srv = ShardServer("shard-fs", mount_point / "shard", "127.0.0.1",
-                      disk_free_bytes_min=int(reserve or 0))
+                      produce_free_bytes_min=int(reserve or 0))
     srv.start()
     srv.call(srv.open_partition, "t", 0, LogConfig(segment_bytes_max=64 * 1024))
     sock = zmq.Context.instance().socket(zmq.DEALER)
