@@ -446,6 +446,19 @@ class Controller:
             self._metadata.forget_encoded()   # the next save encodes memory whole
             raise
 
+    def _save_records(self, before: dict[PartitionId, Leadership]) -> None:
+        """Save leadership records just changed in memory (``before``: each one as it
+        was); if the disk refuses (StorageError), put them back and raise. A record not
+        saved must reach no shard or router: a controller restarted from the file
+        would elect from an in-sync set the replicas had left, and a replica out of
+        it may lack acknowledged records. Actor thread."""
+        def undo() -> None:
+            for pid, record in before.items():
+                topic = self._metadata.topics.get(pid.topic)
+                if topic is not None:
+                    topic.leadership[pid.partition] = record
+        self._save_or_undo(sorted({pid.topic for pid in before}), undo)
+
     def _tiered_topics(self) -> list[str]:
         return sorted(name for name, topic in self._metadata.topics.items()
                       if topics.remote_storage_enabled(topic.config))
@@ -793,7 +806,7 @@ class Controller:
         once the replica has caught up with the high watermark (shards/replication.py,
         rules 8 and 9). The mark is kept in memory: the record, saved, already keeps
         the replica out of both sets, and the shard keeps its own mark on disk."""
-        changes = []
+        changes, before = [], {}
         for pid, state in sorted(opened.items()):
             topic = self._metadata.topics.get(pid.topic)
             key = (pid.topic, pid.partition)
@@ -808,10 +821,11 @@ class Controller:
             log.warning("%s-%d: %s needs repair: out of the in-sync set %s until it has "
                         "caught up", pid.topic, pid.partition, shard_id, ",".join(marked.in_sync))
             if marked != record:
+                before.setdefault(pid, record)
                 topic.leadership[pid.partition] = marked
                 changes.append((pid, marked))
         if changes:
-            self._save()   # before any shard hears of the new records
+            self._save_records(before)   # before any shard hears of the new records
             self._push_records(changes, set(self._shards.addresses))
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
@@ -834,9 +848,9 @@ class Controller:
         except BrokerError:
             self._records_unsent.add(shard_id)   # its record is stale: resend at the next check
             raise
-        self._forget_repaired(key, changed)
         topic.leadership[partition.partition] = changed
-        self._save()
+        self._save_records({partition: current})
+        self._forget_repaired(key, changed)
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
                  partition.partition, ",".join(current.in_sync), ",".join(changed.in_sync),
                  changed.partition_epoch)
@@ -933,7 +947,7 @@ class Controller:
         replicas in ``alive``. ``unclean``: whether any replica may lead (None: as the
         topic's unclean.leader.election.enable says). Returns (partition, new leader
         or "") for each change."""
-        changes = []
+        changes, before = [], {}
         for name, partition in partitions:
             topic = self._metadata.topics[name]
             record = topic.leadership[partition]
@@ -944,10 +958,11 @@ class Controller:
                 needs_repair=self._repairing.get((name, partition), ()),
                 controller_epoch=self._metadata.controller_epoch)
             if elected != record:
+                before[PartitionId(name, partition)] = record
                 topic.leadership[partition] = elected
                 changes.append((PartitionId(name, partition), elected))
         if changes:
-            self._save()   # before any shard or router hears of the new leaders
+            self._save_records(before)   # before any shard or router hears of the new leaders
             self._push_records(changes, alive)
             for pid, record in changes:
                 log.warning("%s-%d: leader %s (leader epoch %d, in sync %s)", pid.topic,
@@ -1022,7 +1037,7 @@ class Controller:
         """The preferred leader leads each partition handed over whose record did not
         change meanwhile (saved, then pushed); the others take writes again. Actor
         thread."""
-        results, changes, given_up = [], [], []
+        results, changes, given_up, before = [], [], [], {}
         ready = [a for a in asks if handed[a.pid] is None and self._changed_since(a) is None]
         confirmed = leader_elections.confirm(ready, {a.leader: self._shards[a.leader]
                                                      for a in ready}) if ready else {}
@@ -1031,6 +1046,7 @@ class Controller:
             topic = self._metadata.topics.get(ask.pid.topic)
             record = topic.leadership.get(ask.pid.partition) if topic is not None else None
             if error is None:
+                before[ask.pid] = record
                 record = topic.leadership[ask.pid.partition] = leadership_rules.elect_preferred(
                     record, controller_epoch=self._metadata.controller_epoch)
                 changes.append((ask.pid, record))
@@ -1039,7 +1055,11 @@ class Controller:
             results.append(protocol.ElectionResult(ask.pid.topic, ask.pid.partition,
                                                    record.leader if record else "", error))
         if changes:
-            self._save()   # before any shard or router hears of the new leaders
+            try:   # before any shard or router hears of the new leaders
+                self._save_records(before)
+            except StorageError:   # none changed leader: every old one takes writes again
+                self._end_hand_overs(asks)
+                raise
             self._push_records(changes, set(self._shards.addresses))
             for pid, record in changes:   # INFO: the healthy outcome an operator asked for
                 log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
