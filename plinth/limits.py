@@ -476,11 +476,12 @@ DATA_DIR_LOCK_POLL_MS = 50
 # session files and the logs go there (Ray itself timed out after a minute instead).
 DATA_DIR_FREE_BYTES_MIN = 64 * MiB
 # A shard refuses produces that would leave its file system with less free
-# (shards/disk_reserve.py; plinth serve --produce-free-bytes-min): room for the
-# deletes that free a full disk, whose saves write new files first. Below
-# DATA_DIR_FREE_BYTES_MIN, so a broker that started takes produces until it is near
-# full, as Redpanda's storage_min_free_bytes.
-PRODUCE_FREE_BYTES_MIN_DEFAULT = 16 * MiB
+# (shards/disk_reserve.py; plinth serve --produce-free-bytes-min), as Redpanda's
+# storage_min_free_bytes (5 GiB there): room for the deletes that free a full disk,
+# whose saves write new files first, and, at twice DATA_DIR_FREE_BYTES_MIN, for a
+# restart of a broker its producers filled (at 16 MiB, session 39's, the start
+# check refused it: session 40).
+PRODUCE_FREE_BYTES_MIN_DEFAULT = 2 * DATA_DIR_FREE_BYTES_MIN
 PRODUCE_FREE_BYTES_MIN_MAX = 1 << 50   # 1 PiB: the option's range (0: no reserve)
 # How long the free bytes a shard last read are trusted (less what it appended since).
 DISK_FREE_CHECK_INTERVAL_MS = 1000

@@ -7,7 +7,7 @@ removes anything (tester D, session 39: on a full disk both failed, and the
 way out was removing files by hand). So a shard refuses produces while its
 data dir's file system has less than ``free_bytes_min`` free
 (``plinth serve --produce-free-bytes-min``, by default
-PRODUCE_FREE_BYTES_MIN_DEFAULT: 16 MiB), as Redpanda refuses producers below its
+PRODUCE_FREE_BYTES_MIN_DEFAULT: 128 MiB), as Redpanda refuses producers below its
 ``storage_min_free_bytes``. The refusal is a StorageError naming the file
 system, the bytes free and the reserve; producers retry it until their delivery
 timeout (Plinth's delivery_timeout_ms, client/sender.py; Kafka clients get
@@ -15,7 +15,10 @@ KAFKA_STORAGE_ERROR and retry until delivery.timeout.ms), so a disk freed
 meanwhile loses no record. What
 frees the disk (deletes), the consumer groups' commits (the offsets log) and
 followers' replication keep writing into the reserve: they are small, or
-copies of what a leader already took.
+copies of what a leader already took. The default is twice the free space a
+``plinth serve`` start asks for (DATA_DIR_FREE_BYTES_MIN), so that a broker its
+producers filled still restarts (at session 39's 16 MiB it did not, without a
+lower --data-dir-free-bytes-min).
 
 Asking the file system (``shutil.disk_usage``, a statvfs of about 2 µs, as
 plinth/server.py's start check asks it) is not done at every produce: the free

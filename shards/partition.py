@@ -48,7 +48,8 @@ start floor (log_start_floor.py), saved before it returns: ``log_start_offset``
 is then max(floor, the first offset the segments hold), even inside a segment,
 and every read path compares with ``log_start_offset``. Segments wholly below
 the floor are deleted at once, and by every retention pass after (a follower
-that adopted its leader's floor, ``adopt_leader_floor``; a restart); a tiered
+that adopted its leader's floor, ``adopt_leader_floor``; a restart), the active
+one too once the floor reaches the log's end (rolled first); a tiered
 partition's are left to local retention (only uploaded segments go), its
 remote ones to remote retention, and reads of either below the floor are
 refused all the same. The leader epochs and a follower's restart point keep
@@ -320,12 +321,17 @@ class Partition:
         return self.raise_floor(min(leader_floor, self.high_watermark))
 
     def delete_segments_below_floor(self) -> RetentionResult:
-        """Delete the local segments that end at or before the floor (never the active
-        one), then fit the leader epochs; a tiered partition's stay for local
-        retention, which deletes only uploaded ones (its uploader may be reading
-        them). Returns what was deleted."""
+        """Delete the local segments that end at or before the floor, then fit the
+        leader epochs; a tiered partition's stay for local retention, which deletes
+        only uploaded ones (its uploader may be reading them). The active segment
+        goes too once the floor reaches the log's end (rolled first, as every roll
+        saves the producers' state): Kafka keeps it until it rolls, so deleting every
+        record of a partition whose records fit one segment freed no byte of a full
+        disk (session 40). Returns what was deleted."""
         if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable:
             return RetentionResult(0, 0, self.log.start_offset)
+        if self.floor >= self.log.end_offset and self.log.roll_active():
+            self._save_producers()
         return self._fit_epochs_after(self.log.delete_segments_before(
             self.floor, why=f"below the log start floor {self.floor}"))
 
@@ -669,11 +675,13 @@ class Partition:
         truncateFromStart. A checkpoint the disk refuses is logged, not raised:
         the older epochs it keeps describe nothing the log still holds.
 
-        A log of one segment that is not sealed has nothing to delete (neither
-        retention nor the floor deletes the active segment), and returns at once:
-        a shard checks every partition every RETENTION_CHECK_INTERVAL_S, and the
-        whole check took 1.7 us a partition (17 ms of each pass at 10,000)."""
-        if self.log.segment_count == 1 and not self.sealed:
+        A log of one segment that is not sealed, and that no floor reaches into,
+        has nothing to delete (retention never deletes the active segment), and
+        returns at once: a shard checks every partition every
+        RETENTION_CHECK_INTERVAL_S, and the whole check took 1.7 us a partition (17
+        ms of each pass at 10,000). (A follower's floor, adopted from its leader's,
+        reaches the end of its one segment so: its next pass deletes it.)"""
+        if self.log.segment_count == 1 and not self.sealed and self.floor <= self.log.start_offset:
             return RetentionResult(0, 0, self.log.start_offset)
         below_floor = self.delete_segments_below_floor()
         result = self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))

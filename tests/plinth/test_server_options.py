@@ -317,10 +317,10 @@ def test_the_free_space_minimum_is_an_option_of_serve(tmp_path, monkeypatch):
     assert seen[0].data_dir_free_bytes_min == 0
 
 
-@pytest.mark.parametrize("given, taken", [([], limits.PRODUCE_FREE_BYTES_MIN_DEFAULT),
+@pytest.mark.parametrize("given, taken", [([], 2 * limits.DATA_DIR_FREE_BYTES_MIN),
                                           (["--produce-free-bytes-min", "0"], 0),
                                           (["--produce-free-bytes-min", "1073741824"], 1 << 30)])
-def test_the_produce_reserve_is_an_option_of_serve_16_mib_unless_given(
+def test_the_produce_reserve_is_an_option_of_serve_twice_the_start_minimum_unless_given(
         tmp_path, monkeypatch, given, taken):
     seen = []
     monkeypatch.setattr("plinth.server.serve", lambda options, ready: seen.append(options) or 0)

@@ -1089,6 +1089,47 @@ def test_delete_records_minus_one_deletes_up_to_the_high_watermark(tmp_path):
     assert part.delete_records(-1) == part.high_watermark == 12
 
 
+def test_deleting_every_record_of_a_one_segment_log_frees_its_disk_and_writes_go_on(tmp_path):
+    # Given a partition whose records all sit in its active segment
+    part = open_partition(tmp_path / "t-3", LogConfig())
+    for i in range(5):
+        append(part, batch_of([bytes([i]) * 1000]))
+    part.advance(part.log.end_offset)
+    full_segment = part.log.segments[0].log_path
+    # When every record is deleted (to the high watermark)
+    assert part.delete_records(-1) == 5
+    # Then the segment that held them is gone: the log is one empty segment at the end
+    assert not full_segment.exists()
+    assert [(s.base_offset, s.is_empty) for s in part.log.segments] == [(5, True)]
+    assert part.log.size_bytes == 0 and part.log_start_offset == 5
+    # And writes go on at the next offset, and a reopen finds the same log
+    assert append(part, batch_of([b"after"])) == 5
+    part.log.close()
+    reopened = open_partition(tmp_path / "t-3", LogConfig())
+    assert (reopened.log_start_offset, reopened.log.end_offset) == (5, 6)
+
+
+def test_a_follower_whose_adopted_floor_reaches_its_log_end_deletes_its_one_segment(tmp_path):
+    part = open_partition(tmp_path / "t-3", LogConfig())
+    for i in range(4):
+        append(part, batch_of([bytes([i]) * 1000]))
+    part.advance(part.log.end_offset)
+    assert part.adopt_leader_floor(4)
+    deleted = part.enforce_retention()
+    assert (deleted.segments, deleted.start_offset) == (1, 4)
+    assert part.log.size_bytes == 0
+
+
+def test_delete_records_inside_the_only_segment_keeps_it(tmp_path):
+    part = open_partition(tmp_path / "t-3", LogConfig())
+    for i in range(4):
+        append(part, batch_of([bytes([i]) * 1000]))
+    part.advance(part.log.end_offset)
+    assert part.delete_records(3) == 3
+    assert [s.base_offset for s in part.log.segments] == [0]
+    assert part.enforce_retention().segments == 0
+
+
 def test_delete_records_below_the_log_start_changes_nothing(tmp_path):
     part = partition_with_segments(tmp_path / "t-3")
     part.delete_records(7)
