@@ -16,10 +16,10 @@ partition's batches are in flight at once, within ``in_flight_max`` requests
 in all. A batch whose request fails with a retriable error (broker
 unavailable, queue full, no reply within ``request_timeout_ms``, too few
 in-sync replicas for acks="all", a shard that no longer leads the partition,
-a sequence gap, a disk that refused it) is sent again, unchanged, after a backoff doubling from
-``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises a retry
-of a batch it already stored and answers with the original offsets, so
-retries never duplicate records. A partition whose batch failed so stops
+a sequence gap, a disk that refused it) is sent again, unchanged, after a
+backoff doubling from ``retry_backoff_ms`` to ``retry_backoff_max_ms``; the
+shard recognises a retry of a batch it already stored and answers with the
+original offsets, so retries never duplicate records. A partition whose batch failed so stops
 sending until its other requests in flight settle and then sends again from
 its first unacknowledged batch, in order, so a retry never overtakes a later
 batch: client/partition_pipeline.py holds these rules, and when a partition
