@@ -1112,6 +1112,14 @@ KAFKA_LISTENER_STOP_WAIT_S = 10.0
 # thread's CPU weight, so on a busy machine every record waited for the CPU
 # there. 0 is what the router, the clients and Ray's daemons run at.
 DATA_PATH_NICENESS = 0
+# The OOM killer's preference (/proc/<pid>/oom_score_adj, -1000..1000) of every
+# data-path process: the router's (plinth serve, plinth router) as Ray's workers
+# (shard and controller actors) already have, so that a memory limit reached
+# kills the largest of them, the one whose memory grew, and never first a shard
+# that did nothing wrong while the router, at 0, held the memory (tester M,
+# session 40: the shard and the controller were killed before a 1.38 GB router).
+# Ray's own daemons stay at 0, below them: without them every actor dies.
+DATA_PATH_OOM_SCORE_ADJ = 1000
 
 
 # --- The Kafka listener's backend (router/kafka/backend.py, api_*.py) --------
@@ -1584,6 +1592,8 @@ def _relations() -> list[tuple[str, bool]]:
          and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
         ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
         ("the data path's niceness is one Linux accepts", -20 <= DATA_PATH_NICENESS <= 19),
+        ("the data path's OOM score adjustment is one Linux accepts",
+         -1000 <= DATA_PATH_OOM_SCORE_ADJ <= 1000),
         ("a multipart upload's part is one S3 takes (5 MiB to 5 GiB) and a maximal segment "
          "needs fewer than S3's 10,000 parts",
          5 * MiB <= REMOTE_UPLOAD_PART_BYTES <= 5 * GiB

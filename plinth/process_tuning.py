@@ -29,6 +29,19 @@ at 10,000 records/s"):
   They can still be freed by reference counting; only a cycle among them
   would stay, and what a process made while starting lives as long as it.
 - The interpreter's switch interval: left alone (see the README's table).
+- The OOM killer's preference: raised to DATA_PATH_OOM_SCORE_ADJ (1000), where
+  Ray's workers already are. Under a memory limit (a container's, a cgroup's)
+  the kernel kills the process with the highest oom_score_adj first, and the
+  largest among equals. Ray starts its workers (the shard and controller
+  actors) at 1000 and leaves the driver, the process of ``plinth serve`` that
+  runs the router, at 0: when clients made the router grow to 1.38 GB inside
+  a 1.5 GiB limit, the kernel killed the 70 MB shard, then the controller,
+  then fresh workers, and the router last (tester M, session 40). Equal with
+  the workers, the router is killed first when it is the one that grew; Ray's
+  daemons (raylet, GCS), which every actor needs, stay at 0 below them all.
+  This runs after Ray has started: a process's children inherit its value,
+  and Ray's daemons are children of ``plinth serve``. Raising it needs no
+  privilege; a process already above it is left alone.
 
 Lowering a niceness needs the CAP_SYS_NICE capability (root has it) or an
 RLIMIT_NICE that allows it. Without either the threads keep Ray's niceness
@@ -42,12 +55,14 @@ import gc
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from plinth import limits
 
 log = logging.getLogger(__name__)
 
 _TASKS_DIR = "/proc/self/task"   # one entry per thread of this process (Linux)
+_OOM_SCORE_ADJ_FILE = "/proc/self/oom_score_adj"
 
 
 @dataclass(frozen=True)
@@ -58,12 +73,15 @@ class TuningReport:
     threads_reniced: int       # threads brought down to the target niceness
     refused: str | None        # why a thread could not be reniced; None: none was refused
     objects_frozen: int        # objects the cyclic GC will not scan again
+    oom_score_adj: int | None = None   # the process's now; None: not known (no /proc)
 
 
 def tune_data_path_process(niceness: int = limits.DATA_PATH_NICENESS,
-                           who: str = "this process") -> TuningReport:
+                           who: str = "this process",
+                           oom_score_adj: int = limits.DATA_PATH_OOM_SCORE_ADJ) -> TuningReport:
     """Bring every thread of this process that runs above ``niceness`` down to it,
-    and freeze the objects made so far out of the cyclic GC's reach.
+    freeze the objects made so far out of the cyclic GC's reach, and raise the
+    process's OOM score adjustment to ``oom_score_adj`` (see the module).
 
     Any thread may call it, once the process has started (imported its modules,
     built its long-lived state): threads started later inherit the niceness of
@@ -74,7 +92,27 @@ def tune_data_path_process(niceness: int = limits.DATA_PATH_NICENESS,
     """
     report = _renice_threads(niceness, who)
     gc.freeze()
-    return TuningReport(*report, objects_frozen=gc.get_freeze_count())
+    return TuningReport(*report, objects_frozen=gc.get_freeze_count(),
+                        oom_score_adj=_raise_oom_score_adj(oom_score_adj, who))
+
+
+def _raise_oom_score_adj(wanted: int, who: str) -> int | None:
+    """The process's oom_score_adj, raised to ``wanted`` if it was below (never
+    lowered); None where /proc does not say. A refused write is a warning."""
+    try:
+        current = int(Path(_OOM_SCORE_ADJ_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if current >= wanted:
+        return current
+    try:
+        Path(_OOM_SCORE_ADJ_FILE).write_text(str(wanted))
+    except OSError as exc:
+        log.warning("%s: could not raise its oom_score_adj from %d to %d (%s): under a "
+                    "memory limit the OOM killer may kill a shard before it", who, current,
+                    wanted, exc)
+        return current
+    return wanted
 
 
 def _renice_threads(niceness: int, who: str) -> tuple[int, int, str | None]:

@@ -64,3 +64,18 @@ def test_every_thread_of_a_shard_actor_runs_at_the_data_path_niceness(broker_fac
     above = {pid: {name: nice for name, nice in niceness_of_threads(pid).items()
                    if nice > limits.DATA_PATH_NICENESS} for pid in pids}
     assert above == {pid: {} for pid in pids}
+
+
+def oom_score_adj_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
+def test_the_router_and_the_shards_are_the_oom_killers_first_choice_alike(broker_factory):
+    # Given a running broker: its plinth serve process (the router) and its shard actors
+    broker = broker_factory(shards=2)
+    pids = shard_pids(broker.data_dir)
+    assert len(pids) == 2, f"expected the 2 shard processes under {broker.data_dir}, found {pids}"
+    # Then the router has the OOM score Ray gives its workers, so that under a memory
+    # limit the largest of them goes first, not a shard while the router holds the memory
+    assert oom_score_adj_of(broker.proc.pid) == limits.DATA_PATH_OOM_SCORE_ADJ
+    assert {oom_score_adj_of(pid) for pid in pids} == {limits.DATA_PATH_OOM_SCORE_ADJ}

@@ -1,5 +1,6 @@
 """process_tuning.py: a data-path process's threads come down to the data path's niceness,
-and what it made while starting is frozen out of the cyclic GC.
+what it made while starting is frozen out of the cyclic GC, and its OOM score is raised
+to Ray's workers'.
 
 Each case runs in a fresh Python process (niceness is per thread and sticks),
 which prints what it saw as JSON.
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 
+from plinth import limits
 from tests.process_tuning_support import may_lower_niceness
 
 # The child: threads at ``start`` niceness (one started before the tuning), then the
@@ -120,3 +122,37 @@ def test_what_the_process_made_while_starting_is_frozen_and_later_garbage_is_sti
     assert seen["found_before"] == 0
     # And the cycle made afterwards is collected as usual (two Nodes and their dicts)
     assert seen["found_after"] >= 2
+
+
+# The child: its oom_score_adj set to ``start``, then the tuning with ``wanted``; prints what
+# the report and /proc say, and what a child process it starts afterwards inherits.
+OOM_CHILD = """
+import json, subprocess, sys
+from plinth.process_tuning import tune_data_path_process
+start, wanted = int(sys.argv[1]), int(sys.argv[2])
+with open("/proc/self/oom_score_adj", "w") as f:
+    f.write(str(start))
+report = tune_data_path_process(who="test-router", oom_score_adj=wanted)
+now = int(open("/proc/self/oom_score_adj").read())
+child = int(subprocess.run(["cat", "/proc/self/oom_score_adj"], capture_output=True,
+                           text=True).stdout)
+print(json.dumps(dict(reported=report.oom_score_adj, now=now, child=child)))
+"""
+
+
+def run_oom_child(start: int, wanted: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", OOM_CHILD, str(start), str(wanted)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def test_a_router_at_0_is_raised_to_the_oom_score_of_rays_workers():
+    # Given a process the OOM killer would spare before Ray's workers (0, as Ray leaves its
+    # driver) / When the data-path tuning runs / Then it is the killer's choice as they are
+    seen = run_oom_child(start=0, wanted=limits.DATA_PATH_OOM_SCORE_ADJ)
+    assert seen == {"reported": 1000, "now": 1000, "child": 1000}
+
+
+def test_an_oom_score_already_above_the_wanted_one_is_left_alone():
+    seen = run_oom_child(start=900, wanted=500)
+    assert seen == {"reported": 900, "now": 900, "child": 900}
