@@ -8,6 +8,7 @@ can cause ends in one line on stderr naming the problem, and a non-zero exit.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections import deque
@@ -94,7 +95,8 @@ def global_options_first(args: list[str]) -> list[str]:
 
 class _Group(click.Group):
     """Takes plinth's own options after the command too (``global_options_first``);
-    turns Plinth's own errors into one clear line and exit status 1."""
+    turns Plinth's own errors into one clear line and exit status 1, and a reader that
+    went away (``plinth consume ... | head``) into a quiet exit, 141."""
 
     def parse_args(self, ctx, args):
         return super().parse_args(ctx, global_options_first(args))
@@ -107,11 +109,26 @@ class _Group(click.Group):
         except KeyboardInterrupt:   # Ctrl-C: the shell's 128 + SIGINT, not click's failure 1
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _exit_on_closed_stdout()
+
+
+def _exit_on_closed_stdout():
+    """The reader of stdout is gone (``| head`` read what it wanted): exit quietly with
+    128 + SIGPIPE, as a command the signal ended does (``cat`` in ``cat f | head``), not
+    with click's bare status 1 that said nothing (tester M, session 40). stdout points at
+    /dev/null first, so that the interpreter's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 # The exit status of a command stopped by Ctrl-C, as a shell reports one (128 + SIGINT):
 # a script tells the operator's stop from a failure (1) and from a usage error (2).
 EXIT_INTERRUPTED = 130
+# The exit status of a command whose reader closed its stdout (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 
 def _exit_with_error(exc: PlinthError, status: int):
