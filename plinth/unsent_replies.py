@@ -77,9 +77,12 @@ class UnsentReplies:
         if it may."""
         client_bytes = self.bytes_for(client)
         if client_bytes + size_bytes > limits.CLIENT_REPLY_BYTES_UNSENT_MAX:
+            # (A consumer that reads may meet it too, when fetches of large maximums
+            # answer at once: tester M, session 40; it asks again after a backoff.)
             return (f"{client_bytes} bytes of earlier fetch replies to this client are not "
-                    f"yet sent (it is not reading them), and this one has {size_bytes}; the "
-                    f"limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
+                    f"yet written to its connection (it is not reading them, or they came "
+                    f"at once), and this one has {size_bytes}; the limit is "
+                    f"{limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
         if self.total_bytes + size_bytes > self.total_bytes_max:
             self.sweep()
             if self.total_bytes + size_bytes > self.total_bytes_max:
