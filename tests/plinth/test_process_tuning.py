@@ -156,3 +156,35 @@ def test_a_router_at_0_is_raised_to_the_oom_score_of_rays_workers():
 def test_an_oom_score_already_above_the_wanted_one_is_left_alone():
     seen = run_oom_child(start=900, wanted=500)
     assert seen == {"reported": 900, "now": 900, "child": 900}
+
+
+# The child: frees 800 MB of heap chunks below live ones (glibc keeps that memory), then
+# the tuning with a short trim interval; prints its RSS before, and once it fell.
+TRIM_CHILD = """
+import json, time
+from plinth.process_tuning import tune_data_path_process
+def rss_mib():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+held, live = [], []
+for i in range(8000):
+    held.append(bytearray(100_000))
+    live.append(bytearray(2000))   # in use above each chunk freed below
+del held
+before = rss_mib()
+report = tune_data_path_process(who="test-router", heap_trim_interval_s=0.05)
+deadline = time.monotonic() + 30
+while rss_mib() > before // 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps(dict(trimmed=report.heap_trimmed, before=before, after=rss_mib())))
+"""
+
+
+def test_heap_memory_freed_below_live_chunks_goes_back_to_the_system():
+    # Given a process that freed 800 MB of heap memory glibc kept (chunks in use above it)
+    # When the data-path tuning runs, with its heap trimmer
+    out = subprocess.run([sys.executable, "-c", TRIM_CHILD], capture_output=True, text=True,
+                         timeout=60, check=True)
+    seen = json.loads(out.stdout)
+    # Then the memory goes back: the process's RSS falls by more than half
+    assert seen["trimmed"] is True
+    assert seen["before"] > 150 and seen["after"] < seen["before"] // 2, seen
