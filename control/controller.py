@@ -78,7 +78,7 @@ from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, StartReport,
                                               abandon)
-from plinth.control.data_dir_check import load_checked_metadata
+from plinth.control.data_dir_check import TOPICS_NAMED_MAX, load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.shard_outages import OutageFacts, ShardOutages
 from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, OwedDelete, TopicMetadata,
@@ -86,14 +86,14 @@ from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, OwedDelete
 from plinth.control.nodes import Node, RayNodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
-from plinth.control.shard_set import CountPush, ShardSet, send_count_pushes
+from plinth.control.shard_set import SHARDS_DIR, CountPush, ShardSet, send_count_pushes
 from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, InvalidConfigError,
                            InvalidPartitionsError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, PreferredLeaderNotAvailableError,
                            RequestTimedOutError, StorageError, TooManyTopicsError, TopicExistsError,
                            UnavailableError, UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
-from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
+from plinth.shards.shard_handle import (OPENED_LOST, OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         PartitionSpec, PendingCall, ShardHandle, ShardOptions,
                                         TierOptions, wait_all, wait_all_or_raise)
 from plinth.version import VERSION
@@ -521,6 +521,7 @@ class Controller:
         self._save()
         for shard_id, states in opened.items():
             self._note_opened(shard_id, states or {})
+        self._say_lost_partitions(opened)
         self._send_owed_deletes(sorted(self._shards.addresses))
         self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
@@ -794,6 +795,7 @@ class Controller:
             return False
         self._reopen_unsent.discard(shard_id)
         self._note_opened(shard_id, opened)
+        self._say_lost_partitions({shard_id: opened})
         self._shards.call_each({shard_id: shard.set_partition_counts(
             self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
         return True
@@ -827,6 +829,29 @@ class Controller:
         if changes:
             self._save_records(before)   # before any shard hears of the new records
             self._push_records(changes, set(self._shards.addresses))
+
+    def _say_lost_partitions(self, opened: dict[str, dict[PartitionId, str] | None]) -> None:
+        """One ERROR, also printed by ``plinth serve`` (StartReport.warnings), naming the
+        partitions of one copy whose directories this start found missing and opened
+        empty (OPENED_LOST): a data dir copied or restored without its shards/
+        directories came up "ready" with them empty, said only in a shard's log, and
+        its groups' committed offsets then skipped the records written anew (tester B,
+        session 40). Actor thread."""
+        lost = sorted(f"{pid.topic}-{pid.partition} on {shard_id}"
+                      for shard_id, states in opened.items()
+                      for pid, state in (states or {}).items() if state == OPENED_LOST)
+        if not lost:
+            return
+        shown = ", ".join(lost[:TOPICS_NAMED_MAX]) + (
+            f" and {len(lost) - TOPICS_NAMED_MAX} more" if len(lost) > TOPICS_NAMED_MAX else "")
+        line = (f"{len(lost)} partition(s) of one copy came back EMPTY: their directories were "
+                f"missing ({shown}), so every record they held is gone from this broker, "
+                f"their offsets start again at 0, and committed offsets beyond that skip "
+                f"the records written anew. If this data dir was copied or restored without "
+                f"all of {self.data_dir / SHARDS_DIR}, stop the broker now and restore them "
+                f"from the backup, before anything is written to them")
+        log.error("%s", line)
+        self._start_warnings.append(line)
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:

@@ -111,6 +111,32 @@ def _lost_metadata(metadata_path: Path, holding: dict[Path, ShardManifest]) -> s
             f"here, move {metadata_path.parent / SHARDS_DIR} away first")
 
 
+def missing_shard_directories(metadata_path: Path, metadata: BrokerMetadata) -> list[str]:
+    """One line per shard whose directory is missing while metadata.json places
+    partitions of one copy on it: a start opens them empty (controller.py says so
+    then), every record they held gone from this data dir (a copy or a restore without
+    all of shards/: tester B, session 40). Only for a broker whose shards are all on
+    one node (this one): another node's shards have their directories there. Any
+    process; reads only."""
+    if len(set(metadata.shard_nodes.values())) > 1:
+        return []
+    shards_dir = metadata_path.parent / SHARDS_DIR
+    lines = []
+    for shard_id, specs in sorted(metadata.specs_by_shard().items()):
+        one_copy = sorted(f"{spec.topic}-{spec.partition}" for spec in specs
+                          if spec.leadership is None)
+        if not one_copy or (shards_dir / shard_id).is_dir():
+            continue
+        shown = ", ".join(one_copy[:TOPICS_NAMED_MAX]) + (
+            f" and {len(one_copy) - TOPICS_NAMED_MAX} more"
+            if len(one_copy) > TOPICS_NAMED_MAX else "")
+        lines.append(f"{shards_dir / shard_id} is missing, but {metadata_path} places "
+                     f"{len(one_copy)} partition(s) of one copy on shard {shard_id} ({shown}): "
+                     f"every record they held is lost unless the directory is restored, and "
+                     f"a start opens them empty")
+    return lines
+
+
 @dataclass
 class Disagreements:
     """What ``disagreements`` found, one line each."""

@@ -775,7 +775,7 @@ def _checked_data_dir(data_dir: Path):
     """``check``'s work under the data dir's lock: a ShardsCheck (log_check.py), or
     PlinthError if the check is refused."""
     from plinth.control.data_dir_check import (disagreements, format_notes,
-                                               load_checked_metadata)
+                                               load_checked_metadata, missing_shard_directories)
     from plinth.control.metadata import METADATA_FILE
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
@@ -791,7 +791,9 @@ def _checked_data_dir(data_dir: Path):
     try:
         if not shards_dir.is_dir():
             metadata = load_checked_metadata(data_dir, {})
-            return ShardsCheck(notes=format_notes(data_dir / METADATA_FILE, metadata))
+            return ShardsCheck(problems=missing_shard_directories(data_dir / METADATA_FILE,
+                                                                  metadata),
+                               notes=format_notes(data_dir / METADATA_FILE, metadata))
         manifests = read_manifests(shards_dir)
         by_path = {shard_dir / MANIFEST_FILE: manifest
                    for shard_dir, manifest in manifests.found.items()}
@@ -801,6 +803,7 @@ def _checked_data_dir(data_dir: Path):
         # serves none of it: said as damage
         disagreeing = disagreements(data_dir / METADATA_FILE, metadata, by_path)
         found.problems.extend(disagreeing.damaged)
+        found.problems.extend(missing_shard_directories(data_dir / METADATA_FILE, metadata))
         found.notes.extend(disagreeing.notes)
         found.notes.extend(format_notes(data_dir / METADATA_FILE, metadata))
         return found

@@ -626,11 +626,25 @@ class Server:
                     security_required=security_required(self.options),
                     produce_free_bytes_min=self.options.produce_free_bytes_min)
             except ValueError as exc:
-                if "already taken" not in str(exc) or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"another broker is serving {self.options.data_dir} in this Ray "
-                        f"cluster (waited {limits.CONTROLLER_NAME_WAIT_S} s): {exc}") from None
+                if "already taken" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise self._namespace_taken() from None
                 time.sleep(limits.CONTROLLER_NAME_RETRY_INTERVAL_S)
+
+    def _namespace_taken(self) -> InvalidConfigError:
+        """The error of a start whose Ray namespace another broker's controller holds
+        (a copy of a data dir started with the original's --cluster-name, or the same
+        data dir path on another node): one line naming the namespace and the way out,
+        where a RuntimeError traceback named this broker's own data dir as the one
+        served (tester B, session 40)."""
+        namespace = namespace_for(self.options.data_dir, self.options.cluster_name)
+        given = (f"--cluster-name {self.options.cluster_name}" if self.options.cluster_name
+                 else f"the path of --data-dir {self.options.data_dir}")
+        return InvalidConfigError(
+            f"another broker already serves the Ray namespace {namespace} (named by {given}) "
+            f"in this Ray cluster (waited {limits.CONTROLLER_NAME_WAIT_S:g} s for it to "
+            f"go); start this one with a --cluster-name of its own")
 
     def abandon_start(self, error: BaseException) -> None:
         """After ``start`` raised ``error`` (server process, main thread): stop what it

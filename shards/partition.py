@@ -85,7 +85,7 @@ from plinth.shards.partition_log import (
 from plinth.shards.producer_state import (
     ProducerStates, discard_snapshot_after, discard_snapshots_before, recover_snapshot,
     save_snapshot)
-from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
+from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_LOST, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
 from plinth.shards.partition_metadata import load_topic_id, save_topic_id
 from plinth.shards.segment_files import SegmentFiles
@@ -112,6 +112,9 @@ class Partition:
     needs_repair: bool = False
     # open() found no directory: a new partition, or (if the shard knew it) a lost disk.
     directory_created: bool = False
+    # One copy, its directory found missing at a restart (shard_replication.py): what
+    # open_state says until the controller has heard it (OPENED_LOST).
+    lost_at_restart: bool = False
     # Its segments in object storage, as the uploader last published them
     # (shards/tier/remote_log_view.py); empty unless the topic is tiered.
     remote: RemoteLogView = EMPTY_REMOTE_LOG
@@ -337,8 +340,11 @@ class Partition:
 
     def open_state(self) -> str:
         """How this replica was found when opened, for the controller (shard_calls.py):
-        needs repair (the mark is set), else created empty (``open`` made its
-        directory), else recovered whole."""
+        lost (one copy found missing at a restart, not said yet), needs repair (the
+        mark is set), else created empty (``open`` made its directory), else recovered
+        whole."""
+        if self.lost_at_restart:
+            return OPENED_LOST
         if self.needs_repair:
             return OPENED_NEEDS_REPAIR
         return OPENED_CREATED_EMPTY if self.directory_created else OPENED_RECOVERED_WHOLE

@@ -211,6 +211,11 @@ class PartitionSpec:
 OPENED_CREATED_EMPTY = "created empty"
 OPENED_RECOVERED_WHOLE = "recovered whole"
 OPENED_NEEDS_REPAIR = "needs repair"
+# A partition of one copy whose directory a restart found missing (a data dir
+# restored without its shards/ directories, a wiped disk): created empty, every
+# record it held lost. Said once, to the controller's first open of it
+# (Partition.lost_at_restart): its start prints it.
+OPENED_LOST = "lost: found missing, created empty"
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,14 @@ from plinth.errors import (BrokerError, InternalError, RequestTimedOutError, Sha
 from plinth.name_pages import NamesPage, check_page_args
 from plinth.actor_failures import creation_failure
 from plinth.shards.actor import ShardActor
-from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
+from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_LOST, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
                                        GroupStates, HandOverState, Leadership, PartitionId,
                                        PartitionSpec, SealedPartition, TieredState, TierOptions)
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 
-__all__ = ["MANIFEST_FILE", "PARTITION_METADATA_FILE", "load_topic_id", "OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
+__all__ = ["MANIFEST_FILE", "PARTITION_METADATA_FILE", "load_topic_id", "OPENED_CREATED_EMPTY", "OPENED_LOST", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
            "ControllerAnnouncements", "GroupStates", "HandOverState", "Leadership",
            "PartitionId", "PartitionSpec", "PendingCall", "SealedPartition", "ShardHandle",
            "ShardManifest", "ShardOptions", "TierOptions", "TieredState", "wait_all",

@@ -465,6 +465,7 @@ def _say_single_copy_loss(part: Partition) -> None:
         log.error("%s: its directory %s was missing and is created empty: every record it "
                   "held is lost (one copy: nothing can repair it), and its offsets start "
                   "again at %d", part.name, part.log.directory, part.log.end_offset)
+        part.lost_at_restart = True   # the controller's start says it too
     elif recovery.bytes_truncated:
         # A warning: after a crash the cut is most often a last write never fsynced,
         # so never acknowledged (under fsync_policy "always").

@@ -503,7 +503,10 @@ class ShardServer:
                                                                     leadership is None))
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
-        return part.open_state()
+        state = part.open_state()
+        if not from_manifest:   # the controller's open: it has heard of a loss now
+            part.lost_at_restart = False
+        return state
 
     def _check_directory_owner(self, topic: str, partition: int, topic_id: str,
                                restarted: bool, from_manifest: bool) -> str:

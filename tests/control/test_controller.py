@@ -5,6 +5,7 @@ written by main, on real shard actors reached in process and a real disk
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -540,3 +541,28 @@ def test_the_controller_names_the_shard_that_ran_in_a_process_its_restarts_inclu
     assert broker.controller.process_owner(900002) == "shard-1"
     assert broker.controller.process_owner(os.getpid()) == "controller"
     assert broker.controller.process_owner(900003) == ""
+
+
+def test_a_start_that_finds_a_shards_directory_gone_says_which_partitions_came_back_empty(
+        brokers, caplog):
+    # Given a broker with records in every partition, stopped, and one shard's directory
+    # then lost (a data dir restored without all of shards/)
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 2, {})
+    for partition in (0, 1):
+        broker.produce("orders", partition, [b"a", b"b"])
+    lost_shard = broker.owner("orders", 1)
+    broker.shards.stop_all()
+    shutil.rmtree(broker.data_dir / "shards" / lost_shard)
+    # When it starts again
+    with caplog.at_level(logging.ERROR, logger="plinth.control.controller"):
+        report = brokers(2).controller.start_report()
+    # Then its start report (what plinth serve prints) says which partitions came back
+    # empty, and what to do, once
+    [line] = [w for w in report.warnings if "came back EMPTY" in w]
+    assert line.startswith("1 partition(s) of one copy came back EMPTY: their directories were "
+                           f"missing (orders-1 on {lost_shard}), so every record they held")
+    assert "restore them from the backup" in line and str(broker.data_dir / "shards") in line
+    assert [r.getMessage() for r in caplog.records if "came back EMPTY" in r.getMessage()] == [line]
+    # And the next start, which finds the directory, says nothing of it
+    assert not [w for w in brokers(2).controller.start_report().warnings if "EMPTY" in w]

@@ -86,9 +86,10 @@ def test_a_shard_of_a_lost_node_moves_to_a_new_node_and_its_replicas_rejoin_in_s
     assert move.emptied == []
     assert broker.metadata_on_disk().shard_nodes["shard-1"] == "plinth-node:d"
     assert move.address == broker.address("shard-1")
-    # And it catches up from the leaders and the leaders add it back: factor 3 again
-    wait_until(lambda: all("shard-1" in cluster.record("t", p).in_sync for p in range(2)),
-               timeout_s=CATCH_UP_WAIT_S)
+    # And it catches up from the leaders and the leaders add it back: factor 3 again, for
+    # every partition it repairs (the groups' offsets slots too, which status counts)
+    wait_until(lambda: all("shard-1" in cluster.record(topic, p).in_sync
+                           for topic, p in move.repairing), timeout_s=CATCH_UP_WAIT_S)
     [info] = broker.shards.handles["shard-1"].actor.partition_infos([PartitionId("t", 0)])
     assert info.end_offset == 4
     # And status names the nodes and the shard's new node

@@ -14,12 +14,12 @@ import time
 
 import zmq
 
-from plinth import Admin, Consumer, Producer, protocol
+from plinth import Admin, Consumer, Producer, limits, protocol
 from plinth.cluster_keys import CLUSTER_KEY_FILE
 from tests.conftest import READY_TIMEOUT_S, Broker
 from tests.e2e.test_direct_clients_e2e import requests_by_shard
 from tests.e2e.test_security_e2e import keygen
-from tests.support import unique_topic, wait_until
+from tests.support import free_port, unique_topic, wait_until
 
 
 def plinth_status(broker, *curve_args: str) -> str:
@@ -204,3 +204,26 @@ def test_the_ipc_hop_is_refused_when_joining_a_ray_cluster(tmp_path, ray_cluster
                               str(tmp_path / "d"), "--ray-address", ray_cluster,
                               "--internal-hop", "ipc"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "hops between nodes stay CurveZMQ" in refused.stderr
+
+
+def test_a_second_broker_under_a_cluster_name_another_serves_is_refused_in_one_line(
+        broker_factory, ray_cluster, tmp_path):
+    # Given a broker serving the session's Ray cluster under a cluster name
+    cluster = unique_topic("twin")
+    broker_factory(shards=1, extra_args=("--cluster-name", cluster))
+    # When a copy of a data dir starts in the same Ray cluster under the same name
+    copy_dir = tmp_path / "copy"
+    result = subprocess.run(
+        [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(copy_dir), "--listen",
+         f"tcp://127.0.0.1:{free_port()}", "--shards", "1", "--console-listen", "off",
+         "--ray-address", ray_cluster, "--cluster-name", cluster],
+        capture_output=True, text=True, timeout=300)
+    # Then it fails in one line naming the namespace, what named it and the way out, not
+    # a traceback naming its own data dir as the one served
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line == (f"error: InvalidConfigError: another broker already serves the Ray "
+                    f"namespace plinth-{cluster} (named by --cluster-name {cluster}) in this "
+                    f"Ray cluster (waited {limits.CONTROLLER_NAME_WAIT_S:g} s for it to go); "
+                    f"start this one with a --cluster-name of its own")

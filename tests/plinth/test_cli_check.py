@@ -299,3 +299,28 @@ def test_a_lost_middle_segment_is_named_even_with_a_garbage_offset_gaps_file(tmp
     hole = f"offsets {segments[1].base_offset}..{segments[2].base_offset - 1} are missing"
     assert any(line.startswith("DAMAGED") and hole in line
                for line in result.stdout.splitlines()), result.output
+
+
+def test_a_shard_directory_missing_from_a_copy_is_said_damaged_naming_its_partitions(tmp_path):
+    # Given a data dir of two shards, t-0 on shard-0 and t-1 on shard-1, whose shard-1
+    # directory was left out of the copy
+    data_dir, _ = data_dir_with_a_log(tmp_path)
+    BrokerMetadata(shards=["shard-0", "shard-1"],
+                   topics={"t": TopicMetadata(2, {}, ["shard-0", "shard-1"])}).save(
+        data_dir / "metadata.json")
+    # When it is checked
+    result = check(data_dir)
+    # Then the missing directory is damage, naming the partitions a start would open empty
+    assert result.exit_code == 1, result.output
+    assert (f"{data_dir / 'shards' / 'shard-1'} is missing, but {data_dir / 'metadata.json'} "
+            f"places 1 partition(s) of one copy on shard shard-1 (t-1): every record they "
+            f"held is lost unless the directory is restored") in result.output
+    assert result.output.rstrip().endswith("1 damaged")
+
+
+def test_a_copy_without_its_shards_directory_is_said_damaged(tmp_path):
+    data_dir, _ = data_dir_with_a_log(tmp_path)
+    shutil.rmtree(data_dir / "shards")
+    result = check(data_dir)
+    assert result.exit_code == 1, result.output
+    assert f"{data_dir / 'shards' / 'shard-0'} is missing" in result.output

@@ -15,7 +15,7 @@ import pytest
 from plinth.errors import NotLeaderError
 from plinth.shards.actor import ShardActor
 from plinth.shards.partition import NEEDS_REPAIR_FILE
-from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
+from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_LOST, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, Leadership, PartitionId,
                                        PartitionSpec)
 from tests.shards.test_actor_replication import produce
@@ -114,7 +114,8 @@ def test_a_replica_whose_directory_was_wiped_is_opened_by_the_controller_as_need
     assert actor.stats()["logs"] == {}
     opened = actor.open_partitions([PartitionSpec("t", 0, CONFIG, leadership=LEADING),
                                     PartitionSpec("u", 0, {})], existing=True)
-    assert opened == {PID: OPENED_NEEDS_REPAIR, PartitionId("u", 0): OPENED_CREATED_EMPTY}
+    # and the one of one copy is lost (its records are gone: the controller says so)
+    assert opened == {PID: OPENED_NEEDS_REPAIR, PartitionId("u", 0): OPENED_LOST}
     # And it does not lead, empty, in the leader epoch it led before (its followers
     # would truncate to its empty log)
     assert "before it restarted" in produce(actor.address(), 1).error.message
