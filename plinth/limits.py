@@ -38,10 +38,11 @@ CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
 # replies it never read held a gigabyte in the router. A Plinth producer has at
 # most buffer_memory (PRODUCER_BUFFER_BYTES_MAX) of records unacknowledged, each
 # request a header besides, and the Kafka listener's backend (one client for
-# every Kafka connection) at most the listener's KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX,
-# so neither meets this bound; one request always fits when nothing of its
-# client's is in flight.
-CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX = 128 * MiB
+# every Kafka connection) at most the listener's KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
+# of batches (each Plinth produce carries a batch of a Kafka request in flight)
+# and a header per request it may have in flight, so neither meets this bound;
+# one request always fits when nothing of its client's is in flight.
+CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX = 144 * MiB
 # Bytes of fetch replies the router, or a shard's direct socket, may hold for
 # clients that do not read them (plinth/unsent_replies.py); beyond them a reply
 # becomes tooManyRequests. A client's share is a sixteenth of the router's, so
@@ -1521,7 +1522,9 @@ def _relations() -> list[tuple[str, bool]]:
          "listener's, which the backend (one client of the router) never holds more of "
          "than the router lets one client have",
          KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX
-         <= KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX),
+         <= KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
+         and KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX + CLIENT_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX
+         <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX),
         ("a Plinth producer's unacknowledged batches and their headers fit its client's "
          "request bytes in flight, and so does any one request",
          PRODUCER_BUFFER_BYTES_MAX + PRODUCER_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX
