@@ -95,3 +95,35 @@ def test_a_client_that_never_reads_its_fetch_replies_cannot_make_the_router_hold
                    str(limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) in why for why in refused)
     finally:
         stalled.close()
+
+
+def test_a_producer_at_its_largest_batches_and_buffer_never_meets_the_router_s_bytes_bound(
+        broker_factory):
+    import urllib.request
+
+    from plinth import limits
+    from tests.support import free_port
+
+    # Given a broker reached through its router only, its metrics on
+    port = free_port()
+    broker = broker_factory(shards=1, extra_args=("--direct-clients", "off",
+                                                  "--metrics-port", str(port)))
+    topic = unique_topic("bp")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    # When a producer at the largest batches, buffer and in-flight window sends
+    # 160 MiB, more than its client's request bytes in flight at the router
+    value = b"v" * (1024 * 1024)
+    with Producer(broker=broker.url, batch_bytes_max=limits.BATCH_BYTES_MAX,
+                  buffer_memory=limits.PRODUCER_BUFFER_BYTES_MAX, linger_ms=1_000,
+                  max_in_flight_requests_per_connection=limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX
+                  ) as producer:
+        futures = [producer.send(topic, value, partition=0) for _ in range(160)]
+        producer.flush()
+        assert [f.get(60).offset for f in futures] == list(range(160))
+    # Then the router refused none of its requests for their bytes (nor their count)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    refused = [line for line in text.splitlines()
+               if line.startswith("plinth_errors_total{") and 'code="tooManyRequests"' in line]
+    assert refused == [] or all(line.endswith(" 0.0") for line in refused), refused
