@@ -127,3 +127,55 @@ def test_a_producer_at_its_largest_batches_and_buffer_never_meets_the_router_s_b
     refused = [line for line in text.splitlines()
                if line.startswith("plinth_errors_total{") and 'code="tooManyRequests"' in line]
     assert refused == [] or all(line.endswith(" 0.0") for line in refused), refused
+
+
+def test_a_client_that_sends_large_produces_and_never_reads_cannot_make_the_router_hold_them(
+        broker_factory):
+    import zmq
+
+    from plinth import limits, protocol
+    from plinth.format.record_batch import BatchBuilder
+
+    # Given a broker reached through its router only, and a batch of 15 MiB
+    broker = broker_factory(shards=1, extra_args=("--direct-clients", "off"))
+    topic = unique_topic("bp")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    builder = BatchBuilder()
+    for _ in range(15):
+        builder.append(None, b"v" * (1024 * 1024 - 200), int(time.time() * 1000), None)
+    batch = builder.build()
+    # When a raw client sends 64 produces of it (960 MiB; its 256 requests in
+    # flight would allow them all) and reads no reply meanwhile
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.RCVHWM, 1)
+    raw.setsockopt(zmq.RCVBUF, 64 * 1024)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(broker.url)
+    try:
+        rss_before = peak = rss_bytes(broker.proc.pid)
+        for request_id in range(64):
+            raw.send_multipart([protocol.encode_produce(request_id, topic, 0, 1), batch])
+            peak = max(peak, rss_bytes(broker.proc.pid))
+        settle_until_s = time.monotonic() + 5
+        while time.monotonic() < settle_until_s:
+            peak = max(peak, rss_bytes(broker.proc.pid))
+            time.sleep(0.02)
+        # Then the router held at most its client's request bytes in flight (and
+        # some working memory), where it held 500 MiB before the bound
+        held_bytes = peak - rss_before
+        assert held_bytes < limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX + 100 * 1024 * 1024, held_bytes
+        # And the produces over that bound were refused at once, naming it
+        stored, refused = 0, []
+        while raw.poll(3_000):
+            reply = protocol.decode_reply(raw.recv_multipart()[0])
+            if reply.error is None:
+                stored += 1
+            else:
+                refused.append(str(reply.error))
+        assert stored + len(refused) == 64 and refused, (stored, refused[:1])
+        assert all("bytes of requests in flight" in why and
+                   f"limit of {limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes" in why
+                   for why in refused), refused[:1]
+    finally:
+        raw.close()
