@@ -27,7 +27,13 @@ Kafka's queued.max.request.bytes): a request that would pass it waits, first
 come first served, until answers on any connection free room. Bytes count from
 the moment the size is read, before the body arrives, as Kafka's memory pool
 takes them. A request fits whenever nothing else is in flight, so some
-connection always progresses. While a connection waits, the listener stops reading
+connection always progresses. A connection that has not logged in yet (SASL)
+takes nothing from that budget: its requests are small
+(KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX), its connections bounded in number and
+closed at their login deadline, and anyone can open one, so that clients who
+cannot log in cannot hold the budget that those who did need. A client that
+declares a large request and sends it slowly holds its bytes until it sends
+the rest, closes, or is closed idle (``connection_idle_ms_max``), as in Kafka. While a connection waits, the listener stops reading
 from that socket (asyncio's StreamReader then pauses the transport, and TCP's
 window pushes back on the client); it is not closed, as Kafka mutes, not
 closes, such a channel. Responses go out as lists of buffers with
@@ -575,9 +581,10 @@ class _Connection:
         self.handlers: set[asyncio.Task] = set()
         self.requests_in_flight = 0            # counted from the room taken for its body
         self.bytes_in_flight = 0
-        # What of the listener's bytes in flight (request_bytes) this connection holds;
-        # given back as its requests are answered, and all of it when it closes.
-        self.bytes_taken = 0
+        # What each of its requests read and not yet answered took of the listener's
+        # bytes in flight (request_bytes), in request order (0: read before its login);
+        # given back as each is answered, and all of it when it closes.
+        self.bytes_taken: deque[int] = deque()
         self.reading_body = False             # the last one counted is still arriving
         self.room = asyncio.Condition()
         loop = asyncio.get_running_loop()
@@ -665,7 +672,8 @@ class _Connection:
         finally:
             for task in (reading, writing, *self.handlers):
                 task.cancel()
-            self._give_back(self.bytes_taken)   # its unanswered requests are dropped
+            self.listener.request_bytes.give_back(sum(self.bytes_taken))   # dropped unanswered
+            self.bytes_taken.clear()
             self.gather.close()
             if clean:
                 self.writer.close()              # flushes what is still buffered
@@ -723,8 +731,11 @@ class _Connection:
                                           <= limits.request_bytes_in_flight_max))
             self.requests_in_flight += 1
             self.bytes_in_flight += size
+        if not self.info.logged_in():          # see the module's Order and bounds
+            self.bytes_taken.append(0)
+            return
         await limits.request_bytes.take(size)
-        self.bytes_taken += size
+        self.bytes_taken.append(size)
 
     def _dispatch(self, frame: bytes) -> bool:
         """Decodes one request and queues its handling; False to close the connection."""
@@ -774,13 +785,9 @@ class _Connection:
                 return
             await self._release(size)
 
-    def _give_back(self, size: int) -> None:
-        self.bytes_taken -= size
-        assert self.bytes_taken >= 0, f"{self.describe()}: {self.bytes_taken} bytes taken"
-        self.listener.request_bytes.give_back(size)
-
     async def _release(self, size: int) -> None:
-        self._give_back(size)                  # at once: another connection may wait for it
+        # At once: another connection may wait for them.
+        self.listener.request_bytes.give_back(self.bytes_taken.popleft())
         async with self.room:
             self.requests_in_flight -= 1
             self.bytes_in_flight -= size

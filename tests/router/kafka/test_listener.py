@@ -496,3 +496,39 @@ def test_one_connection_whose_requests_fill_the_listener_s_bytes_is_not_stuck_be
     finally:
         handler.gates[1].set()
         listener.stop()
+
+
+class LoginHandler(TinyHandler):
+    """A TinyHandler with a stand-in for a SASL login: a Heartbeat of generation 99
+    logs its connection in (lifts its bound, as api_sasl.py does)."""
+
+    async def __call__(self, connection, header, body):
+        if header.api_key == HEARTBEAT.key and body["generation_id"] == 99:
+            connection.request_bytes_max = None
+            return {"error_code": 0}
+        return await super().__call__(connection, header, body)
+
+
+def test_a_connection_that_has_not_logged_in_takes_nothing_from_the_listener_s_bytes():
+    # Given a listener whose connections must log in, with 1,000 bytes in flight in all
+    handler = LoginHandler()
+    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=1000,
+                             request_bytes_in_flight_total_max=1000,
+                             first_request_bytes_max=1000, login_timeout_ms=60_000)
+    address = listener.start()
+    try:
+        with connect(address) as stranger, connect(address) as member:
+            # When a connection that has not logged in declares a 900-byte request
+            # and sends only part of it
+            stranger.sendall(struct.pack(">i", 900) + b"\0" * 100)
+            wait_for(lambda: listener.connection_count() == 2, "both connections")
+            # And one that logged in sends a 600-byte request
+            member.sendall(request(HEARTBEAT, 4, 1, {"group_id": "g", "generation_id": 99}))
+            assert read_response(member, HEARTBEAT, 4)[0] == 1
+            member.sendall(padded_heartbeat(2, 600))
+            # Then it is answered: the stranger's bytes are not the budget's
+            assert read_response(member, HEARTBEAT, 4)[0] == 2
+            assert listener.request_bytes_waiting_count() == 0
+        wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
+    finally:
+        listener.stop()
