@@ -32,6 +32,17 @@ SOCKET_MESSAGES_HWM = 1000
 # beyond max.in.flight); more get tooManyRequests. Bounds what one client can
 # make the router and shards hold.
 CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
+# ... and the bytes of those requests (every frame: produce batches above all),
+# at the shards or held for their topic (router/requests_in_flight.py); more get
+# tooManyRequests. Without it one client sending 64 produces of 16 MiB whose
+# replies it never read held a gigabyte in the router. A Plinth producer has at
+# most buffer_memory (PRODUCER_BUFFER_BYTES_MAX) of records unacknowledged, each
+# request a header besides, and the Kafka listener's backend (one client for
+# every Kafka connection) at most the listener's KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
+# of batches (each Plinth produce carries a batch of a Kafka request in flight)
+# and a header per request it may have in flight, so neither meets this bound;
+# one request always fits when nothing of its client's is in flight.
+CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX = 144 * MiB
 # Bytes of fetch replies the router, or a shard's direct socket, may hold for
 # clients that do not read them (plinth/unsent_replies.py); beyond them a reply
 # becomes tooManyRequests. A client's share is a sixteenth of the router's, so
@@ -1061,6 +1072,13 @@ KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 64
 # request bigger than what is left waits until the connection's earlier
 # requests are answered. At least one maximal request always fits.
 KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX = 128 * MiB
+# ... and of all connections together (Kafka's queued.max.request.bytes, which is
+# broker-wide): a request whose bytes would pass it waits, its connection not read
+# (as Kafka mutes it), until answers free room, so a thousand connections cannot
+# each make the router hold a maximal request (without it, 14 raw connections
+# each sending a 100 MiB produce got a 1.5 GiB router OOM-killed). A request
+# always fits when nothing else is in flight, so one connection always progresses.
+KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX = 128 * MiB
 # Kafka connections one listener keeps; beyond it a new one is closed at once
 # (Kafka's max.connections). Each holds a socket and at most its in-flight bytes.
 KAFKA_CONNECTIONS_MAX = 1000
@@ -1514,8 +1532,18 @@ def _relations() -> list[tuple[str, bool]]:
          "SCRAM iterations) within half the login deadline, on the check threads",
          KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS
          <= KAFKA_LOGIN_TIMEOUT_MS / 2),
-        ("a maximal Kafka request fits a connection's in-flight bytes",
-         KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX),
+        ("a maximal Kafka request fits a connection's in-flight bytes, and they fit the "
+         "listener's, which the backend (one client of the router) never holds more of "
+         "than the router lets one client have",
+         KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX
+         <= KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
+         and KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX + CLIENT_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX
+         <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX),
+        ("a Plinth producer's unacknowledged batches and their headers fit its client's "
+         "request bytes in flight, and so does any one request",
+         PRODUCER_BUFFER_BYTES_MAX + PRODUCER_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX
+         <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
+         and BATCH_BYTES_MAX + HEADER_BYTES_MAX <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX),
         ("a Kafka fetch's parked partitions leave most of the fetch bytes in flight",
          64 * KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
         ("a Kafka fetch's window takes one partition at its largest fetch, and it and the "

@@ -37,6 +37,14 @@ watermark does not move), and membership is soft state, so the member may
 retry at the new coordinator at once. Such a request may still be answered by
 the old shard later; that second reply goes to the client, which drops it.
 
+Requests are also counted by their bytes (every frame: a produce's batch above
+all), per client (``bytes_for``): a client may have
+``CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX`` of them at the shards and held for their
+topic together (the router checks), so that one client sending large produces
+and never reading the replies cannot make the router hold a gigabyte behind
+them (the count bound alone let 256 frames of 64 MiB wait). Plinth's producer
+never meets it: its unacknowledged batches are bounded by its buffer_memory.
+
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
 shard sends waits behind the replies before it. A client that asks for
@@ -83,10 +91,17 @@ class RequestsInFlight:
         # group requests of a replicated group: (client, request id) -> its slot
         self._slot_of: dict[tuple[bytes, int], int] = {}
         self._by_client: dict[bytes, int] = {}
+        # counted request -> its bytes (every frame), and each client's sum of them
+        self._bytes_of: dict[tuple[bytes, int], int] = {}
+        self._bytes_by_client: dict[bytes, int] = {}
 
     def count(self, client: bytes) -> int:
         """Counted requests of ``client`` at the shards, not yet answered."""
         return self._by_client.get(client, 0)
+
+    def bytes_for(self, client: bytes) -> int:
+        """Bytes of the counted requests of ``client`` at the shards, not yet answered."""
+        return self._bytes_by_client.get(client, 0)
 
     def refusal(self, client: bytes, request_id: int) -> str | None:
         """Why request ``request_id`` of ``client`` may not be counted, or None."""
@@ -97,10 +112,11 @@ class RequestsInFlight:
                 f"must not be reused while in flight")
 
     def forwarded(self, shard_id: str, client: bytes, request_id: int,
-                  slot: int | None = None) -> None:
-        """A counted request of ``client`` went to ``shard_id`` (``refusal`` said None);
-        ``slot``: a group request's slot of ``__consumer_offsets`` (None: not one, or
-        its group's offsets are not replicated)."""
+                  slot: int | None = None, size_bytes: int = 0) -> None:
+        """A counted request of ``client``, of ``size_bytes`` (every frame), went to
+        ``shard_id`` (``refusal`` said None); ``slot``: a group request's slot of
+        ``__consumer_offsets`` (None: not one, or its group's offsets are not
+        replicated)."""
         key = (client, request_id)
         if key in self._shard_of:
             raise AssertionError(f"request {request_id} of {client!r} counted twice")
@@ -109,6 +125,9 @@ class RequestsInFlight:
         if slot is not None:
             self._slot_of[key] = slot
         self._by_client[client] = self._by_client.get(client, 0) + 1
+        if size_bytes:
+            self._bytes_of[key] = size_bytes
+            self._bytes_by_client[client] = self._bytes_by_client.get(client, 0) + size_bytes
 
     def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
         """``shard_id`` answered request ``request_id`` of ``client`` (an answer to one
@@ -118,7 +137,7 @@ class RequestsInFlight:
             return
         del self._shard_of[key], self._by_shard[shard_id][key]
         self._slot_of.pop(key, None)
-        self._uncount(client, 1)
+        self._uncount(key)
 
     def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
         """The requests sent to ``shard_id`` will never be answered (its connection
@@ -128,7 +147,7 @@ class RequestsInFlight:
         for key in lost:
             del self._shard_of[key]
             self._slot_of.pop(key, None)
-            self._uncount(key[0], 1)
+            self._uncount(key)
         return lost
 
     def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
@@ -141,15 +160,26 @@ class RequestsInFlight:
             self.answered(shard_id, client, request_id)
         return gone
 
-    def _uncount(self, client: bytes, count: int) -> None:
-        left = self._by_client[client] - count
+    def _uncount(self, key: tuple[bytes, int]) -> None:
+        client = key[0]
+        left = self._by_client[client] - 1
         if left < 0:
             raise AssertionError(f"client {client!r}: {left} requests in flight after "
-                                 f"{count} answered")
+                                 f"one answered")
         if left:
             self._by_client[client] = left
         else:
             del self._by_client[client]
+        size_bytes = self._bytes_of.pop(key, 0)
+        if size_bytes:
+            bytes_left = self._bytes_by_client[client] - size_bytes
+            if bytes_left < 0:
+                raise AssertionError(f"client {client!r}: {bytes_left} request bytes in "
+                                     f"flight after {size_bytes} answered")
+            if bytes_left:
+                self._bytes_by_client[client] = bytes_left
+            else:
+                del self._bytes_by_client[client]
 
 
 class FetchBytesInFlight:

@@ -50,7 +50,9 @@ other count is answered ``malformedRequest`` with the request's own id, and
 its frames are dropped at once. Every socket has a high-water mark; when a
 shard's queue is full the client gets ``tooManyRequests`` at once instead of
 the router buffering. A client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX``
-requests at the shards or held for their topic; a reply uncounts one only if
+requests at the shards or held for their topic, and
+``CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX`` of their bytes (every frame; one
+request always goes when nothing of its client's is in flight); a reply uncounts one only if
 it answers a counted request (``requests_in_flight.py``: an acks=0 produce
 goes out with a marked identity frame, so the shard's error reply to it
 counts nothing). Requests held for a topic are bounded in bytes per client
@@ -370,7 +372,9 @@ class Router:
         # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
         # marked identity so that its error reply cannot uncount another request.
         counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
-        refusal = self._in_flight_refusal(client, request.request_id) if counted else None
+        size_bytes = sum(len(frame) for frame in frames[1:]) if counted else 0
+        refusal = (self._in_flight_refusal(client, request.request_id, size_bytes)
+                   if counted else None)
         is_fetch = type(request) is protocol.FetchRequest
         if refusal is None and is_fetch:
             why = self._fetch_bytes.refusal(client, request.request_id, request.bytes_max)
@@ -403,23 +407,29 @@ class Router:
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
         if counted:
-            self._in_flight.forwarded(shard_id, client, request.request_id, slot)
+            self._in_flight.forwarded(shard_id, client, request.request_id, slot, size_bytes)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
 
-    def _in_flight_refusal(self, client: bytes, request_id: int | None = None
-                           ) -> BrokerError | None:
+    def _in_flight_refusal(self, client: bytes, request_id: int | None = None,
+                           size_bytes: int = 0) -> BrokerError | None:
         """Why ``client`` may not have one more request (``request_id``, if it goes to a
-        shard now) at the shards or held, or None."""
+        shard now, of ``size_bytes``, every frame) at the shards or held, or None."""
         reused = None if request_id is None else self._in_flight.refusal(client, request_id)
         if reused is not None:
             return MalformedRequestError(reused)
         in_flight = self._in_flight.count(client) + self._held.count_for(client)
-        if in_flight < limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
-            return None
-        return TooManyRequestsError(
-            f"client has {in_flight} requests in flight, the limit is "
-            f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
+        if in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            return TooManyRequestsError(
+                f"client has {in_flight} requests in flight, the limit is "
+                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
+        held_bytes = self._in_flight.bytes_for(client) + self._held.bytes_for(client)
+        if held_bytes and held_bytes + size_bytes > limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX:
+            return TooManyRequestsError(
+                f"client has {held_bytes} bytes of requests in flight; with this one "
+                f"({size_bytes} bytes) it would be over its limit of "
+                f"{limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes; wait for replies")
+        return None
 
     def _hold(self, frames: list, request) -> None:
         """Hold a request for a topic being looked up (starting the look-up if needed),
@@ -431,7 +441,7 @@ class Router:
             return
         client = client_id.bytes
         size_bytes = sum(len(frame) for frame in frames)
-        refusal = self._in_flight_refusal(client)
+        refusal = self._in_flight_refusal(client, size_bytes=size_bytes)
         if refusal is None:
             why = self._held.refusal(topic, client, size_bytes)
             refusal = None if why is None else TooManyRequestsError(why)

@@ -21,9 +21,22 @@ a task of its own, but their responses are written in request order, as Kafka
 requires: a FIFO of the tasks, awaited in turn by the connection's writer. A
 connection has at most ``requests_in_flight_max`` requests read and not yet
 answered and at most ``request_bytes_in_flight_max`` of their bytes (a bigger
-request waits for the earlier ones); while full, the listener stops reading
+request waits for the earlier ones), and all connections together at most
+``request_bytes_in_flight_total_max`` bytes (KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX,
+Kafka's queued.max.request.bytes): a request that would pass it waits, first
+come first served, until answers on any connection free room. Bytes count from
+the moment the size is read, before the body arrives, as Kafka's memory pool
+takes them. A request fits whenever nothing else is in flight, so some
+connection always progresses. A connection that has not logged in yet (SASL)
+takes nothing from that budget: its requests are small
+(KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX), its connections bounded in number and
+closed at their login deadline, and anyone can open one, so that clients who
+cannot log in cannot hold the budget that those who did need. A client that
+declares a large request and sends it slowly holds its bytes until it sends
+the rest, closes, or is closed idle (``connection_idle_ms_max``), as in Kafka. While a connection waits, the listener stops reading
 from that socket (asyncio's StreamReader then pauses the transport, and TCP's
-window pushes back on the client). Responses go out as lists of buffers with
+window pushes back on the client); it is not closed, as Kafka mutes, not
+closes, such a channel. Responses go out as lists of buffers with
 sendmsg, never joined (gather_writer.py: asyncio's ``writelines`` joins them on
 Python 3.11; TLS connections use ``writelines``), and each is in the kernel
 before the next is written, so a client that does not read stalls only its own
@@ -101,6 +114,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -112,7 +126,8 @@ from plinth.limits import (
     KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX, KAFKA_CONNECTIONS_MAX,
     KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX,
     KAFKA_IDLE_CHECK_INTERVAL_MS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_LOGIN_TIMEOUT_MS,
-    KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX, KAFKA_REQUEST_BYTES_MAX,
+    KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX, KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
+    KAFKA_REQUEST_BYTES_MAX,
     KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
 from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes
@@ -170,6 +185,7 @@ class KafkaListener:
                  request_bytes_max: int = KAFKA_REQUEST_BYTES_MAX,
                  requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
+                 request_bytes_in_flight_total_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX,
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
                  connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX,
                  ssl_context: ssl.SSLContext | None = None,
@@ -184,11 +200,16 @@ class KafkaListener:
         assert login_timeout_ms > 0 and connections_before_login_max >= 1
         assert connections_before_login_per_address_max >= 1 and connections_per_principal_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
+        assert request_bytes_max <= request_bytes_in_flight_total_max
         self.host, self.port = host, port
         self.handle = handle
         self.request_bytes_max = request_bytes_max
         self.requests_in_flight_max = requests_in_flight_max
         self.request_bytes_in_flight_max = request_bytes_in_flight_max
+        # The bytes of every connection's requests read (or being read) and not yet
+        # answered; made in the loop thread (_serve), which alone uses it.
+        self.request_bytes_in_flight_total_max = request_bytes_in_flight_total_max
+        self.request_bytes: _BytesInFlight | None = None
         self.connections_max = connections_max
         self.connection_idle_s_max = connection_idle_ms_max / 1000
         self.ssl_context = ssl_context
@@ -248,6 +269,16 @@ class KafkaListener:
         """Connections open now (a snapshot; any thread)."""
         return len(self._connections)
 
+    def request_bytes_in_flight(self) -> int:
+        """Bytes of requests read, or being read, on every connection and not yet
+        answered (a snapshot; any thread)."""
+        return 0 if self.request_bytes is None else self.request_bytes.bytes
+
+    def request_bytes_waiting_count(self) -> int:
+        """Connections whose next request waits for room in the listener's bytes in
+        flight (a snapshot; any thread)."""
+        return 0 if self.request_bytes is None else self.request_bytes.waiting_count()
+
     def waiting_for_login_count(self, address: str | None = None) -> int:
         """Connections open now that have not logged in yet, from peer IP ``address``
         only if given (a snapshot; any thread)."""
@@ -293,6 +324,7 @@ class KafkaListener:
 
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()
+        self.request_bytes = _BytesInFlight(self.request_bytes_in_flight_total_max)
         try:
             loop = asyncio.get_running_loop()
             server = await loop.create_server(
@@ -464,6 +496,65 @@ class _StreamProtocol(asyncio.StreamReaderProtocol):
         return keep_open and not self.tls
 
 
+class _BytesInFlight:
+    """The listener's budget of request bytes in flight, shared by its connections and
+    given out first come first served: a request that does not fit waits, and so
+    does every one after it, so that small requests cannot starve a large one. A
+    request fits whenever nothing is in flight, however large (the listener's
+    bound on one request is no larger than the budget anyway). Listener thread only.
+
+    Bounded: a waiter per connection at most (a connection reads one request at a
+    time), so at most ``connections_max`` waiters.
+    """
+
+    def __init__(self, bytes_max: int):
+        assert bytes_max > 0
+        self.bytes_max = bytes_max
+        self.bytes = 0
+        self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+
+    def waiting_count(self) -> int:
+        return len(self._waiters)
+
+    async def take(self, size: int) -> None:
+        """Returns once ``size`` bytes are taken from the budget, for the caller to
+        ``give_back``. Cancelled meanwhile, it takes nothing."""
+        if not self._waiters and self._fits(size):
+            self.bytes += size
+            return
+        granted = asyncio.get_running_loop().create_future()
+        waiter = (size, granted)
+        self._waiters.append(waiter)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():   # granted, then cancelled
+                self.give_back(size)
+            else:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._grant()                  # it may have held back those behind it
+            raise
+
+    def give_back(self, size: int) -> None:
+        self.bytes -= size
+        if self.bytes < 0:
+            raise AssertionError(f"{self.bytes} Kafka request bytes in flight after "
+                                 f"{size} given back")
+        self._grant()
+
+    def _fits(self, size: int) -> bool:
+        return self.bytes == 0 or self.bytes + size <= self.bytes_max
+
+    def _grant(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            size, granted = self._waiters.popleft()
+            if granted.done():                 # its connection closed while it waited
+                continue
+            self.bytes += size
+            granted.set_result(None)
+
+
 class _Answer:
     """A response ready at once (no handler): the v0 UNSUPPORTED_VERSION answer."""
 
@@ -490,6 +581,10 @@ class _Connection:
         self.handlers: set[asyncio.Task] = set()
         self.requests_in_flight = 0            # counted from the room taken for its body
         self.bytes_in_flight = 0
+        # What each of its requests read and not yet answered took of the listener's
+        # bytes in flight (request_bytes), in request order (0: read before its login);
+        # given back as each is answered, and all of it when it closes.
+        self.bytes_taken: deque[int] = deque()
         self.reading_body = False             # the last one counted is still arriving
         self.room = asyncio.Condition()
         loop = asyncio.get_running_loop()
@@ -577,6 +672,8 @@ class _Connection:
         finally:
             for task in (reading, writing, *self.handlers):
                 task.cancel()
+            self.listener.request_bytes.give_back(sum(self.bytes_taken))   # dropped unanswered
+            self.bytes_taken.clear()
             self.gather.close()
             if clean:
                 self.writer.close()              # flushes what is still buffered
@@ -623,6 +720,10 @@ class _Connection:
                              "it declared a request of %d bytes (the limit is %d)", size, bytes_max)
 
     async def _wait_for_room(self, size: int) -> None:
+        """Waits for room for a request of ``size`` bytes in this connection's bounds,
+        then in the listener's bytes in flight. The connection's room is not held
+        while it waits for the listener's, so that its own answers can still free
+        theirs (else a connection holding the whole budget would wait for itself)."""
         limits = self.listener
         async with self.room:
             await self.room.wait_for(lambda: self.requests_in_flight < limits.requests_in_flight_max
@@ -630,6 +731,11 @@ class _Connection:
                                           <= limits.request_bytes_in_flight_max))
             self.requests_in_flight += 1
             self.bytes_in_flight += size
+        if not self.info.logged_in():          # see the module's Order and bounds
+            self.bytes_taken.append(0)
+            return
+        await limits.request_bytes.take(size)
+        self.bytes_taken.append(size)
 
     def _dispatch(self, frame: bytes) -> bool:
         """Decodes one request and queues its handling; False to close the connection."""
@@ -680,6 +786,8 @@ class _Connection:
             await self._release(size)
 
     async def _release(self, size: int) -> None:
+        # At once: another connection may wait for them.
+        self.listener.request_bytes.give_back(self.bytes_taken.popleft())
         async with self.room:
             self.requests_in_flight -= 1
             self.bytes_in_flight -= size

@@ -95,3 +95,87 @@ def test_a_client_that_never_reads_its_fetch_replies_cannot_make_the_router_hold
                    str(limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) in why for why in refused)
     finally:
         stalled.close()
+
+
+def test_a_producer_at_its_largest_batches_and_buffer_never_meets_the_router_s_bytes_bound(
+        broker_factory):
+    import urllib.request
+
+    from plinth import limits
+    from tests.support import free_port
+
+    # Given a broker reached through its router only, its metrics on
+    port = free_port()
+    broker = broker_factory(shards=1, extra_args=("--direct-clients", "off",
+                                                  "--metrics-port", str(port)))
+    topic = unique_topic("bp")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    # When a producer at the largest batches, buffer and in-flight window sends
+    # 160 MiB, more than its client's request bytes in flight at the router
+    value = b"v" * (1024 * 1024)
+    with Producer(broker=broker.url, batch_bytes_max=limits.BATCH_BYTES_MAX,
+                  buffer_memory=limits.PRODUCER_BUFFER_BYTES_MAX, linger_ms=1_000,
+                  max_in_flight_requests_per_connection=limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX
+                  ) as producer:
+        futures = [producer.send(topic, value, partition=0) for _ in range(160)]
+        producer.flush()
+        assert [f.get(60).offset for f in futures] == list(range(160))
+    # Then the router refused none of its requests for their bytes (nor their count)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    refused = [line for line in text.splitlines()
+               if line.startswith("plinth_errors_total{") and 'code="tooManyRequests"' in line]
+    assert refused == [] or all(line.endswith(" 0.0") for line in refused), refused
+
+
+def test_a_client_that_sends_large_produces_and_never_reads_cannot_make_the_router_hold_them(
+        broker_factory):
+    import zmq
+
+    from plinth import limits, protocol
+    from plinth.format.record_batch import BatchBuilder
+
+    # Given a broker reached through its router only, and a batch of 15 MiB
+    broker = broker_factory(shards=1, extra_args=("--direct-clients", "off"))
+    topic = unique_topic("bp")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    builder = BatchBuilder()
+    for _ in range(15):
+        builder.append(None, b"v" * (1024 * 1024 - 200), int(time.time() * 1000), None)
+    batch = builder.build()
+    # When a raw client sends 64 produces of it (960 MiB; its 256 requests in
+    # flight would allow them all) and reads no reply meanwhile
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.RCVHWM, 1)
+    raw.setsockopt(zmq.RCVBUF, 64 * 1024)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(broker.url)
+    try:
+        rss_before = peak = rss_bytes(broker.proc.pid)
+        for request_id in range(64):
+            raw.send_multipart([protocol.encode_produce(request_id, topic, 0, 1), batch])
+            peak = max(peak, rss_bytes(broker.proc.pid))
+        settle_until_s = time.monotonic() + 5
+        while time.monotonic() < settle_until_s:
+            peak = max(peak, rss_bytes(broker.proc.pid))
+            time.sleep(0.02)
+        # Then the router held at most its client's request bytes in flight (and
+        # some working memory), where it held 500 MiB before the bound
+        held_bytes = peak - rss_before
+        assert held_bytes < limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX + 100 * 1024 * 1024, held_bytes
+        # And the produces over that bound were refused at once, naming it
+        stored, refused = 0, []
+        while raw.poll(3_000):
+            reply = protocol.decode_reply(raw.recv_multipart()[0])
+            if reply.error is None:
+                stored += 1
+            else:
+                refused.append(str(reply.error))
+        assert stored + len(refused) == 64 and refused, (stored, refused[:1])
+        assert all("bytes of requests in flight" in why and
+                   f"limit of {limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes" in why
+                   for why in refused), refused[:1]
+    finally:
+        raw.close()

@@ -488,3 +488,46 @@ def test_after_all_of_it_a_real_client_produces_and_consumes(kafka_broker):
     assert offsets == [0, 1, 2, 3, 4]
     assert got == [b"after-%d" % i for i in range(5)]
     assert TRIED["frames"] > 100
+
+
+def test_connections_sending_maximal_produces_at_once_share_one_budget_of_request_bytes(
+        broker_factory):
+    import threading
+    import time
+
+    from plinth import limits
+    from tests.e2e.test_backpressure_e2e import rss_bytes
+
+    # Given a broker with a Kafka listener and no SASL (anyone may send 100 MiB)
+    port = free_port()
+    broker = broker_factory(shards=1, extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    address = ("127.0.0.1", port)
+    name = unique_topic("budget")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(name, partitions=1)
+    frame = produce_frame(name, b"\0" * (limits.KAFKA_REQUEST_BYTES_MAX - 1024))
+    assert len(frame) <= limits.KAFKA_REQUEST_BYTES_MAX
+    # When 8 raw connections each send a maximal produce at once (800 MiB)
+    outcomes: list[str] = []
+
+    def send_one() -> None:
+        try:
+            outcomes.append(outcome(address, frame)[0])
+        except OSError as e:                        # a timeout while muted counts too
+            outcomes.append(type(e).__name__)
+
+    rss_before = peak = rss_bytes(broker.proc.pid)
+    senders = [threading.Thread(target=send_one) for _ in range(8)]
+    for sender in senders:
+        sender.start()
+    while any(sender.is_alive() for sender in senders):
+        peak = max(peak, rss_bytes(broker.proc.pid))
+        time.sleep(0.01)
+    # Then the router held about one budget of them at a time (and a copy while
+    # decoding), not all 8: the listener grew 896 MiB before the budget
+    held_bytes = peak - rss_before
+    print(f"\n8 maximal produces at once: router RSS +{held_bytes >> 20} MiB; {outcomes}")
+    assert held_bytes < 3 * limits.KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX, held_bytes
+    # And every one was read in turn, answered or closed, and the listener serves on
+    assert len(outcomes) == 8 and set(outcomes) <= {"answered", "closed"}, outcomes
+    assert still_serves(address)

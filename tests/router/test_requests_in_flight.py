@@ -77,6 +77,28 @@ def test_a_forgotten_shard_returns_its_requests_in_order_and_its_late_answers_co
     assert in_flight.forget_shard("shard-0") == []
 
 
+def test_request_bytes_count_per_client_until_answered_forgotten_or_deposed():
+    # Given a client with requests of 100, 200 and 400 bytes at two shards (the last
+    # a group request of slot 3), and another client's request of 50
+    in_flight = RequestsInFlight()
+    in_flight.forwarded("shard-0", CLIENT, 1, size_bytes=100)
+    in_flight.forwarded("shard-1", CLIENT, 2, size_bytes=200)
+    in_flight.forwarded("shard-0", CLIENT, 3, slot=3, size_bytes=400)
+    in_flight.forwarded("shard-0", OTHER, 1, size_bytes=50)
+    assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (700, 50)
+    # When shard-0 answers request 1 / Then its bytes leave, and only its
+    in_flight.answered("shard-0", CLIENT, 1)
+    assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (600, 50)
+    # When slot 3 gets another leader / Then the group request's bytes leave
+    in_flight.deposed(lambda slot: "shard-1")
+    assert in_flight.bytes_for(CLIENT) == 200
+    # When shard-1 is forgotten and shard-0 answers the other / Then nothing is left
+    in_flight.forget_shard("shard-1")
+    in_flight.answered("shard-0", OTHER, 1)
+    assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (0, 0)
+    assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (0, 0)
+
+
 def test_a_clients_fetches_may_ask_for_its_fetch_bytes_in_all_and_no_more():
     # Given a client whose maximal fetches at the shards fill its fetch bytes
     fetches = FetchBytesInFlight()

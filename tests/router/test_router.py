@@ -612,6 +612,38 @@ def test_requests_held_for_their_topic_count_toward_the_clients_requests_in_flig
         range(1, limit + 1))
 
 
+def test_a_client_over_its_request_bytes_in_flight_is_refused_until_a_reply_comes_back(router_rig):
+    # Given a shard that holds every request unanswered
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    client, other = rig.client(), rig.client()
+    batch, limit = bytes(limits.BATCH_BYTES_MAX), limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
+    fit = limit // (len(batch) + 1)              # maximal batches, each with its header
+    # When a client sends one maximal produce more than fit its bytes in flight
+    # (far fewer than its requests in flight), and reads no reply
+    for request_id in range(1, fit + 2):
+        client.send(protocol.encode_produce(request_id, "t", 0, 1), batch)
+    # Then the last one is refused at once, retriable, naming the bytes and the limit
+    view, _ = client.recv()
+    assert view.request_id == fit + 1 and isinstance(view.error, TooManyRequestsError)
+    assert "bytes of requests in flight; with this one" in str(view.error)
+    assert f"over its limit of {limit} bytes" in str(view.error)
+    assert [r.request_id for r in shard.wait_for_requests(fit)] == list(range(1, fit + 1))
+    # And another client's maximal produce still goes through
+    other.send(protocol.encode_produce(1, "t", 0, 1), batch)
+    shard.wait_for_requests(fit + 1)
+    # When one reply comes back, the client may send one more again
+    shard.release(1)
+    assert client.recv()[0].request_id == 1
+    client.send(protocol.encode_produce(fit + 2, "t", 0, 1), batch)
+    assert shard.wait_for_requests(fit + 2)[-1].request_id == fit + 2
+    assert not client.has_reply(0.2)
+    shard.release(fit + 1)                     # the rest, the other client's among them
+    assert sorted(view.request_id for view, _ in replies(client, fit)) == [
+        *range(2, fit + 1), fit + 2]
+
+
 def test_the_bytes_of_held_requests_are_bounded_per_client_and_per_router(router_rig, monkeypatch):
     # Given a router budget of three 15 MiB batches, and a controller slow to answer
     batch_bytes = 15 * 1024 * 1024

@@ -411,3 +411,124 @@ def test_a_stop_with_handlers_parked_ends_every_task_before_the_loop_closes(capl
     # Then no task was left pending when its loop closed
     assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
     assert listener.loop.is_closed()
+
+
+def padded_heartbeat(correlation_id: int, pad_bytes: int) -> bytes:
+    """A Heartbeat frame made about ``pad_bytes`` larger by its client id."""
+    return request(HEARTBEAT, 4, correlation_id, {"group_id": "g", "generation_id": 0},
+                   client_id="x" * pad_bytes)
+
+
+def test_the_listener_s_request_bytes_in_flight_are_shared_by_its_connections():
+    # Given a listener whose connections may have 700 bytes of requests in flight
+    # each, but only 1,000 between them, and a handler that holds request 1
+    handler = TinyHandler()
+    handler.gates[1] = threading.Event()
+    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=700,
+                             request_bytes_in_flight_max=700,
+                             request_bytes_in_flight_total_max=1000)
+    address = listener.start()
+    first_frame, second_frame = padded_heartbeat(1, 600), padded_heartbeat(2, 600)
+    try:
+        with connect(address) as first, connect(address) as second:
+            # When one connection sends a 600-byte request, unanswered, and another one too
+            first.sendall(first_frame)
+            wait_for(lambda: handler.started == 1, "the first request's handler")
+            second.sendall(second_frame)
+            # Then the second waits, unread, and its connection is kept open
+            wait_for(lambda: listener.request_bytes_waiting_count() == 1, "the second to wait")
+            assert listener.request_bytes_in_flight() == len(first_frame) - 4
+            assert handler.started == 1 and listener.connection_count() == 2
+            # When the first is answered, the second is read and answered too
+            handler.gates[1].set()
+            assert read_response(first, HEARTBEAT, 4)[0] == 1
+            assert read_response(second, HEARTBEAT, 4)[0] == 2
+            wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
+            assert listener.request_bytes_waiting_count() == 0
+    finally:
+        handler.gates[1].set()
+        listener.stop()
+
+
+def test_a_request_declared_on_a_connection_that_closes_gives_its_bytes_back():
+    # Given a listener with 1,000 bytes in flight in all, and a connection that
+    # declared a 900-byte request and sent only part of it
+    handler = TinyHandler()
+    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=1000,
+                             request_bytes_in_flight_total_max=1000)
+    address = listener.start()
+    try:
+        with connect(address) as second:
+            with connect(address) as first:
+                first.sendall(struct.pack(">i", 900) + b"\0" * 100)
+                wait_for(lambda: listener.request_bytes_in_flight() == 900, "900 bytes taken")
+                # When another connection sends a 600-byte request, it waits
+                second.sendall(padded_heartbeat(2, 600))
+                wait_for(lambda: listener.request_bytes_waiting_count() == 1, "the second to wait")
+                assert handler.started == 0
+            # When the first connection goes away without the rest of its request
+            # Then its bytes come back and the second connection's request is answered
+            assert read_response(second, HEARTBEAT, 4)[0] == 2
+        wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
+    finally:
+        listener.stop()
+
+
+def test_one_connection_whose_requests_fill_the_listener_s_bytes_is_not_stuck_behind_itself():
+    # Given a connection that may have more bytes in flight than the listener as a
+    # whole, and a handler that holds its first request
+    handler = TinyHandler()
+    handler.gates[1] = threading.Event()
+    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=700,
+                             request_bytes_in_flight_max=10_000,
+                             request_bytes_in_flight_total_max=1000)
+    address = listener.start()
+    try:
+        with connect(address) as sock:
+            # When it pipelines three 600-byte requests (two would pass the budget)
+            sock.sendall(b"".join(padded_heartbeat(i, 600) for i in (1, 2, 3)))
+            wait_for(lambda: listener.request_bytes_waiting_count() == 1, "the second to wait")
+            assert handler.started == 1
+            # Then its own answers make room: all three are answered, in order
+            handler.gates[1].set()
+            assert [read_response(sock, HEARTBEAT, 4)[0] for _ in range(3)] == [1, 2, 3]
+        wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
+    finally:
+        handler.gates[1].set()
+        listener.stop()
+
+
+class LoginHandler(TinyHandler):
+    """A TinyHandler with a stand-in for a SASL login: a Heartbeat of generation 99
+    logs its connection in (lifts its bound, as api_sasl.py does)."""
+
+    async def __call__(self, connection, header, body):
+        if header.api_key == HEARTBEAT.key and body["generation_id"] == 99:
+            connection.request_bytes_max = None
+            return {"error_code": 0}
+        return await super().__call__(connection, header, body)
+
+
+def test_a_connection_that_has_not_logged_in_takes_nothing_from_the_listener_s_bytes():
+    # Given a listener whose connections must log in, with 1,000 bytes in flight in all
+    handler = LoginHandler()
+    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=1000,
+                             request_bytes_in_flight_total_max=1000,
+                             first_request_bytes_max=1000, login_timeout_ms=60_000)
+    address = listener.start()
+    try:
+        with connect(address) as stranger, connect(address) as member:
+            # When a connection that has not logged in declares a 900-byte request
+            # and sends only part of it
+            stranger.sendall(struct.pack(">i", 900) + b"\0" * 100)
+            wait_for(lambda: listener.connection_count() == 2, "both connections")
+            # And one that logged in sends a 600-byte request
+            member.sendall(request(HEARTBEAT, 4, 1, {"group_id": "g", "generation_id": 99}))
+            assert read_response(member, HEARTBEAT, 4)[0] == 1
+            member.sendall(padded_heartbeat(2, 600))
+            # Then it is answered: the stranger's bytes are not the budget's
+            assert read_response(member, HEARTBEAT, 4)[0] == 2
+            assert listener.request_bytes_waiting_count() == 0
+        wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
+    finally:
+        listener.stop()
