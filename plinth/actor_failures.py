@@ -10,6 +10,8 @@ it is "down or restarting".
 
 from __future__ import annotations
 
+import re
+
 
 def creation_failure(error: BaseException) -> str | None:
     """``error`` (from a call to an actor) says the actor died in its constructor: the
@@ -21,3 +23,19 @@ def creation_failure(error: BaseException) -> str | None:
         return "its constructor raised"
     name, colon, message = lines[-1].partition(": ")
     return f"{name.rpartition('.')[2]}{colon}{message}"
+
+
+_KILLED = ("SIGKILL", "signal 9", "killed by signal", "exit code 137")
+_OOM = re.compile(r"out of memory|\boom\b|memory monitor", re.IGNORECASE)
+
+
+def killed_how(cause: str) -> str:
+    """Ray's text of an actor's death cause (its ActorDiedError, its actor table's
+    DeathCause) in a few words, when it says the process was killed: "" otherwise.
+    The kernel's OOM killer sends SIGKILL, so a SIGKILL is said to be possibly it."""
+    lowered = cause.lower()
+    if _OOM.search(cause):
+        return "killed: out of memory (the kernel's OOM killer or Ray's memory monitor)"
+    if any(word.lower() in lowered for word in _KILLED):
+        return "killed by SIGKILL (possibly the kernel's OOM killer)"
+    return ""
