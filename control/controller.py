@@ -378,6 +378,9 @@ class Controller:
         # metrics scrape) did not hear from, for it to look at (query threads add).
         self._revivals = ShardRevivals(lambda: self._monotonic_s())
         self._stats_missed: set[str] = set()
+        # When the server last heard of a Ray worker's death (process_owner); until
+        # SHARD_DEATH_LOOK_S after, every shard is looked at (revive_dead_shards).
+        self._death_heard_s: float | None = None
         # The processes shards ran in before their last restart, oldest first: pid ->
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
@@ -476,7 +479,7 @@ class Controller:
         does (every change of the metadata is saved, so ``_save`` keeps this true)."""
         if self._lease is not None:
             self._lease.want(any(topic.leadership for topic in self._metadata.topics.values())
-                             or len(self._revivals) > 0)
+                             or len(self._revivals) > 0 or self._looking_for_deaths())
 
     def _new_controller_epoch(self) -> None:
         """This incarnation's epoch: one more than any before (saved by ``start``
@@ -748,11 +751,7 @@ class Controller:
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        before = self._shards.pids.get(shard_id, 0)
-        if before and before != pid:   # for process_owner: Ray's death message may come late
-            self._past_pids[before] = shard_id
-            while len(self._past_pids) > _PAST_PIDS_MAX:
-                del self._past_pids[next(iter(self._past_pids))]
+        self._note_pid(shard_id, pid)
         self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
         self._revivals.started(shard_id)
@@ -776,6 +775,23 @@ class Controller:
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
             self._elect(led, self._answering(others) | electable)
         self._push_all_records(shard_id)
+
+    def shard_starting(self, shard_id: str, pid: int) -> None:
+        """A shard actor's process ``pid`` starts, before it reopens its logs (called by
+        the shard): one killed before it announces ``shard_started`` is still named by
+        ``process_owner``, and status shows the process."""
+        if pid:
+            self._note_pid(shard_id, pid)
+            self._shards.pids[shard_id] = pid
+
+    def _note_pid(self, shard_id: str, pid: int) -> None:
+        """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
+        (Ray's death message may come late)."""
+        before = self._shards.pids.get(shard_id, 0)
+        if before and before != pid:
+            self._past_pids[before] = shard_id
+            while len(self._past_pids) > _PAST_PIDS_MAX:
+                del self._past_pids[next(iter(self._past_pids))]
 
     def _push_all_records(self, shard_id: str) -> None:
         """Every record ``shard_id`` holds; if the call fails, again at the next check."""
@@ -920,6 +936,8 @@ class Controller:
                 self._revivals.forget(shard_id)   # retired or removed meanwhile
         maybe_dead = self._silent | set(self._shards.failures) | self._stats_missed
         self._stats_missed -= maybe_dead
+        if self._looking_for_deaths():
+            maybe_dead |= set(self._shards.ids())
         for shard_id in sorted(maybe_dead | set(self._revivals.ids())):
             if not self._shards.dead_for_good(shard_id):
                 continue
@@ -932,6 +950,10 @@ class Controller:
         for shard_id in self._revivals.due():
             self._revive(shard_id)
         self._lease_wanted_as_saved()
+
+    def _looking_for_deaths(self) -> bool:
+        heard_s = self._death_heard_s
+        return heard_s is not None and self._monotonic_s() - heard_s < limits.SHARD_DEATH_LOOK_S
 
     def _revive(self, shard_id: str) -> None:
         """A new actor for ``shard_id``, on its node. In process (the unit tests) it
@@ -1297,7 +1319,12 @@ class Controller:
         """What ran in process ``pid`` (query thread): a shard's id, "controller" for
         this actor's, or "" if not known. For the server's line on a Ray worker's death
         (plinth/ray_messages.py), which has the pid only; the process may already
-        have been replaced by its restart, so a shard's earlier pids are kept."""
+        have been replaced by its restart, so a shard's earlier pids are kept. That
+        line is also the controller's word that a worker died: for SHARD_DEATH_LOOK_S
+        its leader checks look for shards Ray gave up on (revive_dead_shards)."""
+        self._death_heard_s = self._monotonic_s()   # one store: safe from a query thread
+        if self._lease is not None:
+            self._lease.want(True)   # the checks look for shards Ray gave up on, for a while
         if pid == os.getpid():
             return "controller"
         for shard_id, shard_pid in list(self._shards.pids.items()):

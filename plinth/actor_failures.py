@@ -32,7 +32,10 @@ _OOM = re.compile(r"out of memory|\boom\b|memory monitor", re.IGNORECASE)
 def killed_how(cause: str) -> str:
     """Ray's text of an actor's death cause (its ActorDiedError, its actor table's
     DeathCause) in a few words, when it says the process was killed: "" otherwise.
-    The kernel's OOM killer sends SIGKILL, so a SIGKILL is said to be possibly it."""
+    The kernel's OOM killer sends SIGKILL, so a SIGKILL is said to be possibly it.
+    Ray's list of "common causes" it appends to any lost worker (the OOM killer among
+    them) is not read: it says nothing of this death."""
+    cause = cause.split("Some common causes")[0]
     lowered = cause.lower()
     if _OOM.search(cause):
         return "killed: out of memory (the kernel's OOM killer or Ray's memory monitor)"

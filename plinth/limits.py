@@ -225,6 +225,12 @@ SHARD_RESTARTS_MAX = 100
 # restarted in a tight loop, and one whose limit was raised comes back by itself.
 SHARD_REVIVAL_BACKOFF_S_MIN = 5.0
 SHARD_REVIVAL_BACKOFF_S_MAX = 300.0
+# After the server hears of a Ray worker's death (plinth/ray_messages.py asks the
+# controller whose process it was), every leader check looks this long for shards Ray
+# gave up on (ShardSet.dead_for_good: one name lookup each), even on a broker without
+# replicated partitions, whose lease sleeps otherwise: Ray frees a dead actor's name
+# shortly after the death is reported, not at once.
+SHARD_DEATH_LOOK_S = 30.0
 # Ray restarts a dead controller actor at most this often (it recovers by itself:
 # control/controller.py); beyond that the broker needs its server restarted.
 CONTROLLER_RESTARTS_MAX = 100

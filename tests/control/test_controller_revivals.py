@@ -134,3 +134,31 @@ def test_a_replicated_leader_ray_gave_up_on_is_started_again_by_the_leader_check
     # Then it serves again, a replica of the partition
     assert shard_status(broker, leader).alive
     assert broker.shards.handles[leader]._alive
+
+
+def test_a_shard_killed_while_it_starts_is_named_by_its_process(brokers):
+    # Given shard-1's new process (pid 4242) said it starts, and was killed before it
+    # announced where it listens (the OOM killer during its start-up)
+    broker = brokers(2)
+    broker.controller.shard_starting("shard-1", 4242)
+    # Then the server's line on that worker's death names the shard
+    assert broker.controller.process_owner(4242) == "shard-1"
+    # And its earlier process stays named too
+    broker.controller.shard_starting("shard-1", 4243)
+    assert broker.controller.process_owner(4242) == "shard-1"
+
+
+def test_a_workers_death_has_the_leader_checks_look_for_shards_ray_gave_up_on(brokers, caplog):
+    # Given a broker without replicated partitions (its lease sleeps), no status call,
+    # and shard-1 dead for good
+    broker = brokers(2)
+    killed_for_good(broker, "shard-1")
+    with caplog.at_level("ERROR", logger=CONTROLLER):
+        broker.controller.check_leaders()
+        assert caplog.records == []   # nothing looked at it
+        # When the server hears of a Ray worker's death (it asks whose process it was)
+        broker.controller.process_owner(99999)
+        broker.controller.check_leaders()
+    # Then the next check finds shard-1 dead for good, and schedules its new actor
+    assert [r.getMessage().split(";")[0] for r in caplog.records if r.levelname == "ERROR"] == [
+        f"shard-1 died 101 times ({OOM_KILLED})"]
