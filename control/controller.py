@@ -934,8 +934,8 @@ class Controller:
         for shard_id in self._revivals.ids():
             if shard_id not in self._shards:
                 self._revivals.forget(shard_id)   # retired or removed meanwhile
-        maybe_dead = self._silent | set(self._shards.failures) | self._stats_missed
-        self._stats_missed -= maybe_dead
+        stats_missed, self._stats_missed = self._stats_missed, set()   # query threads add
+        maybe_dead = self._silent | set(self._shards.failures) | stats_missed
         if self._looking_for_deaths():
             maybe_dead |= set(self._shards.ids())
         for shard_id in sorted(maybe_dead | set(self._revivals.ids())):
