@@ -44,8 +44,13 @@ def test_a_death_by_rays_memory_monitor_is_said_to_be_out_of_memory():
                       "memory monitor ...").startswith("killed: out of memory")
 
 
-def test_rays_list_of_common_causes_of_a_lost_worker_says_nothing_of_this_death():
-    assert killed_how("Worker unexpectedly exits with a connection error code 2. End of "
-                      "file. Some common causes include: (1) the process was killed by the "
-                      "OOM killer due to high memory usage, (2) ray stop --force") == ""
+def test_a_sigkilled_workers_death_as_ray_says_it_is_a_vanished_process_not_an_oom():
+    # Ray's DeathCause of an actor whose process got SIGKILL (checked on Ray 2.60): its
+    # list of common causes names the OOM killer whatever happened, and is not read
+    assert killed_how(
+        "The actor is dead because its worker process has died. Worker exit type: "
+        "SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error "
+        "code 2. End of file. Some common causes include: (1) the process was killed by the "
+        "OOM killer due to high memory usage, (2) ray stop --force") == (
+        "its process vanished: killed (SIGKILL: kill -9 or the kernel's OOM killer) or crashed")
     assert killed_how("The actor is dead because it was killed by `ray.kill`.") == ""
