@@ -162,24 +162,22 @@ class RequestsInFlight:
 
     def _uncount(self, key: tuple[bytes, int]) -> None:
         client = key[0]
-        left = self._by_client[client] - 1
-        if left < 0:
-            raise AssertionError(f"client {client!r}: {left} requests in flight after "
-                                 f"one answered")
-        if left:
-            self._by_client[client] = left
-        else:
-            del self._by_client[client]
+        _take_from(self._by_client, client, 1, "requests")
         size_bytes = self._bytes_of.pop(key, 0)
         if size_bytes:
-            bytes_left = self._bytes_by_client[client] - size_bytes
-            if bytes_left < 0:
-                raise AssertionError(f"client {client!r}: {bytes_left} request bytes in "
-                                     f"flight after {size_bytes} answered")
-            if bytes_left:
-                self._bytes_by_client[client] = bytes_left
-            else:
-                del self._bytes_by_client[client]
+            _take_from(self._bytes_by_client, client, size_bytes, "request bytes")
+
+
+def _take_from(counts: dict[bytes, int], client: bytes, amount: int, what: str) -> None:
+    """Count ``amount`` of ``client``'s ``what`` as answered; its entry goes at 0."""
+    left = counts[client] - amount
+    if left < 0:
+        raise AssertionError(f"client {client!r}: {left} {what} in flight after {amount} "
+                             f"answered")
+    if left:
+        counts[client] = left
+    else:
+        del counts[client]
 
 
 class FetchBytesInFlight:

@@ -419,15 +419,22 @@ def padded_heartbeat(correlation_id: int, pad_bytes: int) -> bytes:
                    client_id="x" * pad_bytes)
 
 
-def test_the_listener_s_request_bytes_in_flight_are_shared_by_its_connections():
-    # Given a listener whose connections may have 700 bytes of requests in flight
-    # each, but only 1,000 between them, and a handler that holds request 1
+def listener_holding_request_1(request_bytes_in_flight_max: int):
+    """A started listener taking requests of up to 700 bytes, 1,000 in flight over all its
+    connections, ``request_bytes_in_flight_max`` per connection, whose handler holds
+    request 1 until its gate is set; returns (handler, listener, address)."""
     handler = TinyHandler()
     handler.gates[1] = threading.Event()
     listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=700,
-                             request_bytes_in_flight_max=700,
+                             request_bytes_in_flight_max=request_bytes_in_flight_max,
                              request_bytes_in_flight_total_max=1000)
-    address = listener.start()
+    return handler, listener, listener.start()
+
+
+def test_the_listener_s_request_bytes_in_flight_are_shared_by_its_connections():
+    # Given a listener whose connections may have 700 bytes of requests in flight
+    # each, but only 1,000 between them, and a handler that holds request 1
+    handler, listener, address = listener_holding_request_1(request_bytes_in_flight_max=700)
     first_frame, second_frame = padded_heartbeat(1, 600), padded_heartbeat(2, 600)
     try:
         with connect(address) as first, connect(address) as second:
@@ -477,12 +484,7 @@ def test_a_request_declared_on_a_connection_that_closes_gives_its_bytes_back():
 def test_one_connection_whose_requests_fill_the_listener_s_bytes_is_not_stuck_behind_itself():
     # Given a connection that may have more bytes in flight than the listener as a
     # whole, and a handler that holds its first request
-    handler = TinyHandler()
-    handler.gates[1] = threading.Event()
-    listener = KafkaListener("127.0.0.1", 0, handler, request_bytes_max=700,
-                             request_bytes_in_flight_max=10_000,
-                             request_bytes_in_flight_total_max=1000)
-    address = listener.start()
+    handler, listener, address = listener_holding_request_1(request_bytes_in_flight_max=10_000)
     try:
         with connect(address) as sock:
             # When it pipelines three 600-byte requests (two would pass the budget)
