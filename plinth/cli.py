@@ -366,6 +366,11 @@ def _kafka_listener_options(command):
               type=click.IntRange(limits.TIER_CACHE_BYTES_MIN, limits.TIER_CACHE_BYTES_MAX),
               default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
               help="Local disk each shard may use for cached chunks of remote segments.")
+@click.option("--tier-store-take-over", is_flag=True, default=False,
+              help="Make this data dir the owner of its objects in the --tier-url store although "
+                   "another copy of it (a newer one) has claimed them since it last ran: for a "
+                   "backup restored on purpose. The other copy then deletes nothing there. "
+                   "Never while that copy runs (refused).")
 @_kafka_listener_options
 @click.option("--console-listen", envvar="PLINTH_CONSOLE_LISTEN", show_envvar=True,
               default=limits.CONSOLE_LISTEN_DEFAULT, show_default=True, metavar="HOST:PORT|off",
@@ -387,7 +392,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, auto_leader_rebalance, leader_imbalance_check_interval_s,
           offsets_replication_factor,
-          direct_clients, tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
+          direct_clients, tier_url, tier_cache_bytes, tier_store_take_over, kafka_listen,
+          kafka_advertised, kafka_auto_create_topics,
           kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen,
           data_dir_free_bytes_min, produce_free_bytes_min):
     """Run the broker until SIGTERM or Ctrl-C."""
@@ -407,6 +413,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            offsets_replication_factor=offsets_replication_factor,
                            direct_clients=direct_clients, tier_url=tier_url,
                            tier_cache_bytes=tier_cache_bytes,
+                           tier_store_take_over=tier_store_take_over,
                            kafka_listen=_off_is_none(kafka_listen),
                            kafka_advertised=kafka_advertised,
                            kafka_auto_create_topics=kafka_auto_create_topics,

@@ -32,6 +32,9 @@ the environment causes and is expected, handled and reported.
     │   ├── UnavailableError        unavailable
     │   │   ├── RemoteStorageUnavailableError  unavailable: object storage down,
     │   │   │                       timed out or 5xx; retriable
+    │   │   ├── TierStoreNotOwnedError  unavailable: a shard's deletion in object storage
+    │   │   │                       waits: its data dir's claim names another start
+    │   │   │                       (shards/tier/store_claim.py)
     │   │   └── ShardRestartingError  unavailable: a shard actor Ray is restarting
     │   │                           (it keeps its name: adopt it, start no other)
     │   ├── RequestTimedOutError    requestTimedOut
@@ -274,6 +277,12 @@ class RemoteStorageUnavailableError(UnavailableError):
     """Object storage did not answer in time, could not be reached, or answered
     5xx (after the store's own bounded retries). Transient: a client retries it as
     any "unavailable"; a shard's upload retries with backoff."""
+
+
+class TierStoreNotOwnedError(UnavailableError):
+    """A shard's deletion in object storage waits: the store's claim for its data dir
+    names another start (a copy of the data dir), or its lease ran out
+    (shards/tier/store_claim.py). Names the store and who claims it."""
 
 
 class ShardRestartingError(UnavailableError):

@@ -1002,6 +1002,12 @@ TIER_CACHE_BYTES_MAX = 16 * 1024 * GiB
 # --tier-url: an object-store URL (bucket, prefix) is short; this bounds what the
 # server keeps and passes to every shard actor.
 TIER_URL_BYTES_MAX = 2048
+# A data dir's claim on its objects in a tier store (shards/tier/store_claim.py): the
+# server renews its lease every RENEW_INTERVAL to LEASE ahead. A copy of the data dir
+# started elsewhere is refused while the lease runs, so after a kill -9 a relocated
+# data dir waits out at most one lease; a shard deletes only under a running lease.
+TIER_CLAIM_LEASE_S = 60.0
+TIER_CLAIM_RENEW_INTERVAL_S = 10.0
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
 # Drops of cached chunks (a partition deleted or moved away, segments retention

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plinth import limits, topics
 from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
@@ -71,6 +72,9 @@ from plinth.ray_messages import route_raylet_messages
 from plinth.secret_files import load_or_create_secret
 from plinth.shards.shard_handle import TierOptions
 from plinth.version import VERSION
+
+if TYPE_CHECKING:
+    from plinth.shards.tier.store_claim import ClaimKeeper
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,9 @@ class ServeOptions:
     # each shard may use for cached remote chunks. See tier_options.
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     tier_cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
+    # Claim the store for this data dir even though another copy of it has claimed it
+    # since this one last ran (shards/tier/store_claim.py).
+    tier_store_take_over: bool = False
     # The Kafka listener (issue 15): HOST:PORT to bind, and to tell clients (None:
     # no listener; the bound address). See router/kafka/service.py.
     kafka_listen: str | None = None
@@ -524,6 +531,7 @@ class Server:
         self._fresh_data_dir = False   # whether start made the data dir
         self._ray_started = False
         self._locked = False
+        self._tier_claim: ClaimKeeper | None = None
 
     def start(self) -> StartReport:
         """Start everything; returns which shards serve and which do not (and why).
@@ -565,6 +573,7 @@ class Server:
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
                                                ipc_dir=make_ipc_dir(self.options.data_dir))
+        tier = self._claim_tier_store(tier)
         self._ray_started = True   # (even if it fails half way: Ray's processes may run)
         try:
             _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
@@ -598,6 +607,29 @@ class Server:
         _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
                        self.router, kafka=self.kafka)
         return report
+
+    def _claim_tier_store(self, tier: TierOptions) -> TierOptions:
+        """Claim the tier store for this data dir (shards/tier/store_claim.py): an
+        InvalidConfigError if a copy of it runs beside it, or has claimed the store
+        since (without --tier-store-take-over). Returns the options every shard gets,
+        with the claim its deletions are fenced by."""
+        if not tier.enabled:
+            return tier
+        from plinth.shards.tier.remote_store import open_remote_store
+        from plinth.shards.tier.store_claim import ClaimKeeper, new_start
+
+        start = new_start(self.options.data_dir)
+        keeper = ClaimKeeper(open_remote_store(tier.url, missing_root_ok=True), tier.store,
+                             self.options.data_dir, start,
+                             take_over=self.options.tier_store_take_over)
+        keeper.claim_at_start()
+        self._tier_claim = keeper
+        return dataclasses.replace(tier, claim=(start.data_dir_id, start.instance_id))
+
+    def _release_tier_claim(self) -> None:
+        if self._tier_claim is not None:
+            self._tier_claim.release()
+            self._tier_claim = None
 
     def _take_lock(self) -> None:
         """One server per data dir (plinth/data_dir_lock.py); makes the dir if it is not
@@ -659,6 +691,7 @@ class Server:
         if self.controller is not None and isinstance(error, InvalidConfigError):
             self.stop(before_unlock=self._remove_fresh_data_dir)
         elif not self._ray_started:
+            self._release_tier_claim()
             try:
                 self._remove_fresh_data_dir()
             finally:
@@ -703,6 +736,7 @@ class Server:
                     self.controller.kill()
                     _end_shards()
         finally:   # a shard that never served must not keep Ray or the lock alive
+            self._release_tier_claim()   # (its shards have stopped deleting)
             _shutdown_ray()
             try:
                 if before_unlock is not None:

@@ -31,10 +31,16 @@ class TierOptions:
     parser) before anything started; None: no tiered storage, and the controller
     refuses remote.storage.enable=true. It may carry secrets, so it is left out of
     the repr: show it with remote_store.redacted_url. ``cache_bytes``: the local
-    disk each shard may use for cached remote chunks (chunk_cache.py)."""
+    disk each shard may use for cached remote chunks (chunk_cache.py).
+    ``claim``: (the data dir's identity, this server start's instance id) as the
+    server claimed the store (shards/tier/store_claim.py): a shard deletes remote
+    objects only while the store's claim names that start (a server that could
+    not reach the store at start claims it later, its shards' deletions waiting
+    till then); None: no fence (unit tests)."""
 
     url: str | None = field(default=None, repr=False)
     cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
+    claim: tuple[str, str] | None = None
 
     @property
     def enabled(self) -> bool:

@@ -238,7 +238,8 @@ class ShardServer:
             self._tier = RemoteLogManager(shard_id, self.data_dir, tier.url,
                                           partitions=self._partitions, roles=self._roles,
                                           post=self._post, controller=controller,
-                                          segments_gone=self._remote_segments_gone)
+                                          segments_gone=self._remote_segments_gone,
+                                          claim=tier.claim)
 
     # --- Lifecycle (actor thread) ------------------------------------------
 

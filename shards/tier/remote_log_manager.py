@@ -142,6 +142,7 @@ from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetada
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
 from plinth.shards.tier.remote_store import RemoteStore, open_remote_store, store_identity
+from plinth.shards.tier.store_claim import ClaimFence
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
     sync_with_store, upload_segment, wall_clock_ms)
@@ -294,14 +295,18 @@ class RemoteLogManager:
     def __init__(self, shard_id: str, data_dir: Path, url: str, *,
                  partitions: dict[tuple[str, int], Partition], roles: dict, post,
                  controller: ControllerAnnouncements | None = None,
-                 segments_gone: Callable[[Partition, tuple[str, ...], str], None] | None = None):
+                 segments_gone: Callable[[Partition, tuple[str, ...], str], None] | None = None,
+                 claim: tuple[str, str] | None = None):
         """``controller``: nudged (``tiering_changed``) from the uploader thread when
         a sealed partition turns wholly remote or a requested re-sync listed the
         store; None: never (unit tests). ``segments_gone(part, segment ids, why)``:
         called on the loop thread when segments leave ``part``'s view because the
         store no longer holds them, or is about to lose them (total retention
         here, or another shard's seen in a listing), so their cached chunks can go
-        (ShardServer: remote_fetcher.py); None: nobody is told."""
+        (ShardServer: remote_fetcher.py); None: nobody is told. ``claim``: (the data
+        dir's identity, the server start's instance id): every deletion in the store
+        waits until the store's claim names that start (store_claim.py); None: no
+        fence (unit tests)."""
         self.shard_id = shard_id
         self._controller = controller
         self.data_dir = Path(data_dir)
@@ -322,6 +327,8 @@ class RemoteLogManager:
         self._forgotten: set[int] = set()
         self._forgotten_lock = threading.Lock()
         self._store: RemoteStore | None = None
+        self._claim = claim
+        self._fence: ClaimFence | None = None   # uploader thread, once started
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -336,6 +343,8 @@ class RemoteLogManager:
         file:// store's missing directory is not refused here (the server checked it
         at start): uploads fail as unavailable until it is back."""
         self._store = open_remote_store(self._url, missing_root_ok=True)
+        if self._claim is not None:
+            self._fence = ClaimFence(self._store, *self._claim)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-uploader",
                                         daemon=True)
         self._thread.start()
@@ -732,6 +741,7 @@ class RemoteLogManager:
                 if job.resync_request:   # after the view's post: the controller's next ask sees it
                     self._nudge(_Nudge(job.key, "re-synced"))
             if not remote.clean:
+                self._check_claim()   # another copy's upload may be what is unfinished
                 clean_up_unfinished(self._store, remote.metadata)
                 remote.clean = True
             uploaded_bytes = 0
@@ -844,6 +854,7 @@ class RemoteLogManager:
             log_start_floor=job.log_start_floor)
         if not doomed:
             return
+        self._check_claim()
         why = ("deleted below the log start floor of deleteRecords"
                if doomed[-1].end_offset <= job.log_start_floor else "deleted by total retention")
         # The loop stops reading them before their objects go (a read that took the
@@ -862,6 +873,14 @@ class RemoteLogManager:
         self._publish(job, remote, uploaded=False)
 
     # --- Topic deletions (uploader thread) ----------------------------------------------
+
+    def _check_claim(self) -> None:
+        """Before deleting anything in the store: TierStoreNotOwnedError (retried with
+        the backoff, as an outage) unless the store's claim names this server's start,
+        so a copy of the data dir never deletes its original's objects
+        (store_claim.py)."""
+        if self._fence is not None:
+            self._fence.check()
 
     def _load_deletions(self) -> None:
         """Find the pending deletions on disk (at start, and when the loop adds one).
@@ -929,6 +948,7 @@ class RemoteLogManager:
         pending directory. The listing is of the deleted topic's id only: a topic
         created again under its name has another, so nothing of it is ever listed
         here (and every upload a late leader of the deleted one made is)."""
+        self._check_claim()
         metadata, _ = RemoteLogMetadata.open(deletion.directory)
         listed = []
         try:

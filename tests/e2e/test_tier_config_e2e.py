@@ -10,6 +10,7 @@ log start."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -247,3 +248,47 @@ def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
     assert row[0] == "0" and row[3] == "0"
     assert int(row[1]) >= info.local_start_offset and int(row[4]) >= info.remote_end_offset
     assert int(row[5]) >= info.remote_bytes
+
+
+def test_a_copy_of_a_tiered_data_dir_never_runs_beside_its_original_and_the_older_one_is_refused(
+        broker_factory, ray_cluster, tmp_path):
+    # Given a broker with a tiered topic, stopped and copied, and the copy started (a move)
+    (tmp_path / "tier").mkdir()
+    tier = ("--tier-url", f"file://{tmp_path}/tier")
+    original = broker_factory(shards=1, extra_args=tier)
+    created = plinth(original.url, "topic", "create", unique_topic("tier"),
+                     "--config", "remote.storage.enable=true")
+    assert created.returncode == 0, created.stderr
+    assert original.stop() == 0
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(original.data_dir, copy_dir, ignore=shutil.ignore_patterns("ray", "sockets"))
+    copy = broker_factory(shards=1, data_dir=copy_dir, extra_args=tier)
+    # When the original starts with the same store while the copy runs
+    served = subprocess.run(Broker(original.data_dir, ray_cluster, shards=1,
+                                   extra_args=tier).command(),
+                            capture_output=True, text=True, timeout=180)
+    # Then it exits at once, naming the running copy's data dir
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert ("a running broker of a copy of this data dir claims them: data dir "
+            f"{copy_dir.resolve()} on host") in served.stderr
+    assert "ready" not in served.stdout
+    # And once the copy has stopped, the original, now the older one, is still refused,
+    # naming the copy and the way out
+    assert copy.stop() == 0
+    served = subprocess.run(Broker(original.data_dir, ray_cluster, shards=1,
+                                   extra_args=tier).command(),
+                            capture_output=True, text=True, timeout=180)
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert f"was claimed since this data dir ({original.data_dir.resolve()} on host" \
+        in served.stderr
+    assert f"data dir {copy_dir.resolve()} on host" in served.stderr
+    assert "--tier-store-take-over" in served.stderr and "ready" not in served.stdout
+    # And with --tier-store-take-over it serves again, and the copy, taking it back
+    # while the original runs, is refused
+    broker_factory(shards=1, data_dir=original.data_dir,
+                   extra_args=tier + ("--tier-store-take-over",))
+    served = subprocess.run(Broker(copy_dir, ray_cluster, shards=1,
+                                   extra_args=tier + ("--tier-store-take-over",)).command(),
+                            capture_output=True, text=True, timeout=180)
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert f"claims them: data dir {original.data_dir.resolve()} on host" in served.stderr

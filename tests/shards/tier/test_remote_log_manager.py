@@ -6,6 +6,7 @@ topic deletion remove remote objects."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
 from plinth.shards.tier.remote_segment import LOG, partition_prefix
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
+from plinth.shards.tier.store_claim import claim_key, claim_store, new_start
 from tests.moto_s3 import MotoS3
 from tests.shards.tier.tiered_shard import TOPIC_ID
 from tests.shard_requests import fetch_values, produce
@@ -633,6 +635,33 @@ def test_a_pending_deletion_recorded_without_its_store_runs_on_the_store_given(t
     # And a shard with a store runs it there (the only store it can be run in)
     with running_shard(tmp_path / "shard", url):
         wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+    assert not store.list(partition_prefix("t", TOPIC_ID, 0))
+
+
+def test_a_pending_deletion_waits_while_the_stores_claim_names_another_start(tmp_path, caplog):
+    # Given a topic deleted while its store was unreachable, and the store then claimed
+    # by another start of the data dir (a copy that took it over)
+    url, store, pending = a_pending_deletion(tmp_path)
+    (tmp_path / "owner").mkdir()
+    owner = new_start(tmp_path / "owner")
+    claim = claim_store(store, url, tmp_path / "owner", owner, take_over=False)
+    this_start = "f" * 32
+    # When the shard starts, its deletions fenced by the claim of this_start
+    server = ShardServer("shard-tier", tmp_path / "shard", "127.0.0.1",
+                         tier=TierOptions(url=url, claim=(owner.data_dir_id, this_start)))
+    server.start()
+    try:
+        # Then the deletion waits, saying why, and every object stays in the store
+        wait_until(lambda: "TierStoreNotOwnedError" in caplog.text, timeout_s=WAIT_S)
+        assert "was taken by another copy of its data dir" in caplog.text
+        assert len(list(pending.iterdir())) == 1
+        assert store.list(partition_prefix("t", TOPIC_ID, 0))
+        # And once the claim names this start, the deletion finishes
+        store.put(claim_key(owner.data_dir_id),
+                  dataclasses.replace(claim, instance_id=this_start).to_bytes())
+        wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+    finally:
+        server.stop(10)
     assert not store.list(partition_prefix("t", TOPIC_ID, 0))
 
 

@@ -1,0 +1,170 @@
+"""A data dir's claim on its objects in a tier store: the start rules, the lease, the fence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from plinth import limits
+from plinth.errors import InvalidConfigError, StorageError, TierStoreNotOwnedError
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.store_claim import (CLAIM_FILE, ClaimFence, ClaimKeeper, claim_key,
+                                            claim_store, new_start, read_claim)
+
+STORE = "file://store"   # the identity the claims are recorded under (any string)
+LEASE_MS = int(limits.TIER_CLAIM_LEASE_S * 1000)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_remote_store(f"file://{tmp_path}/store")
+
+
+@pytest.fixture
+def original(tmp_path):
+    data_dir = tmp_path / "original"
+    data_dir.mkdir()
+    return data_dir
+
+
+def _copy(data_dir, tmp_path, name="copy"):
+    copy = tmp_path / name
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def _claim(store, data_dir, *, take_over=False, now_ms=1_000_000):
+    start = new_start(data_dir)
+    return start, claim_store(store, STORE, data_dir, start, take_over=take_over, now_ms=now_ms)
+
+
+def test_a_first_start_claims_the_store_at_epoch_1_and_records_it_in_the_data_dir(store,
+                                                                                 original):
+    start, claim = _claim(store, original)
+    assert claim.epoch == 1 and claim.instance_id == start.instance_id
+    assert read_claim(store, start.data_dir_id) == claim
+    local = json.loads((original / CLAIM_FILE).read_text())
+    assert local == {"data_dir_id": start.data_dir_id, "epochs": {STORE: 1}}
+
+
+def test_the_same_data_dir_restarting_while_its_lease_runs_claims_the_next_epoch(store,
+                                                                               original):
+    _claim(store, original, now_ms=1_000_000)   # as after a kill -9: the lease still runs
+    start, claim = _claim(store, original, now_ms=1_000_001)
+    assert claim.epoch == 2 and read_claim(store, start.data_dir_id).instance_id == \
+        start.instance_id
+
+
+def test_a_copy_is_refused_while_its_originals_lease_runs(store, original, tmp_path):
+    _claim(store, original, now_ms=1_000_000)
+    copy = _copy(original, tmp_path)
+    with pytest.raises(InvalidConfigError, match="a running broker of a copy of this data dir") \
+            as refused:
+        _claim(store, copy, now_ms=1_000_000 + LEASE_MS - 1, take_over=True)
+    assert str(original.resolve()) in str(refused.value)
+
+
+def test_an_original_is_refused_once_a_copy_has_claimed_the_store_since(store, original,
+                                                                        tmp_path):
+    _claim(store, original, now_ms=1_000_000)
+    copy = _copy(original, tmp_path)
+    _claim(store, copy, now_ms=1_000_000 + LEASE_MS)   # the original's lease ran out
+    with pytest.raises(InvalidConfigError, match=r"claimed since .* past this data dir's "
+                                                 r"epoch 1") as refused:
+        _claim(store, original, now_ms=1_000_000 + 2 * LEASE_MS)
+    assert str(copy.resolve()) in str(refused.value)
+    assert "--tier-store-take-over" in str(refused.value)
+
+
+def test_take_over_makes_an_older_copy_the_owner_and_fences_the_newer_one(store, original,
+                                                                          tmp_path):
+    _claim(store, original, now_ms=1_000_000)
+    backup = _copy(original, tmp_path, "backup")   # at epoch 1
+    first, _ = _claim(store, original, now_ms=1_000_000 + LEASE_MS)
+    with pytest.raises(InvalidConfigError, match="claimed since"):
+        _claim(store, backup, now_ms=1_000_000 + 2 * LEASE_MS)
+    backup_start, claim = _claim(store, backup, now_ms=1_000_000 + 2 * LEASE_MS, take_over=True)
+    assert backup_start.data_dir_id == first.data_dir_id
+    assert claim.epoch == 3 and claim.instance_id == backup_start.instance_id
+    fence = ClaimFence(store, first.data_dir_id, first.instance_id)
+    with pytest.raises(TierStoreNotOwnedError, match="taken by another copy"):
+        fence.check(now_ms=1_000_000 + 2 * LEASE_MS + 1)
+
+
+def test_the_fence_lets_the_owner_delete_only_while_its_lease_runs(store, original):
+    start, _ = _claim(store, original, now_ms=1_000_000)
+    fence = ClaimFence(store, start.data_dir_id, start.instance_id)
+    fence.check(now_ms=1_000_001)
+    with pytest.raises(TierStoreNotOwnedError, match="has run out"):
+        fence.check(now_ms=1_000_000 + LEASE_MS)
+
+
+def test_the_fence_refuses_when_the_claim_object_is_gone(store, original):
+    start, _ = _claim(store, original)
+    store.delete(claim_key(start.data_dir_id))
+    with pytest.raises(TierStoreNotOwnedError, match="is gone"):
+        ClaimFence(store, start.data_dir_id, start.instance_id).check(now_ms=1_000_001)
+
+
+def test_a_released_lease_lets_a_copy_claim_at_once_and_the_original_is_then_refused(
+        store, original, tmp_path):
+    start = new_start(original)
+    keeper = ClaimKeeper(store, STORE, original, start, take_over=False)
+    keeper.claim_at_start()
+    keeper.release()
+    assert read_claim(store, start.data_dir_id).lease_until_ms == 0
+    copy = _copy(original, tmp_path)
+    _, taken = _claim(store, copy, now_ms=keeper.claim.written_ms + 1)   # at once
+    with pytest.raises(InvalidConfigError, match="claimed since"):
+        _claim(store, original, now_ms=taken.lease_until_ms)
+
+
+def test_a_keeper_whose_claim_was_taken_stops_renewing_it(store, original, tmp_path):
+    start = new_start(original)
+    keeper = ClaimKeeper(store, STORE, original, start, take_over=False)
+    keeper.claim_at_start()
+    try:
+        assert keeper.renew()
+        copy = _copy(original, tmp_path)
+        _, taken = _claim(store, copy, take_over=True,
+                          now_ms=keeper.claim.lease_until_ms + 1)
+        assert not keeper.renew()
+        assert read_claim(store, start.data_dir_id) == taken   # not overwritten
+    finally:
+        keeper.release()
+    assert read_claim(store, start.data_dir_id) == taken   # the release left it alone
+
+
+def test_a_crash_between_the_data_dirs_record_and_the_stores_is_still_ours(store, original):
+    start, claim = _claim(store, original, now_ms=1_000_000)
+    record = json.loads((original / CLAIM_FILE).read_text())
+    record["epochs"][STORE] = 2   # saved, then the process died before the store's put
+    (original / CLAIM_FILE).write_text(json.dumps(record))
+    _, again = _claim(store, original, now_ms=1_000_000 + LEASE_MS)
+    assert again.epoch == 3
+
+
+def test_a_damaged_claim_file_is_refused_naming_it(store, original):
+    (original / CLAIM_FILE).write_text('{"data_dir_id": "nothex", "epochs": {}}')
+    with pytest.raises(InvalidConfigError, match=CLAIM_FILE):
+        new_start(original)
+
+
+def test_a_corrupt_claim_object_is_a_storage_error_naming_its_key(store, original):
+    start, _ = _claim(store, original)
+    store.put(claim_key(start.data_dir_id), b"\x00garbage")
+    with pytest.raises(StorageError, match=claim_key(start.data_dir_id)):
+        read_claim(store, start.data_dir_id)
+
+
+def test_unrelated_data_dirs_share_a_store_without_touching_each_others_claims(store, original,
+                                                                               tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    first, _ = _claim(store, original)
+    second, _ = _claim(store, other)
+    assert first.data_dir_id != second.data_dir_id
+    assert read_claim(store, first.data_dir_id).instance_id == first.instance_id
+    assert read_claim(store, second.data_dir_id).instance_id == second.instance_id
