@@ -201,6 +201,9 @@ class ServeOptions:
                 f"--tier-cache-bytes {self.tier_cache_bytes} is outside "
                 f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}")
         if self.tier_url is None:
+            if self.tier_store_take_over:
+                raise InvalidConfigError("--tier-store-take-over claims the store of "
+                                         "--tier-url for this data dir; give --tier-url too")
             return TierOptions(None, self.tier_cache_bytes)
         from plinth.shards.tier.remote_store import open_remote_store, redacted_url
 

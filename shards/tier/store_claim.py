@@ -34,8 +34,9 @@ epoch E of this store, the store's claim for D holding epoch S:
   unless ``--tier-store-take-over``, because that copy may have deleted, and
   may still delete, objects D's logs refer to.
 - A lease still running, written by a server on another host or for another
-  data dir path: a copy runs beside its original. Refused, take-over or not
-  (it would end that broker's deletions without telling it).
+  data dir path (and, on this host, by a process still there): a copy runs
+  beside its original. Refused, take-over or not (it would end that broker's
+  deletions without telling it).
 - Otherwise (the same data dir restarting, even after a kill -9; a lease run
   out): claim it, at epoch max(E, S) + 1. The data dir's file is written before
   the store's object, so a crash between the two leaves E > S, which is ours.
@@ -223,13 +224,15 @@ def claim_store(store: RemoteStore, store_identity: str, data_dir: Path, start: 
 def _refuse_unless_ours(found: StoreClaim, held: int, store_identity: str, start: ClaimStart,
                         take_over: bool, now_ms: int) -> None:
     here = f"this data dir ({start.data_dir} on host {start.host})"
-    if found.leased_at(now_ms) and not found.same_place(start.host, start.data_dir):
+    if (found.leased_at(now_ms) and not found.same_place(start.host, start.data_dir)
+            and not _dead_here(found, start.host)):
         raise InvalidConfigError(
             f"the tier store {store_identity} holds objects of this data dir's topics, and "
             f"a running broker of a copy of this data dir claims them: {found.where()}. "
             f"A copy must not run beside its original with the same --tier-url (its topic "
             f"deletions and retention would delete the original's remote segments): stop "
-            f"that broker, or start this copy without its tiered topics' store")
+            f"that broker first (if it was killed and no longer runs, start this one once "
+            f"its lease has run out, within {limits.TIER_CLAIM_LEASE_S:.0f} s of its death)")
     if found.epoch > held and not take_over:
         raise InvalidConfigError(
             f"the tier store {store_identity} was claimed since {here} last started: "
@@ -238,6 +241,21 @@ def _refuse_unless_ours(found: StoreClaim, held: int, store_identity: str, start
             f"that copy may have deleted remote segments this one's logs refer to. To make "
             f"this data dir the store's owner from now on, start it with "
             f"--tier-store-take-over (the other copy then deletes nothing there)")
+
+
+def _dead_here(found: StoreClaim, host: str) -> bool:
+    """Whether the claim's server ran on this host and its process is gone (a kill -9,
+    then the data dir moved): its lease need not be waited out. A pid reused since
+    by another process only makes the start wait for the lease, never the reverse."""
+    if found.host != host:
+        return False
+    try:
+        os.kill(found.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # a process of another user has the pid
+        return False
+    return False
 
 
 # --- The lease (server process, its own thread) ----------------------------------------

@@ -36,6 +36,21 @@ def test_without_a_tier_url_the_shards_get_no_tiered_storage_and_the_default_cac
     assert tier.cache_bytes == limits.TIER_CACHE_BYTES_DEFAULT
 
 
+def test_take_over_without_a_tier_url_is_refused_naming_both_options():
+    with pytest.raises(InvalidConfigError, match="--tier-store-take-over .* give --tier-url"):
+        ServeOptions(data_dir=Path("d"), tier_store_take_over=True).tier_options()
+
+
+def test_plinth_serve_passes_take_over_on(monkeypatch, tmp_path):
+    taken = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--tier-url", f"file://{tmp_path}",
+                                       "--tier-store-take-over"])
+    assert result.exit_code == 0, result.output
+    assert taken[0].tier_store_take_over
+
+
 def test_a_file_tier_url_and_a_cache_size_reach_the_shards_options(tmp_path):
     (tmp_path / "tier").mkdir()
     url = f"file://{tmp_path}/tier"

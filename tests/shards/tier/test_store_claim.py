@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -35,6 +37,13 @@ def _copy(data_dir, tmp_path, name="copy"):
     return copy
 
 
+def _exited_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def _claim(store, data_dir, *, take_over=False, now_ms=1_000_000):
     start = new_start(data_dir)
     return start, claim_store(store, STORE, data_dir, start, take_over=take_over, now_ms=now_ms)
@@ -64,6 +73,17 @@ def test_a_copy_is_refused_while_its_originals_lease_runs(store, original, tmp_p
             as refused:
         _claim(store, copy, now_ms=1_000_000 + LEASE_MS - 1, take_over=True)
     assert str(original.resolve()) in str(refused.value)
+
+
+def test_a_moved_data_dir_need_not_wait_for_the_lease_of_its_killed_server_on_this_host(
+        store, original, tmp_path):
+    start, claim = _claim(store, original, now_ms=1_000_000)
+    dead = _exited_pid()
+    store.put(claim_key(start.data_dir_id), dataclasses.replace(claim, pid=dead).to_bytes())
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    _, again = _claim(store, moved, now_ms=1_000_001)
+    assert again.epoch == 2 and again.data_dir == str(moved.resolve())
 
 
 def test_an_original_is_refused_once_a_copy_has_claimed_the_store_since(store, original,
