@@ -43,6 +43,11 @@ CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
 # and a header per request it may have in flight, so neither meets this bound;
 # one request always fits when nothing of its client's is in flight.
 CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX = 144 * MiB
+# ... and of every client's together (held ones too): beyond it a request gets
+# tooManyRequests, as Kafka's queued.max.request.bytes bounds a broker's. Without
+# it, clients that each kept within their own share could together make the
+# router hold their share times their number while a shard reads slowly.
+ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX = 512 * MiB
 # Bytes of fetch replies the router, or a shard's direct socket, may hold for
 # clients that do not read them (plinth/unsent_replies.py); beyond them a reply
 # becomes tooManyRequests. A client's share is a sixteenth of the router's, so
@@ -1545,6 +1550,10 @@ def _relations() -> list[tuple[str, bool]]:
          <= KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
          and KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX + CLIENT_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX
          <= CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX),
+        ("one client may use its whole share of request bytes, held ones too, while no "
+         "other client has any",
+         CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX + ROUTER_REQUEST_BYTES_HELD_MAX
+         <= ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX),
         ("a Plinth producer's unacknowledged batches and their headers fit its client's "
          "request bytes in flight, and so does any one request",
          PRODUCER_BUFFER_BYTES_MAX + PRODUCER_REQUESTS_IN_FLIGHT_MAX * HEADER_BYTES_MAX

@@ -44,6 +44,9 @@ topic together (the router checks), so that one client sending large produces
 and never reading the replies cannot make the router hold a gigabyte behind
 them (the count bound alone let 256 frames of 64 MiB wait). Plinth's producer
 never meets it: its unacknowledged batches are bounded by its buffer_memory.
+Every client's together (``total_bytes``, and the held ones) may be
+``ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX``, so that many clients within their own
+shares cannot add up to more than the router should hold.
 
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
@@ -94,6 +97,12 @@ class RequestsInFlight:
         # counted request -> its bytes (every frame), and each client's sum of them
         self._bytes_of: dict[tuple[bytes, int], int] = {}
         self._bytes_by_client: dict[bytes, int] = {}
+        self._total_bytes = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of every client's counted requests at the shards, not yet answered."""
+        return self._total_bytes
 
     def count(self, client: bytes) -> int:
         """Counted requests of ``client`` at the shards, not yet answered."""
@@ -128,6 +137,7 @@ class RequestsInFlight:
         if size_bytes:
             self._bytes_of[key] = size_bytes
             self._bytes_by_client[client] = self._bytes_by_client.get(client, 0) + size_bytes
+            self._total_bytes += size_bytes
 
     def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
         """``shard_id`` answered request ``request_id`` of ``client`` (an answer to one
@@ -166,6 +176,7 @@ class RequestsInFlight:
         size_bytes = self._bytes_of.pop(key, 0)
         if size_bytes:
             _take_from(self._bytes_by_client, client, size_bytes, "request bytes")
+            self._total_bytes -= size_bytes
 
 
 def _take_from(counts: dict[bytes, int], client: bytes, amount: int, what: str) -> None:

@@ -52,7 +52,8 @@ shard's queue is full the client gets ``tooManyRequests`` at once instead of
 the router buffering. A client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX``
 requests at the shards or held for their topic, and
 ``CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX`` of their bytes (every frame; one
-request always goes when nothing of its client's is in flight); a reply uncounts one only if
+request always goes when nothing of its client's is in flight), all clients
+together ``ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX``; a reply uncounts one only if
 it answers a counted request (``requests_in_flight.py``: an acks=0 produce
 goes out with a marked identity frame, so the shard's error reply to it
 counts nothing). Requests held for a topic are bounded in bytes per client
@@ -429,6 +430,12 @@ class Router:
                 f"client has {held_bytes} bytes of requests in flight; with this one "
                 f"({size_bytes} bytes) it would be over its limit of "
                 f"{limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes; wait for replies")
+        total_bytes = self._in_flight.total_bytes + self._held.total_bytes
+        if total_bytes and total_bytes + size_bytes > limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX:
+            return TooManyRequestsError(
+                f"the router has {total_bytes} bytes of its clients' requests in flight; with "
+                f"this one ({size_bytes} bytes) it would be over its limit of "
+                f"{limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX} bytes; retry later")
         return None
 
     def _hold(self, frames: list, request) -> None:

@@ -86,9 +86,11 @@ def test_request_bytes_count_per_client_until_answered_forgotten_or_deposed():
     in_flight.forwarded("shard-0", CLIENT, 3, slot=3, size_bytes=400)
     in_flight.forwarded("shard-0", OTHER, 1, size_bytes=50)
     assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (700, 50)
+    assert in_flight.total_bytes == 750
     # When shard-0 answers request 1 / Then its bytes leave, and only its
     in_flight.answered("shard-0", CLIENT, 1)
     assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (600, 50)
+    assert in_flight.total_bytes == 650
     # When slot 3 gets another leader / Then the group request's bytes leave
     in_flight.deposed(lambda slot: "shard-1")
     assert in_flight.bytes_for(CLIENT) == 200
@@ -97,6 +99,7 @@ def test_request_bytes_count_per_client_until_answered_forgotten_or_deposed():
     in_flight.answered("shard-0", OTHER, 1)
     assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (0, 0)
     assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (0, 0)
+    assert in_flight.total_bytes == 0
 
 
 def test_a_clients_fetches_may_ask_for_its_fetch_bytes_in_all_and_no_more():

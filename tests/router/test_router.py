@@ -644,6 +644,36 @@ def test_a_client_over_its_request_bytes_in_flight_is_refused_until_a_reply_come
         *range(2, fit + 1), fit + 2]
 
 
+def test_every_clients_request_bytes_in_flight_together_are_bounded_per_router(router_rig,
+                                                                               monkeypatch):
+    # Given a router budget of three maximal batches (with their headers), and a shard
+    # that holds every request unanswered
+    batch = bytes(limits.BATCH_BYTES_MAX)
+    limit = 3 * (len(batch) + 1024)
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX", limit)
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    first, second = rig.client(), rig.client()
+    # When two clients, each well within its own share, send two maximal produces each
+    for client in (first, second):
+        for request_id in (1, 2):
+            client.send(protocol.encode_produce(request_id, "t", 0, 1), batch)
+    # Then the fourth is refused at once, retriable, naming the router's bytes and limit
+    view, _ = second.recv()
+    assert view.request_id == 2 and isinstance(view.error, TooManyRequestsError)
+    assert "the router has" in str(view.error)
+    assert f"over its limit of {limit} bytes" in str(view.error)
+    assert len(shard.wait_for_requests(3)) == 3
+    # And once one reply comes back, the second client's produce goes
+    shard.release(1)
+    assert first.recv()[0].request_id == 1
+    second.send(protocol.encode_produce(3, "t", 0, 1), batch)
+    assert shard.wait_for_requests(4)[-1].request_id == 3
+    shard.release(3)
+    assert sorted(view.request_id for view, _ in replies(second, 2)) == [1, 3]
+
+
 def test_the_bytes_of_held_requests_are_bounded_per_client_and_per_router(router_rig, monkeypatch):
     # Given a router budget of three 15 MiB batches, and a controller slow to answer
     batch_bytes = 15 * 1024 * 1024
