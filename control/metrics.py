@@ -105,7 +105,8 @@ class BrokerCollector:
     def __init__(self, controller: ControllerHandle,
                  router_refusals: Callable[[], dict[str, int]] | None = None,
                  router: str = "", router_errors: Callable[[], dict[str, int]] | None = None,
-                 broker_wide: bool = True, kafka=None):
+                 broker_wide: bool = True, kafka=None,
+                 router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None):
         """``router_refusals()``: this process's router's refusals by code (its
         Security's ``refusals``; None: a router without CurveZMQ refuses nothing), and
         ``router_errors()`` the other error replies it made (Router.errors; None: no
@@ -113,8 +114,11 @@ class BrokerCollector:
         "router:<router>", its listen address. ``broker_wide``: also the shards' and
         partitions' series (the server's endpoint); False for a standalone router's.
         ``kafka``: this process's Kafka listener as (its KafkaErrorCounts, its bound
-        "host:port"), or None without one."""
+        "host:port"), or None without one. ``router_memory()``: this process's
+        router's bytes held against each of its budgets (Router.memory_bytes), or
+        None without a router."""
         self._controller = controller
+        self._router_memory = router_memory
         self._kafka = kafka
         self._router_refusals = router_refusals
         self._router_errors = router_errors
@@ -127,6 +131,8 @@ class BrokerCollector:
         yield _build_info()
         if self._kafka is not None:   # this process's listener, on either endpoint
             yield from _kafka_families(*self._kafka)
+        if self._router_memory is not None:
+            yield from _router_memory_families(self._router_memory(), self._router)
         if not self._broker_wide:   # a standalone router's endpoint: its own series only
             yield _errors({}, router_errors, self._router)
             return
@@ -232,6 +238,24 @@ def _latency_families(live):
                 buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
             family.add_metric([kind, shard], buckets, snap["latency_sum_s"].get(kind, 0.0))
     yield family
+
+
+def _router_memory_families(held: dict[str, tuple[int, int]], router: str):
+    """The bytes this process's router holds for its clients, by budget, and each
+    budget (plinth/limits.py), so that an alert can fire before clients get
+    tooManyRequests (tester M, session 40: the router was the largest process)."""
+    now = GaugeMetricFamily("plinth_router_memory_bytes",
+                            "Bytes the router holds for its clients, by budget: requests "
+                            "in flight (at the shards or held), requests held for their "
+                            "topic's look-up, replies not yet sent", labels=["router", "kind"])
+    most = GaugeMetricFamily("plinth_router_memory_bytes_max",
+                             "Each budget of plinth_router_memory_bytes: beyond it, a request "
+                             "or reply is refused tooManyRequests", labels=["router", "kind"])
+    for kind, (held_bytes, limit_bytes) in sorted(held.items()):
+        now.add_metric([router, kind], held_bytes)
+        most.add_metric([router, kind], limit_bytes)
+    yield now
+    yield most
 
 
 def _errors(live, router_errors: dict[str, int], router: str):
@@ -342,7 +366,8 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                          router_refusals: Callable[[], dict[str, int]] | None = None,
                          router: str = "",
                          router_errors: Callable[[], dict[str, int]] | None = None,
-                         broker_wide: bool = True, kafka=None):
+                         broker_wide: bool = True, kafka=None,
+                         router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None):
     """Serve the metrics on http://host:port/metrics from a daemon thread (any other
     path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
     once by the server process's main thread (BrokerCollector says what the router
@@ -356,7 +381,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                                  f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
     registry.register(BrokerCollector(controller, router_refusals, router, router_errors,
-                                      broker_wide, kafka))
+                                      broker_wide, kafka, router_memory))
     log.info("metrics on http://%s:%d%s%s", host, port, METRICS_PATH,
              "" if broker_wide else ": this router's series only (the broker's are on "
                                     "plinth serve's --metrics-port)")

@@ -1005,6 +1005,7 @@ def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
                              router_refusals=None if security is None else security.refusals,
                              router="" if router is None else router.listen,
                              router_errors=None if router is None else router.errors,
+                             router_memory=None if router is None else router.memory_bytes,
                              broker_wide=broker_wide,
                              kafka=None if kafka is None else (
                                  kafka.error_counts(), "%s:%d" % kafka.address))

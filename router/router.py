@@ -163,6 +163,16 @@ class Router:
         Kafka listener's refusals too). Any thread (the metrics endpoint's)."""
         return dict(self._errors)
 
+    def memory_bytes(self) -> dict[str, tuple[int, int]]:
+        """What this router holds against its budgets, by kind: (bytes now, the limit).
+        Any thread (the metrics endpoint's reads the loop thread's counts as they are)."""
+        return {
+            "requests_in_flight": (self._in_flight.total_bytes + self._held.total_bytes,
+                                   limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX),
+            "requests_held": (self._held.total_bytes, limits.ROUTER_REQUEST_BYTES_HELD_MAX),
+            "replies_unsent": (self._unsent.total_bytes, limits.ROUTER_REPLY_BYTES_UNSENT_MAX),
+        }
+
     @property
     def context(self) -> zmq.Context:
         """The ZeroMQ context of the router's sockets (``in_process_url`` is in it)."""

@@ -244,6 +244,20 @@ def test_the_routers_errors_and_refusals_are_counted_in_plinth_errors_beside_the
                for s in family.samples for value in s.labels.values())
 
 
+def test_the_routers_memory_is_exported_by_budget_beside_each_budget():
+    collector = BrokerCollector(ControllerAnswering(), router="tcp://127.0.0.1:7800",
+                                router_memory=lambda: {"requests_in_flight": (300, 1000),
+                                                       "replies_unsent": (20, 500)})
+    families = {f.name: f for f in collector.collect()}
+    router = "tcp://127.0.0.1:7800"
+    assert {(s.labels["router"], s.labels["kind"]): s.value
+            for s in families["plinth_router_memory_bytes"].samples} == {
+        (router, "requests_in_flight"): 300, (router, "replies_unsent"): 20}
+    assert {s.labels["kind"]: s.value
+            for s in families["plinth_router_memory_bytes_max"].samples} == {
+        "requests_in_flight": 1000, "replies_unsent": 500}
+
+
 def test_a_standalone_routers_endpoint_exports_its_own_series_only():
     # Given the collector of a plinth router's endpoint, over a broker with a shard
     collector = BrokerCollector(ControllerAnswering(

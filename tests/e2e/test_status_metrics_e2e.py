@@ -98,6 +98,13 @@ def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broke
                    - usage.free) < 256 * 1024 * 1024   # other work writes meanwhile
         assert metric(text, "plinth_shard_disk_reserve_bytes", shard=shard) == \
             limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
+    # And the router's memory for its clients against each budget: nothing is in
+    # flight once every reply came back
+    assert metric(text, "plinth_router_memory_bytes", kind="requests_in_flight") == 0
+    assert metric(text, "plinth_router_memory_bytes_max", kind="requests_in_flight") == \
+        limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX
+    assert metric(text, "plinth_router_memory_bytes_max", kind="replies_unsent") == \
+        limits.ROUTER_REPLY_BYTES_UNSENT_MAX
     # And the error replies the router and controller make are counted too, by code, the
     # router named (a missing topic's and an invalid config's were counted nowhere)
     with Admin(broker=broker.url) as admin:

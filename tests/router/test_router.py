@@ -20,6 +20,7 @@ from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderEr
                            UnknownTopicError)
 from tests.router import fakes
 from tests.router.fakes import FakeShard, answer, wait_for_reply
+from tests.support import wait_until
 
 FETCH_BYTES = 4 * 1024 * 1024
 
@@ -672,6 +673,26 @@ def test_every_clients_request_bytes_in_flight_together_are_bounded_per_router(r
     assert shard.wait_for_requests(4)[-1].request_id == 3
     shard.release(3)
     assert sorted(view.request_id for view, _ in replies(second, 2)) == [1, 3]
+
+
+def test_the_routers_memory_bytes_show_its_clients_requests_in_flight_until_answered(router_rig):
+    # Given a shard that holds every request unanswered
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    client, batch = rig.client(), bytes(1_000_000)
+    # When a client sends two produces of a 1 MB batch
+    for request_id in (1, 2):
+        client.send(protocol.encode_produce(request_id, "t", 0, 1), batch)
+    shard.wait_for_requests(2)
+    # Then the router shows their bytes (with their headers) against its budget
+    held_bytes, limit_bytes = rig.router.memory_bytes()["requests_in_flight"]
+    assert 2 * len(batch) < held_bytes < 2 * len(batch) + 2 * limits.HEADER_BYTES_MAX
+    assert limit_bytes == limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX
+    # And once both are answered, none
+    shard.release(2)
+    replies(client, 2)
+    wait_until(lambda: rig.router.memory_bytes()["requests_in_flight"][0] == 0, timeout_s=10)
 
 
 def test_the_bytes_of_held_requests_are_bounded_per_client_and_per_router(router_rig, monkeypatch):
