@@ -23,6 +23,10 @@ init_transactions() fails at once; it retried UNSUPPORTED_VERSION every
 500 ms until its timeout). InitProducerId has no error message field: the
 code is the whole answer. A transactional produce is refused per partition
 with UNSUPPORTED_VERSION (a client cannot get that far).
+
+A produce the router or a shard refuses for its budgets (tooManyRequests) is
+answered NOT_ENOUGH_REPLICAS, retriable and not persisted in every client
+(``_produce_code``), with Plinth's message naming the budget.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import random
 import struct
 
 from plinth import protocol
+from plinth.errors import TooManyRequestsError
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
@@ -82,6 +87,17 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
     return {"responses": answers, "throttle_time_ms": 0}
 
 
+def _produce_code(error: BaseException | None) -> int:
+    """The Kafka code of a produce's Plinth error. tooManyRequests (the router's or
+    a shard's budgets: nothing was appended) is NOT_ENOUGH_REPLICAS, which every
+    client retries as not persisted, where the code other APIs get for it,
+    THROTTLING_QUOTA_EXCEEDED, fails a librdkafka produce for good (its
+    rd_kafka_err_action treats unlisted codes as permanent)."""
+    if isinstance(error, TooManyRequestsError):
+        return kafka.NOT_ENOUGH_REPLICAS
+    return kafka_code(error)
+
+
 def _refusal(api_version: int, acks: int, body: dict, partition: int,
              records) -> tuple[int, str] | None:
     """(Kafka error code, message) if this partition's part cannot be produced."""
@@ -117,7 +133,7 @@ async def _produce_one(gateway, topic: str, partition: int, acks: int, records,
         return
     reply, _ = await ask(backend, lambda rid: protocol.encode_produce(
         rid, topic, partition, acks, BATCH_FORMAT_KAFKA_V2), records)
-    answer["error_code"] = kafka_code(reply.error)
+    answer["error_code"] = _produce_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     if reply.error is None:
         answer["base_offset"] = reply.base_offset
