@@ -62,7 +62,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.control.metadata import METADATA_FILE
 from plinth.data_dir_lock import DataDirLock
-from plinth.data_dir_mode import open_to_others
+from plinth.data_dir_mode import DATA_DIR_MODE, open_to_others
 from plinth.durable_files import write_file_atomically
 from plinth.errors import BrokerError, InvalidConfigError, StorageError, UnavailableError
 from plinth.loopback import is_loopback
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 RAY_TOKEN_FILE = "ray.auth_token"   # in the data dir: the embedded Ray's auth token
 RAY_ADDRESS_FILE = "ray.address"    # in the data dir: the embedded Ray's GCS HOST:PORT
+RAY_DIR = "ray"                     # in the data dir: the embedded Ray's temp dir (its sessions)
 
 # Ray's periodic work that the embedded broker turns off; each of these woke
 # every Ray process (the raylet, the GCS, the server, the controller and every
@@ -322,11 +323,11 @@ def _start_ray(options: ServeOptions) -> None:
 
     reaper = ProcessReaper.start()
     atexit.register(reaper.release)
-    ray_dir = options.data_dir / "ray"
-    ray_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ray_dir = options.data_dir / RAY_DIR
+    ray_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     # Also here, not only after ray.init: Ray makes it 0777 during ray.init, and a
     # server killed within that call left it so.
-    os.chmod(ray_dir, 0o700)
+    os.chmod(ray_dir, DATA_DIR_MODE)
     prune_ray_sessions(ray_dir, limits.RAY_SESSIONS_KEPT_MAX - 1)   # ray.init adds one
     _use_embedded_ray_settings(token_path)
     import ray
@@ -345,8 +346,9 @@ def _start_ray(options: ServeOptions) -> None:
     _say_embedded_ray_address(options.data_dir, ray.get_runtime_context().gcs_address)
     # Ray shares its temp directory with every user (mode 0777, as /tmp/ray); this one
     # is the server's own, and no one else may put files (sockets, session links) in it.
+    # (Each Ray worker that starts later makes it 0777 again: make_ray_dir_private.)
     for directory in {str(ray_dir), temp_dir}:
-        os.chmod(directory, 0o700)
+        os.chmod(directory, DATA_DIR_MODE)
 
 
 def prune_ray_sessions(ray_dir: Path, kept: int) -> list[Path]:
@@ -704,12 +706,31 @@ class Server:
                     _end_shards()
         finally:   # a shard that never served must not keep Ray or the lock alive
             _shutdown_ray()
+            if self._ray_started and not self.options.ray_address:
+                make_ray_dir_private(self.options.data_dir / RAY_DIR)
             try:
                 if before_unlock is not None:
                     before_unlock()
             finally:
                 self._lock.release()
         return saved
+
+
+def make_ray_dir_private(ray_dir: Path) -> None:
+    """Make ``ray_dir`` (the embedded Ray's temp dir) as private as the data dir again,
+    once Ray has stopped. Ray makes its temp dir 0777 not only in ray.init (undone
+    after it, ``_start_ray``) but in every worker process that starts
+    (ray._common.utils.try_to_create_directory, made for a /tmp/ray every user
+    shares): a shard actor started after the start, so a stop of a broker of 4 shards,
+    left it 0777 in each run. A directory already gone is fine; one that cannot be
+    changed is logged (a start makes it private again). Server process, main thread."""
+    try:
+        os.chmod(ray_dir, DATA_DIR_MODE)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private again (mode %o) after Ray stopped: %s", ray_dir,
+                    DATA_DIR_MODE, exc.strerror or exc)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -67,6 +67,31 @@ def test_a_start_keeps_the_newest_ray_sessions_and_makes_the_ray_dir_private(sho
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_a_stop_leaves_the_ray_dir_private_though_rays_workers_opened_it(short_dir):
+    # Given a broker of 4 shards whose Ray session files go under the data dir, its
+    # ray dir opened to everyone while it runs (each Ray worker that starts makes its
+    # temp dir 0777, as it would /tmp/ray: here the shard actors started after ray.init)
+    data_dir = short_dir / "d"
+    url = f"tcp://127.0.0.1:{free_port()}"
+    proc, output = start_until_ready(PLINTH + ["serve", "--data-dir", str(data_dir),
+                                               "--listen", url, "--shards", "4",
+                                               "--console-listen", "off"],
+                                     "ready", timeout_s=180)
+    try:
+        mode = lambda: (data_dir / "ray").stat().st_mode & 0o777   # noqa: E731
+        try:
+            wait_until(lambda: mode() == 0o777, 20)
+        except AssertionError:   # a Ray that no longer does it: done as its workers did
+            os.chmod(data_dir / "ray", 0o777)
+    finally:
+        # When the broker is stopped (SIGTERM)
+        proc.terminate()
+        code = proc.wait(120)
+    # Then it exits 0, and the ray dir is as private as the data dir again
+    assert code == 0, "".join(output[-30:])
+    assert (data_dir.stat().st_mode & 0o777, mode()) == (0o700, 0o700)
+
+
 def test_a_stop_on_a_disk_gone_read_only_is_one_line_and_exits_1(tmp_path):
     # Given a broker holding records
     data_dir = tmp_path / "d"
