@@ -47,6 +47,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -55,7 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits, topics
-from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
+from plinth.cluster_keys import (CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir,
+                                 remove_ipc_dir)
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
@@ -369,6 +371,31 @@ def prune_ray_sessions(ray_dir: Path, kept: int) -> list[Path]:
     return removed
 
 
+def remove_ray_sockets(ray_dir: Path) -> int:
+    """Remove the Unix sockets Ray's processes left in its session directories in
+    ``ray_dir`` (``session_*/sockets``: the raylet's and the object store's, dead once
+    Ray has stopped; a crash's too), so that a stopped data dir holds none for ``tar``
+    to skip with "socket ignored" (a backup: README, "Backing up, restoring and
+    copying a data dir"); the rest of each session (its logs) stays, as
+    prune_ray_sessions bounds them. Returns how many it removed; one it cannot is
+    logged (the stop goes on). Server process, main thread, after Ray stopped, with
+    the data dir's lock held: no Ray of this data dir runs."""
+    removed = 0
+    try:
+        for session in ray_dir.glob("session_*"):
+            sockets = session / "sockets"
+            if session.is_symlink() or not sockets.is_dir():
+                continue
+            for path in sockets.iterdir():
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    except OSError as exc:
+        log.warning("cannot remove Ray's sockets in %s after it stopped: %s%s", ray_dir,
+                    exc.strerror or exc, f": {exc.filename}" if exc.filename else "")
+    return removed
+
+
 def _use_embedded_ray_settings(token_path: Path, joining: bool = False) -> None:
     """The environment of the embedded Ray, set before Ray reads it (server process,
     and a ``plinth router --data-dir`` joining it): Ray's local-only mode, in which it
@@ -525,6 +552,7 @@ class Server:
         self._held_ports: list[socket.socket] = []
         self._fresh_data_dir = False   # whether start made the data dir
         self._ray_started = False
+        self._ipc_dir: str | None = None   # where the shards' ipc:// sockets go, if made
         self._locked = False
 
     def start(self) -> StartReport:
@@ -565,8 +593,8 @@ class Server:
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
-            cluster_keys = dataclasses.replace(cluster_keys,
-                                               ipc_dir=make_ipc_dir(self.options.data_dir))
+            self._ipc_dir = make_ipc_dir(self.options.data_dir)
+            cluster_keys = dataclasses.replace(cluster_keys, ipc_dir=self._ipc_dir)
         self._ray_started = True   # (even if it fails half way: Ray's processes may run)
         try:
             _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
@@ -677,7 +705,9 @@ class Server:
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S,
              before_unlock=None) -> bool:
         """Stop taking requests, flush and fsync every log, stop the actors, then Ray;
-        run ``before_unlock`` (if given) and release the data dir's lock (server process,
+        make the data dir's ray dir private again (make_ray_dir_private) and remove the
+        sockets of Ray's and of the shards (remove_ray_sockets, cluster_keys.remove_ipc_dir),
+        so that a stopped data dir copies whole; run ``before_unlock`` (if given) and release the data dir's lock (server process,
         main thread). False if a shard could not save its files (a StorageError: a disk
         gone read-only or full, the user's to fix), said in one line: no traceback, and
         each partition's log is recovered, its indexes rebuilt, at the next start. If a
@@ -708,6 +738,9 @@ class Server:
             _shutdown_ray()
             if self._ray_started and not self.options.ray_address:
                 make_ray_dir_private(self.options.data_dir / RAY_DIR)
+                remove_ray_sockets(self.options.data_dir / RAY_DIR)
+            if self._ipc_dir is not None:   # no shard binds there any more
+                remove_ipc_dir(self._ipc_dir)
             try:
                 if before_unlock is not None:
                     before_unlock()
