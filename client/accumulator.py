@@ -61,7 +61,8 @@ class OpenBatch:
 
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
                  "encoded", "attempts", "retry_at_s", "last_error", "sent_first",
-                 "unknown_outcome", "ever_sent", "base_sequence", "split_of")
+                 "unknown_outcome", "ever_sent", "maybe_stored", "base_sequence",
+                 "split_of")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None,
                  result_type: type = BatchResult):
@@ -85,6 +86,10 @@ class OpenBatch:
         # Whether an attempt of it ever left for a shard: until it is acknowledged,
         # it may then have been stored, whatever came of its later attempts.
         self.ever_sent = False
+        # Whether an attempt of it ended in a way that may follow a store: no reply in
+        # time, or an error not in NOT_STORED_ERRORS (client/partition_pipeline.py). A
+        # batch sent whose every attempt was refused before the append was not stored.
+        self.maybe_stored = False
         # The sequence number of its first record, once encoded under a producer id
         # (or given it by a split: client/partition_pipeline.py).
         self.base_sequence: int | None = None

@@ -130,6 +130,8 @@ class SendOutages:
         if isinstance(error, ClosedError):
             return f"unacknowledged when the close ended ({stored})"
         if isinstance(error, PlinthTimeoutError):
+            if batch.ever_sent and not batch.maybe_stored:   # as the error says (sender.py)
+                stored = "sent, each attempt refused before it was stored"
             return (f"not acknowledged within delivery_timeout_ms="
                     f"{self.delivery_timeout_ms:.0f} ({stored})")
         return f"refused: {type(error).__name__}"

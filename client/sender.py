@@ -83,7 +83,7 @@ from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.compression import compressed_kafka_batch
 from plinth.client.connection import Connection
 from plinth.client.partition_counts import PartitionCounts
-from plinth.client.partition_pipeline import PartitionPipeline
+from plinth.client.partition_pipeline import NOT_STORED_ERRORS, PartitionPipeline
 from plinth.client.send_outages import SendOutages
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
                            MalformedReplyError, OutOfOrderSequenceError,
@@ -380,9 +380,12 @@ class SenderCore:
     def _delivery_timeout_error(self, batch: OpenBatch, now: float) -> PlinthTimeoutError:
         """The error of a batch out of time, saying first whether it may have been stored
         (a user who reads only the start of it must not take "failed" for "not stored")."""
-        if batch.ever_sent:
+        if batch.maybe_stored:
             outcome = (f"and may have been stored (it was sent, {batch.attempts} attempts: its "
                        f"outcome is unknown)")
+        elif batch.ever_sent:
+            outcome = (f"and was not stored (it was sent, {batch.attempts} attempts, each "
+                       f"refused before it was stored)")
         elif batch.attempts:
             outcome = (f"and was not stored (it never left the producer: {batch.attempts} "
                        f"attempts to send it failed)")
@@ -409,6 +412,8 @@ class SenderCore:
                 pipeline.acknowledged(batch, base_offset)
             return
         batch.last_error = error
+        if was_in_flight and not isinstance(error, NOT_STORED_ERRORS):
+            batch.maybe_stored = True   # for good: a later refusal does not undo a store
         now = time.monotonic()
         if self._splittable(batch, error, was_in_flight):
             self._split(batch, pipeline, now)

@@ -742,9 +742,11 @@ def _echo_disks(shards: list) -> None:
 def check(data_dir):
     """Read every partition log of a stopped broker's data dir whole, checking each
     entry's CRC, and compare the logs with the shards' manifests, and those with
-    metadata.json (topic ids, topics); say what is damaged, and whether a start
-    upgrades the data dir's format (which older Plinth builds then refuse).
-    Changes no data (it takes the data dir's lock, whose file says who holds it).
+    metadata.json (topic ids, topics), and try each file and directory as the broker
+    writes it (one immutable, append-only, read-only or not the user's is damage);
+    say what is damaged, and whether a start upgrades the data dir's format (which
+    older Plinth builds then refuse). Changes no data (it takes the data dir's
+    lock, whose file says who holds it).
     Exit status 1 if anything is damaged, 2 if the check is refused (a server holds
     the data dir, its metadata or a manifest cannot be read, or a newer Plinth wrote
     it)."""
@@ -787,6 +789,7 @@ def _checked_data_dir(data_dir: Path):
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
     from plinth.shards.log_check import ShardsCheck, check_shards_directory, read_manifests
+    from plinth.shards.log_check_writable import read_only_mount, unwritable_lines
     from plinth.shards.shard_handle import MANIFEST_FILE
 
     shards_dir = data_dir / SHARDS_DIR
@@ -796,11 +799,17 @@ def _checked_data_dir(data_dir: Path):
     lock = DataDirLock(data_dir)
     lock.acquire_to_read()   # a running server's active segments change under the check
     try:
+        # The data dir's own: metadata.json is replaced by a rename into the data dir
+        unwritable = unwritable_lines([data_dir, data_dir / METADATA_FILE])
+        read_only = ([f"{data_dir}: its file system is mounted read-only: a broker cannot "
+                      f"start on it until it is mounted read-write (whether it could write "
+                      f"each file is not checked)"] if read_only_mount(data_dir) else [])
         if not shards_dir.is_dir():
             metadata = load_checked_metadata(data_dir, {})
             return ShardsCheck(problems=missing_shard_directories(data_dir / METADATA_FILE,
-                                                                  metadata),
-                               notes=format_notes(data_dir / METADATA_FILE, metadata))
+                                                                  metadata) + unwritable,
+                               notes=format_notes(data_dir / METADATA_FILE, metadata)
+                               + read_only)
         manifests = read_manifests(shards_dir)
         by_path = {shard_dir / MANIFEST_FILE: manifest
                    for shard_dir, manifest in manifests.found.items()}
@@ -811,8 +820,10 @@ def _checked_data_dir(data_dir: Path):
         disagreeing = disagreements(data_dir / METADATA_FILE, metadata, by_path)
         found.problems.extend(disagreeing.damaged)
         found.problems.extend(missing_shard_directories(data_dir / METADATA_FILE, metadata))
+        found.problems.extend(unwritable)
         found.notes.extend(disagreeing.notes)
         found.notes.extend(format_notes(data_dir / METADATA_FILE, metadata))
+        found.notes.extend(read_only)
         return found
     finally:
         lock.release()

@@ -153,6 +153,30 @@ def make_ipc_dir(data_dir: Path) -> str:
     return str(ipc_dir)
 
 
+def remove_ipc_dir(ipc_dir: str) -> None:
+    """At a clean stop, once no shard binds in it any more: remove the sockets in
+    ``ipc_dir`` (make_ipc_dir's), then the directory if nothing else is in it. A
+    stopped data dir then holds no socket, which ``tar`` would skip with "socket
+    ignored" (a backup, README "Backing up, restoring and copying a data dir"); a start
+    makes them again, and one after a crash binds over those left (a bind to an
+    ipc:// path replaces the file). A file that cannot be removed is logged, not
+    raised: the stop goes on. Server process, holding the data dir's lock."""
+    try:
+        with os.scandir(ipc_dir) as entries:
+            found = [(entry.path, stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode))
+                     for entry in entries]
+        for path, is_socket in found:
+            if is_socket:
+                Path(path).unlink(missing_ok=True)   # (a shard's close may have removed it)
+        if all(is_socket for _, is_socket in found):   # else files not ours: they stay
+            os.rmdir(ipc_dir)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove the shards' sockets in %s at the stop: %s (a start "
+                    "makes them again)", ipc_dir, exc.strerror or exc)
+
+
 def load_or_create(data_dir: Path) -> ClusterKeys:
     """The key pair of the broker in ``data_dir``, created (mode 0600, durably) on the
     first start. Server process, holding the data dir's lock, before anything starts."""

@@ -24,6 +24,8 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidConfigError      invalidConfig
     │   ├── TooManyTopicsError      tooManyTopics
     │   ├── StorageError            storageError
+    │   │   ├── DiskReserveRefusedError storageError, refused before anything was
+    │   │   │                       written (the shard's disk reserve): nothing stored
     │   │   └── RemoteStorageError  storageError: object storage refused for good
     │   │       ├── RemoteObjectNotFoundError
     │   │       ├── RemoteAccessDeniedError
@@ -115,9 +117,12 @@ class PlinthError(Exception):
 
 
 class BrokerError(PlinthError):
-    """An error with a stable wire code, raised on the broker or relayed to a client."""
+    """An error with a stable wire code, raised on the broker or relayed to a client.
+    ``before_write``: the broker refused before writing anything of the request (on
+    the wire, Error's beforeWrite), so a client may count it as not stored."""
 
     code_name = "internalError"
+    before_write = False
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -236,6 +241,17 @@ class TooManyTopicsError(BrokerError):
 
 class StorageError(BrokerError):
     code_name = "storageError"
+
+
+class DiskReserveRefusedError(StorageError):
+    """A produce a shard refused before appending it: its disk reserve
+    (shards/disk_reserve.py) would have been reached, or the file system's free space
+    could not be read. Nothing of that attempt was written, where any other
+    StorageError may come from a write or an fsync that failed after bytes went to the
+    log. Its wire code is storageError (a client before it reads it as one), with
+    Error.beforeWrite set."""
+
+    before_write = True
 
 
 class CorruptDataError(BrokerError):
@@ -575,8 +591,17 @@ TRANSIENT_ERRORS: tuple[type[BrokerError], ...] = (
     NotEnoughReplicasError, NotLeaderError)
 
 
-def error_for_code(code_name: str, message: str) -> BrokerError:
-    """The exception for a wire error code; unknown codes become InternalError."""
-    cls = BROKER_ERRORS.get(code_name, InternalError)
+# The class for a wire code whose Error says beforeWrite (a code not here: its usual
+# class, the flag ignored).
+BEFORE_WRITE_ERRORS: dict[str, type[BrokerError]] = {
+    cls.code_name: cls for cls in (DiskReserveRefusedError,)
+}
+
+
+def error_for_code(code_name: str, message: str, before_write: bool = False) -> BrokerError:
+    """The exception for a wire error code (and its Error's beforeWrite); unknown codes
+    become InternalError."""
+    cls = BEFORE_WRITE_ERRORS.get(code_name) if before_write else None
+    cls = cls or BROKER_ERRORS.get(code_name, InternalError)
     return cls(message if cls is not InternalError or code_name == "internalError"
                else f"unknown error code {code_name!r}: {message}")

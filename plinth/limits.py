@@ -521,6 +521,9 @@ CUT_FILES_KEPT_MAX = 8
 # its own, up to this many; the rest in one line (a disk gone bad must not bury
 # every other line of the report).
 CHECK_BAD_ENTRIES_SAID_MAX = 20
+# ... and each file or directory the broker cannot write (shards/log_check_writable.py),
+# up to this many per partition log (a read-only file system refuses every one).
+CHECK_UNWRITABLE_SAID_MAX = 20
 # ... and quotes at most this many characters of a damaged file's value (a producers
 # snapshot's entry: shards/log_check_files.py), so that one line stays one line.
 CHECK_VALUE_CHARS_SAID_MAX = 80
@@ -1697,6 +1700,8 @@ def _relations() -> list[tuple[str, bool]]:
          "out the cut before it at once)", 2 <= CUT_FILES_KEPT_MAX <= 100),
         ("plinth check says several bad entries of a segment, not thousands",
          1 <= CHECK_BAD_ENTRIES_SAID_MAX <= 1000),
+        ("plinth check says several files it cannot write, not thousands",
+         1 <= CHECK_UNWRITABLE_SAID_MAX <= 1000),
         ("plinth check quotes enough of a bad value to recognise it, within a line",
          20 <= CHECK_VALUE_CHARS_SAID_MAX <= 200),
     ]

@@ -1064,6 +1064,7 @@ def encode_error(request_id: int, error: BrokerError) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     msg.error.code = error.code_name
     msg.error.message = error.message
+    msg.error.beforeWrite = error.before_write
     msg.none = None
     return msg.to_bytes()
 
@@ -1239,7 +1240,7 @@ def _reply_view(rep) -> ReplyView:
                      throttle_time_ms=rep.throttleTimeMs)
     code = str(rep.error.code)
     if code != "none":
-        view.error = error_for_code(code, rep.error.message)
+        view.error = error_for_code(code, rep.error.message, rep.error.beforeWrite)
         return view
     if view.kind == "produce":
         view.base_offset = rep.produce.baseOffset
@@ -1310,7 +1311,7 @@ def _reply_view(rep) -> ReplyView:
 def _error_or_none(error) -> BrokerError | None:
     """A result's own Error: None for code none."""
     code = str(error.code)
-    return None if code == "none" else error_for_code(code, error.message)
+    return None if code == "none" else error_for_code(code, error.message, error.beforeWrite)
 
 
 def _group_info(g) -> GroupInfo:

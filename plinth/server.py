@@ -47,6 +47,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -56,14 +57,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plinth import limits, topics
-from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
+from plinth.cluster_keys import (CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir,
+                                 remove_ipc_dir)
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.control.metadata import METADATA_FILE
 from plinth.data_dir_lock import DataDirLock
-from plinth.data_dir_mode import open_to_others
+from plinth.data_dir_mode import DATA_DIR_MODE, open_to_others
 from plinth.durable_files import write_file_atomically
 from plinth.errors import BrokerError, InvalidConfigError, StorageError, UnavailableError
 from plinth.loopback import is_loopback
@@ -80,6 +82,7 @@ log = logging.getLogger(__name__)
 
 RAY_TOKEN_FILE = "ray.auth_token"   # in the data dir: the embedded Ray's auth token
 RAY_ADDRESS_FILE = "ray.address"    # in the data dir: the embedded Ray's GCS HOST:PORT
+RAY_DIR = "ray"                     # in the data dir: the embedded Ray's temp dir (its sessions)
 
 # Ray's periodic work that the embedded broker turns off; each of these woke
 # every Ray process (the raylet, the GCS, the server, the controller and every
@@ -332,11 +335,11 @@ def _start_ray(options: ServeOptions) -> None:
 
     reaper = ProcessReaper.start()
     atexit.register(reaper.release)
-    ray_dir = options.data_dir / "ray"
-    ray_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ray_dir = options.data_dir / RAY_DIR
+    ray_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     # Also here, not only after ray.init: Ray makes it 0777 during ray.init, and a
     # server killed within that call left it so.
-    os.chmod(ray_dir, 0o700)
+    os.chmod(ray_dir, DATA_DIR_MODE)
     prune_ray_sessions(ray_dir, limits.RAY_SESSIONS_KEPT_MAX - 1)   # ray.init adds one
     _use_embedded_ray_settings(token_path)
     import ray
@@ -355,8 +358,9 @@ def _start_ray(options: ServeOptions) -> None:
     _say_embedded_ray_address(options.data_dir, ray.get_runtime_context().gcs_address)
     # Ray shares its temp directory with every user (mode 0777, as /tmp/ray); this one
     # is the server's own, and no one else may put files (sockets, session links) in it.
+    # (Each Ray worker that starts later makes it 0777 again: make_ray_dir_private.)
     for directory in {str(ray_dir), temp_dir}:
-        os.chmod(directory, 0o700)
+        os.chmod(directory, DATA_DIR_MODE)
 
 
 def prune_ray_sessions(ray_dir: Path, kept: int) -> list[Path]:
@@ -374,6 +378,31 @@ def prune_ray_sessions(ray_dir: Path, kept: int) -> list[Path]:
         shutil.rmtree(session, ignore_errors=True)
         log.info("removed Ray's session files of an earlier start, %s (the newest %d "
                  "are kept)", session, kept)
+    return removed
+
+
+def remove_ray_sockets(ray_dir: Path) -> int:
+    """Remove the Unix sockets Ray's processes left in its session directories in
+    ``ray_dir`` (``session_*/sockets``: the raylet's and the object store's, dead once
+    Ray has stopped; a crash's too), so that a stopped data dir holds none for ``tar``
+    to skip with "socket ignored" (a backup: README, "Backing up, restoring and
+    copying a data dir"); the rest of each session (its logs) stays, as
+    prune_ray_sessions bounds them. Returns how many it removed; one it cannot is
+    logged (the stop goes on). Server process, main thread, after Ray stopped, with
+    the data dir's lock held: no Ray of this data dir runs."""
+    removed = 0
+    try:
+        for session in ray_dir.glob("session_*"):
+            sockets = session / "sockets"
+            if session.is_symlink() or not sockets.is_dir():
+                continue
+            for path in sockets.iterdir():
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    except OSError as exc:
+        log.warning("cannot remove Ray's sockets in %s after it stopped: %s%s", ray_dir,
+                    exc.strerror or exc, f": {exc.filename}" if exc.filename else "")
     return removed
 
 
@@ -533,6 +562,7 @@ class Server:
         self._held_ports: list[socket.socket] = []
         self._fresh_data_dir = False   # whether start made the data dir
         self._ray_started = False
+        self._ipc_dir: str | None = None   # where the shards' ipc:// sockets go, if made
         self._locked = False
         self._tier_claim: ClaimKeeper | None = None
 
@@ -574,8 +604,8 @@ class Server:
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
-            cluster_keys = dataclasses.replace(cluster_keys,
-                                               ipc_dir=make_ipc_dir(self.options.data_dir))
+            self._ipc_dir = make_ipc_dir(self.options.data_dir)
+            cluster_keys = dataclasses.replace(cluster_keys, ipc_dir=self._ipc_dir)
         tier = self._claim_tier_store(tier)
         self._ray_started = True   # (even if it fails half way: Ray's processes may run)
         try:
@@ -711,7 +741,9 @@ class Server:
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S,
              before_unlock=None) -> bool:
         """Stop taking requests, flush and fsync every log, stop the actors, then Ray;
-        run ``before_unlock`` (if given) and release the data dir's lock (server process,
+        make the data dir's ray dir private again (make_ray_dir_private) and remove the
+        sockets of Ray's and of the shards (remove_ray_sockets, cluster_keys.remove_ipc_dir),
+        so that a stopped data dir copies whole; run ``before_unlock`` (if given) and release the data dir's lock (server process,
         main thread). False if a shard could not save its files (a StorageError: a disk
         gone read-only or full, the user's to fix), said in one line: no traceback, and
         each partition's log is recovered, its indexes rebuilt, at the next start. If a
@@ -741,12 +773,34 @@ class Server:
         finally:   # a shard that never served must not keep Ray or the lock alive
             self._release_tier_claim()   # (its shards have stopped deleting)
             _shutdown_ray()
+            if self._ray_started and not self.options.ray_address:
+                make_ray_dir_private(self.options.data_dir / RAY_DIR)
+                remove_ray_sockets(self.options.data_dir / RAY_DIR)
+            if self._ipc_dir is not None:   # no shard binds there any more
+                remove_ipc_dir(self._ipc_dir)
             try:
                 if before_unlock is not None:
                     before_unlock()
             finally:
                 self._lock.release()
         return saved
+
+
+def make_ray_dir_private(ray_dir: Path) -> None:
+    """Make ``ray_dir`` (the embedded Ray's temp dir) as private as the data dir again,
+    once Ray has stopped. Ray makes its temp dir 0777 not only in ray.init (undone
+    after it, ``_start_ray``) but in every worker process that starts
+    (ray._common.utils.try_to_create_directory, made for a /tmp/ray every user
+    shares): a shard actor started after the start, so a stop of a broker of 4 shards,
+    left it 0777 in each run. A directory already gone is fine; one that cannot be
+    changed is logged (a start makes it private again). Server process, main thread."""
+    try:
+        os.chmod(ray_dir, DATA_DIR_MODE)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private again (mode %o) after Ray stopped: %s", ray_dir,
+                    DATA_DIR_MODE, exc.strerror or exc)
 
 
 def _one_line(exc: BaseException) -> str:

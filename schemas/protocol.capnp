@@ -643,6 +643,11 @@ struct MemberInfo {
 struct Error {
   code @0 :ErrorCode;
   message @1 :Text;              # for people: names the thing and the limit
+  # The broker refused before writing anything of the request, so nothing of it was
+  # stored: a storageError from a shard's disk reserve (checked before the append),
+  # where another storageError may follow a write or an fsync that failed. False
+  # from a broker before it: a client then takes the write as maybe done.
+  beforeWrite @2 :Bool;
 }
 
 # The one registry of error codes, shared by router, shards and clients.

@@ -8,11 +8,14 @@ way out was removing files by hand). So a shard refuses produces while its
 data dir's file system has less than ``free_bytes_min`` free
 (``plinth serve --produce-free-bytes-min``, by default
 PRODUCE_FREE_BYTES_MIN_DEFAULT: 128 MiB), as Redpanda refuses producers below its
-``storage_min_free_bytes``. The refusal is a StorageError naming the file
-system, the bytes free and the reserve; producers retry it until their delivery
-timeout (Plinth's delivery_timeout_ms, client/sender.py; Kafka clients get
-KAFKA_STORAGE_ERROR and retry until delivery.timeout.ms), so a disk freed
-meanwhile loses no record. What
+``storage_min_free_bytes``. The refusal is a DiskReserveRefusedError naming the
+file system, the bytes free and the reserve: a StorageError that is checked
+before the append, so on the wire a storageError with beforeWrite set, which
+Plinth's producer counts as not stored (a failed write or fsync may have
+stored the batch). Producers retry it until their delivery timeout (Plinth's
+delivery_timeout_ms, client/sender.py; Kafka clients get KAFKA_STORAGE_ERROR
+and retry until delivery.timeout.ms), so a disk freed meanwhile loses no
+record. What
 frees the disk (deletes), the consumer groups' commits (the offsets log) and
 followers' replication keep writing into the reserve: they are small, or
 copies of what a leader already took. The default is twice the free space a
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from plinth import limits
-from plinth.errors import StorageError
+from plinth.errors import DiskReserveRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,8 @@ class DiskReserve:
         self._refused = 0                # produces refused in this outage
 
     def check(self, batch_bytes: int) -> None:
-        """StorageError if appending ``batch_bytes`` would leave less than the
-        reserve free. Loop thread."""
+        """DiskReserveRefusedError if appending ``batch_bytes`` would leave less than
+        the reserve free (or the free space cannot be read). Loop thread."""
         if self.free_bytes_min == 0:
             return
         if (self._clock_s() - self._read_at_s >= limits.DISK_FREE_CHECK_INTERVAL_MS / 1000
@@ -83,7 +86,7 @@ class DiskReserve:
             log.warning("produces to %s are refused: its file system has %d bytes free, under "
                         "the %d the shard keeps free (said once until produces are taken "
                         "again)", self.directory, free_bytes, self.free_bytes_min)
-        raise StorageError(
+        raise DiskReserveRefusedError(
             f"{self.directory}'s file system has {free_bytes} bytes free: a batch of "
             f"{batch_bytes} bytes would leave less than the {self.free_bytes_min} bytes the "
             f"shard keeps free (--produce-free-bytes-min) so that deleting topics or records "
@@ -112,7 +115,7 @@ class DiskReserve:
         try:
             self._free_bytes_read = self._free_bytes()
         except OSError as exc:   # the directory is gone or unreadable: the append will say
-            raise StorageError(f"cannot read the free space of {self.directory}: "
-                               f"{exc.strerror or exc}") from None
+            raise DiskReserveRefusedError(f"cannot read the free space of {self.directory}: "
+                                          f"{exc.strerror or exc}") from None
         self._read_at_s = self._clock_s()
         self._appended_bytes = 0

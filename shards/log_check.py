@@ -40,6 +40,9 @@ each, naming the directory or file, the position or entry number and the offsets
   through that entry fail or answer wrong until the file is removed); a
   producers' snapshot (``<base>.producers``) of a segment there that is not the
   one a roll wrote: both in log_check_files.py, which says what each costs;
+- a file of the directory, or the directory, that the broker cannot write
+  (immutable, append-only, read-only, or not the user's to write), though it
+  reads: log_check_writable.py, which tries each as the broker would use it;
 - a lost last segment (or several), where files of segments past the last one
   prove the log held them: a producers' snapshot, written when the log rolled to
   its offset, after the segment there was created and the one before it fsynced,
@@ -67,7 +70,8 @@ a crash cut short, or a lost .log: which is not known); snapshots are not, as a
 move or a follower's restart leaves them there on purpose.
 
 Per shard (``ShardsCheck.problems``): a manifest (shard_manifest.py) that cannot
-be read, and a partition it names whose directory is missing.
+be read, and a partition it names whose directory is missing; the shards
+directory, a shard's directory or its manifest that the broker cannot write.
 
 Notes (``notes``), not damage: bytes earlier recoveries cut and kept (cut files,
 segment.py), each file, since they may hold acknowledged records; a log of
@@ -100,6 +104,7 @@ from plinth.shards.partition_log import DELETED_DIRECTORY_SUFFIX
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
 from plinth.shards.log_check_files import (
     index_findings, leader_epochs_findings, snapshot_problem)
+from plinth.shards.log_check_writable import directory_and_files, unwritable_lines
 from plinth.shards.producer_state import SNAPSHOT_SUFFIX
 from plinth.shards.segment import (
     INDEX_SUFFIX, LOG_SUFFIX, OFFSET_DIGITS, TIME_INDEX_SUFFIX, Segment, SegmentCheck,
@@ -169,6 +174,7 @@ def check_shards_directory(shards_dir: Path,
     names, is a partition directory."""
     manifests = read_manifests(shards_dir) if manifests is None else manifests
     found = ShardsCheck(problems=list(manifests.unreadable.values()))
+    found.problems.extend(unwritable_lines([shards_dir]))
     for shard_dir in _subdirectories(shards_dir):
         _check_shard(shard_dir, manifests, found)
     return found
@@ -183,6 +189,7 @@ def _check_shard(shard_dir: Path, manifests: ShardManifests, found: ShardsCheck)
         found.notes.append(f"{shard_dir}: no {MANIFEST_FILE} (the controller opens this "
                            f"shard's partitions again from metadata.json): its directories "
                            f"are checked as logs only")
+    found.problems.extend(unwritable_lines([shard_dir, shard_dir / MANIFEST_FILE]))
     for directory in _subdirectories(shard_dir):
         if _set_aside(directory, found.notes):
             continue
@@ -244,6 +251,7 @@ def check_partition_directory(directory: Path,
         previous = (base_offset, found)
     if previous is not None:
         _check_side_files(check, base_offsets, previous[1])
+    check.problems.extend(unwritable_lines(directory_and_files(directory)))
     return check
 
 

@@ -681,13 +681,17 @@ class Partition:
         truncateFromStart. A checkpoint the disk refuses is logged, not raised:
         the older epochs it keeps describe nothing the log still holds.
 
-        A log of one segment that is not sealed, and that no floor reaches into,
-        has nothing to delete (retention never deletes the active segment), and
-        returns at once: a shard checks every partition every
-        RETENTION_CHECK_INTERVAL_S, and the whole check took 1.7 us a partition (17
-        ms of each pass at 10,000). (A follower's floor, adopted from its leader's,
-        reaches the end of its one segment so: its next pass deletes it.)"""
-        if self.log.segment_count == 1 and not self.sealed and self.floor <= self.log.start_offset:
+        A log of one segment that is not sealed has nothing to delete (retention
+        never deletes the active segment), and returns at once: a shard checks every
+        partition every RETENTION_CHECK_INTERVAL_S, and the whole check took 1.7 us a
+        partition (17 ms of each pass at 10,000). The one exception is a floor at
+        the log's end over a segment that holds entries: that segment goes
+        (``delete_segments_below_floor``; a follower's floor, adopted from its
+        leader's, reaches the end of its one segment so, and its next pass deletes
+        it). A floor inside the segment deletes nothing until it rolls, so it keeps
+        the fast path; with one segment, the log's bytes are the active segment's."""
+        if (self.log.segment_count == 1 and not self.sealed
+                and (self.floor < self.log.end_offset or self.log.size_bytes == 0)):
             return RetentionResult(0, 0, self.log.start_offset)
         below_floor = self.delete_segments_below_floor()
         result = self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))

@@ -19,9 +19,9 @@ from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.partition_counts import PartitionCounts
 from plinth.client.sender import Sender
-from plinth.errors import (ClosedError, NotLeaderError, OutOfOrderSequenceError,
-                           PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError,
-                           UnavailableError)
+from plinth.errors import (ClosedError, DiskReserveRefusedError, NotLeaderError,
+                           OutOfOrderSequenceError, PartitionOutOfRangeError, PlinthTimeoutError,
+                           RecordTooLargeError, StorageError, UnavailableError)
 from plinth.format.kafka_batch import summarize_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import summarize_batch
@@ -765,6 +765,46 @@ def test_a_request_in_flight_waits_at_most_until_its_batch_s_delivery_deadline(
     took_s = time.monotonic() - started_s
     assert len(broker.produces()) == 2
     assert 2.4 <= took_s < 3.4   # was 4 s: the retry waited a whole request_timeout_ms
+
+
+RESERVE_REFUSAL = "/data/shards/shard-0's file system has 100 bytes free: below the reserve"
+FAILED_WRITE = "cannot append to /data/shards/shard-0/t-0/00000000000000000000.log: EIO"
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_batch_the_disk_reserve_refused_at_every_attempt_fails_saying_it_was_not_stored(
+        broker, make_sender, idempotent):
+    # Given a shard whose disk reserve refuses every produce (checked before the append,
+    # so answered storageError with beforeWrite set)
+    broker.faults.extend([DiskReserveRefusedError(RESERVE_REFUSAL)] * 1000)
+    _, accumulator = make_sender(idempotent=idempotent, request_timeout_ms=200,
+                                 delivery_timeout_ms=400)
+    # When a record is sent / Then it fails at its delivery deadline saying that it was
+    # sent but not stored, as each attempt was refused before the append
+    with pytest.raises(PlinthTimeoutError,
+                       match=r"delivery_timeout_ms=400 and was not stored \(it was sent, \d+ "
+                             r"attempts, each refused before it was stored\): it waited \d+ ms; "
+                             r"last error: " + re.escape(RESERVE_REFUSAL)):
+        send(accumulator, b"no room").get(GET_TIMEOUT_S)
+    assert len(broker.produces()) >= 2 and broker.record_count() == 0
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_batch_whose_write_failed_once_fails_saying_it_may_have_been_stored_despite_later_refusals(
+        broker, make_sender, idempotent):
+    # Given a shard whose first append fails (a write or an fsync: bytes may be in the
+    # log), and whose disk reserve refuses every retry
+    broker.faults.extend([StorageError(FAILED_WRITE)]
+                         + [DiskReserveRefusedError(RESERVE_REFUSAL)] * 1000)
+    _, accumulator = make_sender(idempotent=idempotent, request_timeout_ms=200,
+                                 delivery_timeout_ms=400)
+    # When a record is sent / Then it fails at its delivery deadline saying that it may
+    # have been stored: the later refusals do not undo what the first attempt did
+    with pytest.raises(PlinthTimeoutError,
+                       match=r"delivery_timeout_ms=400 and may have been stored \(it was sent, "
+                             r"\d+ attempts: its outcome is unknown\)"):
+        send(accumulator, b"maybe").get(GET_TIMEOUT_S)
+    assert len(broker.produces()) >= 2
 
 
 # --- What an outage logs (once per partition, not per retry) ----------------------------

@@ -55,14 +55,16 @@ def test_a_reserve_larger_than_the_disk_refuses_every_produce_saying_so_and_stat
     topic = unique_topic("full")
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, 1)
-    # When a record is sent / Then the producer retries it until its delivery timeout, and
+    # When a record is sent / Then the producer retries it until its delivery timeout,
+    # saying first that it was not stored (each refusal came before the append), and
     # the error names the file system's free bytes, the reserve and the option
     with Producer(broker=broker.url, linger_ms=0, request_timeout_ms=1_000,
                   delivery_timeout_ms=3_000, retry_backoff_ms=50) as producer:
         with pytest.raises(PlinthTimeoutError) as refused:
             producer.send(topic, b"no room", partition=0).get(30)
     message = str(refused.value)
-    assert "delivery_timeout_ms=3000" in message
+    assert "delivery_timeout_ms=3000 and was not stored (it was sent, " in message
+    assert "each refused before it was stored" in message
     assert f"would leave less than the {RESERVE_BEYOND_ANY_DISK} bytes the shard keeps free " \
            "(--produce-free-bytes-min)" in message
     assert str(broker.data_dir / "shards" / "shard-0") in message

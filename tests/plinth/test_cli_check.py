@@ -140,15 +140,60 @@ def test_a_data_dir_on_a_read_only_file_system_is_checked_and_left_as_it_is(
     make_read_only()
     # When it is checked
     result = check(data_dir)
-    # Then the check is done as on any other file system: summed up, exit 0
+    # Then the check is done as on any other file system: summed up, exit 0, noting
+    # once (not file by file) that a broker could not write there
     assert result.exit_code == 0, (result.output, result.stderr)
-    assert result.output == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
+    assert result.output == (f"note    {data_dir}: its file system is mounted read-only: a "
+                             f"broker cannot start on it until it is mounted read-write "
+                             f"(whether it could write each file is not checked)\n"
+                             f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
                              f"record batches valid: 20 ({path.stat().st_size:,} bytes); "
                              f"0 damaged\n")
     # And nothing was changed, the lock's holder line included
     assert files_of(data_dir) == before
     assert ((data_dir / ".lock").read_text() if (data_dir / ".lock").exists()
             else None) == lock_text
+
+
+@pytest.fixture
+def immutable():
+    """``immutable(path)``: ``chattr +i path``, undone at the end. Fails the test where
+    chattr cannot set it (it needs root, and a file system that keeps attributes):
+    a skip would pass having checked nothing."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.fail("chattr +i needs root and e2fsprogs")
+    made = []
+
+    def make(path) -> None:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, f"chattr +i {path}: {done.stderr}"
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_an_immutable_segment_and_metadata_file_are_said_damaged_and_left_as_they_are(
+        tmp_path, immutable):
+    # Given a data dir whose segment and metadata.json were made immutable (the broker
+    # reads them at a start, then cannot append to the segment nor replace the file)
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    immutable(path)
+    immutable(data_dir / "metadata.json")
+    before = files_of(data_dir)
+    # When it is checked
+    result = check(data_dir)
+    # Then each is said damaged, naming it and why, and the check exits 1
+    assert result.exit_code == 1, result.output
+    damaged = [line for line in result.output.splitlines() if line.startswith("DAMAGED")]
+    assert [line.split(": the broker cannot")[0] for line in damaged] == [
+        f"DAMAGED {data_dir / 'metadata.json'}", f"DAMAGED {path}"]
+    assert all("it is immutable (lsattr shows i; chattr -i clears it)" in line
+               for line in damaged)
+    assert result.output.endswith("; 2 damaged\n")
+    # And nothing was changed
+    assert files_of(data_dir) == before
 
 
 def test_a_file_the_check_cannot_read_is_refused_in_one_line_naming_it(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 
 import pytest
@@ -9,7 +10,8 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
-from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterAuthenticator, ClusterKeys, load_or_create
+from plinth.cluster_keys import (CLUSTER_KEY_FILE, ClusterAuthenticator, ClusterKeys,
+                                 load_or_create, make_ipc_dir, remove_ipc_dir)
 from plinth.errors import InvalidConfigError
 
 
@@ -55,3 +57,31 @@ def test_the_zap_handler_admits_only_the_cluster_public_key_over_curve():
     assert handler.answer(zap_request(b"PLAIN", b"user", b"password"))[2] == b"400"
     assert handler.answer([b"0.9", b"8"])[1:3] == [b"8", b"400"]
     assert handler.refused == 3   # peers refused (the malformed request came from no peer)
+
+
+def _left_socket(path):
+    """A Unix socket file as a process that bound it and died leaves it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+    return path
+
+
+def test_a_stop_removes_the_shards_sockets_and_their_directory(tmp_path):
+    # Given the sockets directory of a broker whose shards bound their sockets there
+    ipc_dir = make_ipc_dir(tmp_path)
+    for name in ("shard-0", "shard-0.direct", "shard-1"):
+        _left_socket(tmp_path / "sockets" / name)
+    # When they are removed at its stop, Then the directory is gone with them
+    remove_ipc_dir(ipc_dir)
+    assert not (tmp_path / "sockets").exists()
+    # And a second removal (nothing there) and a start after it are fine
+    remove_ipc_dir(ipc_dir)
+    assert make_ipc_dir(tmp_path) == ipc_dir and (tmp_path / "sockets").is_dir()
+
+
+def test_a_file_not_a_socket_keeps_the_sockets_directory(tmp_path):
+    ipc_dir = make_ipc_dir(tmp_path)
+    _left_socket(tmp_path / "sockets" / "shard-0")
+    (tmp_path / "sockets" / "notes.txt").write_text("not the broker's")
+    remove_ipc_dir(ipc_dir)
+    assert [p.name for p in (tmp_path / "sockets").iterdir()] == ["notes.txt"]

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from plinth import limits, protocol
-from plinth.errors import (BROKER_ERRORS, MalformedReplyError, MalformedRequestError,
-                           OffsetOutOfRangeError, RequestTooLargeError, UnknownTopicError)
+from plinth.errors import (BROKER_ERRORS, DiskReserveRefusedError, MalformedReplyError,
+                           MalformedRequestError, OffsetOutOfRangeError, RequestTooLargeError,
+                           StorageError, UnknownTopicError)
 from plinth.name_pages import NamesPage
 from plinth.schemas import protocol as schema
 
@@ -209,6 +210,21 @@ def test_every_error_class_has_a_wire_code_and_every_code_a_class():
     for name, cls in BROKER_ERRORS.items():
         decoded = protocol.decode_reply(protocol.encode_error(1, cls("m"))).error
         assert type(decoded) is cls and decoded.code_name == name
+
+
+def test_a_storage_error_refused_before_the_write_stays_one_and_an_older_brokers_is_maybe_written():
+    # A refusal checked before the append (the disk reserve's) says so on the wire
+    refused = protocol.decode_reply(protocol.encode_error(1, DiskReserveRefusedError("full")))
+    assert type(refused.error) is DiskReserveRefusedError and refused.error.before_write
+    assert refused.error.code_name == "storageError" and str(refused.error) == "full"
+    # A failed write does not: it may have stored bytes
+    failed = protocol.decode_reply(protocol.encode_error(2, StorageError("EIO"))).error
+    assert type(failed) is StorageError and not failed.before_write
+    # And a broker before the field (its Error has no beforeWrite) reads as a failed write
+    msg = schema.Reply.new_message(requestId=3)
+    msg.error.code, msg.error.message = "storageError", "full"
+    msg.none = None
+    assert type(protocol.decode_reply(msg.to_bytes()).error) is StorageError
 
 
 def test_delete_offsets_and_its_answer_round_trip_each_partitions_outcome():

@@ -25,7 +25,7 @@ from plinth import server as server_module
 from plinth.cli import main
 from plinth.errors import InvalidConfigError, StorageError, UnavailableError
 from plinth.server import (Server, ServeOptions, hold_listen_ports, prune_ray_sessions,
-                           release_ports)
+                           release_ports, remove_ray_sockets)
 
 
 def _listening(reuse: bool = False) -> socket.socket:
@@ -217,6 +217,44 @@ def test_the_oldest_ray_sessions_are_removed_and_the_newest_kept(tmp_path, caplo
     assert str(sessions[0]) in caplog.records[0].getMessage()
     # And a start keeps the limit, the session it is about to add included
     assert limits.RAY_SESSIONS_KEPT_MAX >= 2
+
+
+@pytest.fixture
+def short_dir():
+    """A directory whose path leaves room for a socket's name (tmp_path is too long)."""
+    path = Path(tempfile.mkdtemp(prefix="pl-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_sockets_of_stopped_ray_sessions_are_removed_and_their_logs_kept(short_dir):
+    # Given two sessions whose raylet and object store left their sockets (one a
+    # crash's), a log file beside them, and the latest link to one
+    ray_dir = short_dir / "ray"
+    made = []
+    for name in ("session_2026-12-01_10-00-00_000001_101", "session_2026-12-02_10-00-00_000002_102"):
+        (ray_dir / name / "sockets").mkdir(parents=True)
+        (ray_dir / name / "logs").mkdir()
+        (ray_dir / name / "logs" / "raylet.out").write_text("kept")
+        for socket_name in ("raylet", "plasma_store"):
+            made.append(_left_socket(ray_dir / name / "sockets" / socket_name))
+    (ray_dir / "session_latest").symlink_to(ray_dir / name)
+    # When Ray has stopped and its sockets are removed
+    assert remove_ray_sockets(ray_dir) == 4
+    # Then no socket is left, and the rest is
+    assert not any(path.exists() for path in made)
+    assert sorted(str(p.relative_to(ray_dir)) for p in ray_dir.rglob("*")) == sorted(
+        f"{name}{rest}" for name in ("session_2026-12-01_10-00-00_000001_101",
+                                     "session_2026-12-02_10-00-00_000002_102")
+        for rest in ("", "/sockets", "/logs", "/logs/raylet.out")) + [
+        "session_latest"]
+
+
+def _left_socket(path):
+    """A Unix socket file as a process that bound it and died leaves it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+    return path
 
 
 def _no_ray(monkeypatch) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from plinth import limits
-from plinth.errors import StorageError
+from plinth.errors import DiskReserveRefusedError, StorageError
 from plinth.shards.disk_reserve import DiskReserve
 from tests.support import ManualClock
 
@@ -42,6 +42,8 @@ def test_a_batch_that_would_leave_less_than_the_reserve_is_refused_naming_the_nu
     reserve.check(MiB)   # leaves exactly the reserve: taken
     with pytest.raises(StorageError) as refused:
         reserve.check(MiB + 1)
+    # (a refusal before the append: a client counts it as not stored)
+    assert type(refused.value) is DiskReserveRefusedError and refused.value.before_write
     assert str(refused.value).startswith(
         f"/data/shards/shard-0's file system has {17 * MiB} bytes free: a batch of "
         f"{MiB + 1} bytes would leave less than the {16 * MiB} bytes the shard keeps free")

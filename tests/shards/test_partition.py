@@ -1130,6 +1130,31 @@ def test_delete_records_inside_the_only_segment_keeps_it(tmp_path):
     assert part.enforce_retention().segments == 0
 
 
+def test_retention_of_one_segment_with_a_floor_inside_it_returns_without_looking_further(
+        tmp_path, monkeypatch):
+    # Given a one-segment partition whose records were deleted up to inside its segment
+    part = open_partition(tmp_path / "t-3", LogConfig())
+    for i in range(4):
+        append(part, batch_of([bytes([i]) * 1000]))
+    part.advance(part.log.end_offset)
+    assert part.delete_records(3) == 3
+
+    # When retention runs (the slow path's steps made to fail if they are called)
+    def not_called(*args, **kwargs):
+        raise AssertionError("a floor inside the only segment took retention's slow path")
+    monkeypatch.setattr(part, "delete_segments_below_floor", not_called)
+    monkeypatch.setattr(part.log, "enforce_retention", not_called)
+    result = part.enforce_retention()
+    # Then it took the fast path: nothing deleted, the segment kept
+    assert (result.segments, result.bytes, result.start_offset) == (0, 0, 0)
+    assert [s.base_offset for s in part.log.segments] == [0]
+    # And a floor moved to the log's end (a follower's, adopted) still deletes the
+    # segment on the next pass
+    monkeypatch.undo()
+    assert part.adopt_leader_floor(4)
+    assert (part.enforce_retention().segments, part.log.size_bytes) == (1, 0)
+
+
 def test_delete_records_below_the_log_start_changes_nothing(tmp_path):
     part = partition_with_segments(tmp_path / "t-3")
     part.delete_records(7)

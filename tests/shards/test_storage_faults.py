@@ -144,9 +144,9 @@ def test_a_shard_refuses_produces_before_its_disk_is_full_and_deleting_records_f
     # Given a shard keeping 512 KiB free on a 2 MiB file system
     # When producing until it refuses
     reply, stored = produce_until_refused(sock)
-    # Then the refusal is the reserve's, naming the file system, the bytes and the limit,
-    # and the disk still has the room
-    assert type(reply.error).__name__ == "StorageError", reply.error
+    # Then the refusal is the reserve's (a storageError said to come before the write),
+    # naming the file system, the bytes and the limit, and the disk still has the room
+    assert type(reply.error).__name__ == "DiskReserveRefusedError", reply.error
     assert f"{srv.data_dir}'s file system has" in str(reply.error)
     assert "less than the 524288 bytes the shard keeps free" in str(reply.error)
     assert shutil.disk_usage(srv.data_dir).free >= 512 * 1024 - 100_000
