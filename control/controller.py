@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from plinth import actor_logs, limits, protocol, topics
+from plinth.actor_failures import killed_how
 from plinth.cluster_keys import ClusterKeys
 from plinth.counted import counted
 from plinth.data_dir_mode import make_data_dir
@@ -81,6 +82,7 @@ from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, Sta
 from plinth.control.data_dir_check import TOPICS_NAMED_MAX, load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.shard_outages import OutageFacts, ShardOutages
+from plinth.control.shard_revivals import ShardDeath, ShardRevivals
 from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, OwedDelete, TopicMetadata,
                                      specs_by_shard, upgrade_line)
 from plinth.control.nodes import Node, RayNodes
@@ -151,6 +153,7 @@ class _ShardFacts:
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
     pid: int = 0             # the process it last announced its start from; 0: not known
+    down_reason: str = ""    # of a shard Ray gave up on: its new actor's schedule
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,14 @@ class Controller:
         self._records_unsaved_by: set[str] = set()
         # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
         self._outages = ShardOutages()
+        # The shards Ray gave up on, each given a new actor after a backoff
+        # (revive_dead_shards, shard_revivals.py); and those a stats call (status, a
+        # metrics scrape) did not hear from, for it to look at (query threads add).
+        self._revivals = ShardRevivals(lambda: self._monotonic_s())
+        self._stats_missed: set[str] = set()
+        # When the server last heard of a Ray worker's death (process_owner); until
+        # SHARD_DEATH_LOOK_S after, every shard is looked at (revive_dead_shards).
+        self._death_heard_s: float | None = None
         # The processes shards ran in before their last restart, oldest first: pid ->
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
@@ -467,7 +478,8 @@ class Controller:
         """The lease checks while a replicated partition exists, and sleeps while none
         does (every change of the metadata is saved, so ``_save`` keeps this true)."""
         if self._lease is not None:
-            self._lease.want(any(topic.leadership for topic in self._metadata.topics.values()))
+            self._lease.want(any(topic.leadership for topic in self._metadata.topics.values())
+                             or len(self._revivals) > 0 or self._looking_for_deaths())
 
     def _new_controller_epoch(self) -> None:
         """This incarnation's epoch: one more than any before (saved by ``start``
@@ -740,13 +752,10 @@ class Controller:
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        before = self._shards.pids.get(shard_id, 0)
-        if before and before != pid:   # for process_owner: Ray's death message may come late
-            self._past_pids[before] = shard_id
-            while len(self._past_pids) > _PAST_PIDS_MAX:
-                del self._past_pids[next(iter(self._past_pids))]
+        self._note_pid(shard_id, pid)
         self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
+        self._revivals.started(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address,
@@ -767,6 +776,23 @@ class Controller:
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
             self._elect(led, self._answering(others) | electable)
         self._push_all_records(shard_id)
+
+    def shard_starting(self, shard_id: str, pid: int) -> None:
+        """A shard actor's process ``pid`` starts, before it reopens its logs (called by
+        the shard): one killed before it announces ``shard_started`` is still named by
+        ``process_owner``, and status shows the process."""
+        if pid:
+            self._note_pid(shard_id, pid)
+            self._shards.pids[shard_id] = pid
+
+    def _note_pid(self, shard_id: str, pid: int) -> None:
+        """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
+        (Ray's death message may come late)."""
+        before = self._shards.pids.get(shard_id, 0)
+        if before and before != pid:
+            self._past_pids[before] = shard_id
+            while len(self._past_pids) > _PAST_PIDS_MAX:
+                del self._past_pids[next(iter(self._past_pids))]
 
     def _push_all_records(self, shard_id: str) -> None:
         """Every record ``shard_id`` holds; if the call fails, again at the next check."""
@@ -903,6 +929,7 @@ class Controller:
         ``shutdown`` began."""
         if self._shutting_down:
             return []
+        self.revive_dead_shards()
         partitions = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                       for p in sorted(topic.leadership)]
         if not partitions:
@@ -920,6 +947,56 @@ class Controller:
             self._next_rebalance_s = time.monotonic() + self._rebalance_interval_s
             self._start_rebalance()
         return changes
+
+    def revive_dead_shards(self) -> None:
+        """The one place a shard Ray gave up on is started again (shard_revivals.py):
+        each shard the checks found not answering (leader pings, failed starts, stats
+        calls) whose actor is dead for good (ShardSet.dead_for_good) is scheduled, and
+        each due one given a new actor on its node. Called by every leader check (the
+        lease checks while one is scheduled) and by status."""
+        if self._shutting_down:
+            return
+        for shard_id in self._revivals.ids():
+            if shard_id not in self._shards:
+                self._revivals.forget(shard_id)   # retired or removed meanwhile
+        stats_missed, self._stats_missed = self._stats_missed, set()   # query threads add
+        maybe_dead = self._silent | set(self._shards.failures) | stats_missed
+        if self._looking_for_deaths():
+            maybe_dead |= set(self._shards.ids())
+        for shard_id in sorted(maybe_dead | set(self._revivals.ids())):
+            if not self._shards.dead_for_good(shard_id):
+                continue
+            restarts, cause = self._shards[shard_id].death()
+            death = ShardDeath(restarts, killed_how(cause))
+            if shard_id in self._revivals:
+                self._revivals.died_again(shard_id, death)
+            else:
+                self._revivals.dead(shard_id, death)
+        for shard_id in self._revivals.due():
+            self._revive(shard_id)
+        self._lease_wanted_as_saved()
+
+    def _looking_for_deaths(self) -> bool:
+        heard_s = self._death_heard_s
+        return heard_s is not None and self._monotonic_s() - heard_s < limits.SHARD_DEATH_LOOK_S
+
+    def _revive(self, shard_id: str) -> None:
+        """A new actor for ``shard_id``, on its node. In process (the unit tests) it
+        announces itself before its handle is kept, so its announcement is redone."""
+        self._revivals.starting(shard_id)
+        self._silent.discard(shard_id)
+        try:
+            self._shards.replace(shard_id, self._metadata.shard_nodes[shard_id])
+        except Exception as exc:   # Ray's: e.g. its name still taken; tried again
+            log.warning("%s: no new actor could start (%s)", shard_id, exc)
+            self._silent.add(shard_id)
+            self._revivals.died_again(shard_id, ShardDeath())
+            return
+        log.info("%s: started a new actor", shard_id)
+        address = self._shards.addresses.get(shard_id)
+        if address is not None:
+            self.shard_started(shard_id, address, self._shards.direct_addresses.get(shard_id, ""),
+                               self._shards.pids.get(shard_id, 0))
 
     def _start_rebalance(self) -> None:
         """Start ``rebalance_leaders`` on a query thread, not waited for (it waits for
@@ -1174,6 +1251,7 @@ class Controller:
             if handle is None:
                 continue
             if stats.get(shard_id) is None:
+                self._stats_missed.add(shard_id)   # one set.add: safe from a query thread
                 self._outages.not_answering(
                     shard_id, f"no stats within {limits.STATUS_CALL_TIMEOUT_S} s",
                     lambda s=shard_id: self._outage_facts(s))
@@ -1266,7 +1344,12 @@ class Controller:
         """What ran in process ``pid`` (query thread): a shard's id, "controller" for
         this actor's, or "" if not known. For the server's line on a Ray worker's death
         (plinth/ray_messages.py), which has the pid only; the process may already
-        have been replaced by its restart, so a shard's earlier pids are kept."""
+        have been replaced by its restart, so a shard's earlier pids are kept. That
+        line is also the controller's word that a worker died: for SHARD_DEATH_LOOK_S
+        its leader checks look for shards Ray gave up on (revive_dead_shards)."""
+        self._death_heard_s = self._monotonic_s()   # one store: safe from a query thread
+        if self._lease is not None:
+            self._lease.want(True)   # the checks look for shards Ray gave up on, for a while
         if pid == os.getpid():
             return "controller"
         for shard_id, shard_pid in list(self._shards.pids.items()):
@@ -1535,6 +1618,7 @@ class Controller:
 
     def _plan_status(self) -> _StatusPlan:
         self._rebalancer.retire_drained()
+        self.revive_dead_shards()
         all_nodes = self._shards.nodes()
         # The partitions each shard serves a range of, current or older (a removed one
         # only older ones: what its drain note counts too, rebalancer.py)
@@ -1543,7 +1627,8 @@ class Controller:
                                  self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0))
+                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0),
+                                 self._revivals.reason(s))
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
@@ -2763,7 +2848,8 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
         bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
-        pid=(stats or {}).get("pid", facts.pid), **_disk(stats))
+        pid=(stats or {}).get("pid", facts.pid), **_disk(stats),
+        down_reason="" if stats is not None else facts.down_reason)
 
 
 def _disk(stats: dict | None) -> dict[str, int]:

@@ -224,6 +224,25 @@ class ShardSet:
             self.adopted.add(shard_id)
             return running
 
+    def dead_for_good(self, shard_id: str) -> bool:
+        """Whether ``shard_id``'s actor is gone and Ray will not restart it: its name
+        is free (Ray frees it only then; it keeps it while restarting)."""
+        return shard_id in self._handles and self._find_shard(shard_id) is None
+
+    def replace(self, shard_id: str, pin: str) -> None:
+        """Start a new actor for ``shard_id``, whose actor is dead for good, on the node
+        ``pin`` names (not waited for: it announces itself, ``started``)."""
+        dead = self._handles.pop(shard_id)
+        self.addresses.pop(shard_id, None)
+        self.direct_addresses.pop(shard_id, None)
+        self.failures.pop(shard_id, None)
+        try:
+            self._handles[shard_id] = self._start_or_adopt(shard_id, pin)
+        except Exception:
+            self._handles[shard_id] = dead   # still dead for good: tried again later
+            raise
+        self._counts_missed.add(shard_id)
+
     def _ask_while_restarting(self, calls: dict[str, Callable[[], PendingCall[T]]],
                               timeout_s: float) -> dict[str, T | BrokerError]:
         """Each shard's outcome of its call (``calls[shard_id]()`` starts it), as

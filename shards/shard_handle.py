@@ -158,10 +158,10 @@ class ShardHandle:
     """One shard actor, seen from the controller. Methods start a call and return
     a PendingCall; arguments are checked first (ValueError: a programmer error).
 
-    ``_start`` and ``kill`` are the only calls that touch Ray (with the class's
-    ``create``, ``find`` and ``kill_all``): a handle that reaches its actor another
-    way (the controller's unit tests run real shard actors in process) overrides
-    those two."""
+    ``_start``, ``kill`` and ``death`` are the only calls that touch Ray (with the
+    class's ``create``, ``find`` and ``kill_all``): a handle that reaches its actor
+    another way (the controller's unit tests run real shard actors in process)
+    overrides those."""
 
     def __init__(self, shard_id: str, actor):
         self.shard_id = shard_id
@@ -416,6 +416,19 @@ class ShardHandle:
         import ray
 
         ray.kill(self._actor, no_restart=True)
+
+    def death(self) -> tuple[int, str]:
+        """Of an actor Ray gave up on: how often Ray restarted it, and Ray's text of its
+        last death's cause (actor_failures.killed_how reads it), from Ray's actor table
+        (its GCS); (0, "") if Ray does not answer. Controller actor thread."""
+        import ray._private.state
+
+        try:
+            info = ray._private.state.actors(actor_id=self._actor._actor_id.hex())
+        except Exception as exc:   # its table is a nicety of the log line and status
+            log.debug("Ray's actor table did not say how %s died: %s", self.shard_id, exc)
+            return 0, ""
+        return int(info.get("NumRestarts", 0)), str(info.get("DeathCause", ""))
 
     # --- The transport ------------------------------------------------------------------
 
