@@ -533,7 +533,7 @@ class Controller:
         self._save()
         for shard_id, states in opened.items():
             self._note_opened(shard_id, states or {})
-        self._say_lost_partitions(opened)
+        self._say_lost_partitions(opened, at_start=True)
         self._send_owed_deletes(sorted(self._shards.addresses))
         self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
@@ -821,7 +821,7 @@ class Controller:
             return False
         self._reopen_unsent.discard(shard_id)
         self._note_opened(shard_id, opened)
-        self._say_lost_partitions({shard_id: opened})
+        self._say_lost_partitions({shard_id: opened}, at_start=False)
         self._shards.call_each({shard_id: shard.set_partition_counts(
             self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
         return True
@@ -856,13 +856,16 @@ class Controller:
             self._save_records(before)   # before any shard hears of the new records
             self._push_records(changes, set(self._shards.addresses))
 
-    def _say_lost_partitions(self, opened: dict[str, dict[PartitionId, str] | None]) -> None:
-        """One ERROR, also printed by ``plinth serve`` (StartReport.warnings), naming the
-        partitions of one copy whose directories this start found missing and opened
-        empty (OPENED_LOST): a data dir copied or restored without its shards/
-        directories came up "ready" with them empty, said only in a shard's log, and
-        its groups' committed offsets then skipped the records written anew (tester B,
-        session 40). Actor thread."""
+    def _say_lost_partitions(self, opened: dict[str, dict[PartitionId, str] | None], *,
+                             at_start: bool) -> None:
+        """One ERROR naming the partitions of one copy whose directories were found
+        missing and opened empty (OPENED_LOST): a data dir copied or restored without
+        its shards/ directories came up "ready" with them empty, said only in a shard's
+        log, and its groups' committed offsets then skipped the records written anew
+        (tester B, session 40). ``at_start``: ``plinth serve`` prints it too
+        (StartReport.warnings); a shard restarted later (``_reopen``) only logs it, as
+        the report is read at start only and would grow by a line at each such loss.
+        Actor thread."""
         lost = sorted(f"{pid.topic}-{pid.partition} on {shard_id}"
                       for shard_id, states in opened.items()
                       for pid, state in (states or {}).items() if state == OPENED_LOST)
@@ -877,7 +880,8 @@ class Controller:
                 f"all of {self.data_dir / SHARDS_DIR}, stop the broker now and restore them "
                 f"from the backup, before anything is written to them")
         log.error("%s", line)
-        self._start_warnings.append(line)
+        if at_start:
+            self._start_warnings.append(line)
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
