@@ -63,6 +63,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
@@ -384,6 +385,10 @@ class Controller:
         # The processes shards ran in before their last restart, oldest first: pid ->
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
+        # The processes shards said they start in (shard_starting, query threads), oldest
+        # first: pid -> shard id, at most _PAST_PIDS_MAX; the lock guards it alone.
+        self._starting_pids: dict[int, str] = {}
+        self._starting_pids_lock = threading.Lock()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -780,10 +785,16 @@ class Controller:
     def shard_starting(self, shard_id: str, pid: int) -> None:
         """A shard actor's process ``pid`` starts, before it reopens its logs (called by
         the shard): one killed before it announces ``shard_started`` is still named by
-        ``process_owner``, and status shows the process."""
+        ``process_owner``. Query thread (ControllerHandle.shard_starting): the shard's
+        process cannot exit before this call is answered (Ray's worker waits for the
+        calls it made), and the actor thread may be waiting for that very shard (a
+        start's set_peers waited its full 60 s on one whose constructor raised), so
+        it touches only ``_starting_pids``, under its lock."""
         if pid:
-            self._note_pid(shard_id, pid)
-            self._shards.pids[shard_id] = pid
+            with self._starting_pids_lock:
+                self._starting_pids[pid] = shard_id
+                while len(self._starting_pids) > _PAST_PIDS_MAX:
+                    del self._starting_pids[next(iter(self._starting_pids))]
 
     def _note_pid(self, shard_id: str, pid: int) -> None:
         """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
@@ -1359,7 +1370,9 @@ class Controller:
         for shard_id, shard_pid in list(self._shards.pids.items()):
             if shard_pid == pid:
                 return shard_id
-        return self._past_pids.get(pid, "")
+        with self._starting_pids_lock:
+            starting = self._starting_pids.get(pid, "")
+        return self._past_pids.get(pid, "") or starting
 
     # --- Routers' liveness --------------------------------------------------------------
 
