@@ -13,10 +13,17 @@ once the shard has served SHARD_REVIVAL_BACKOFF_S_MAX since it announced itself 
 new actor that announces itself and is killed soon after, in a loop, still backs
 off).
 
+A shard whose actor raised in its constructor (its directory locked by another
+process, a manifest it cannot read) is not started again (``give_up``): Ray does not
+restart it either, a new actor would only raise the same after its lock wait, and
+what it raised is the operator's to fix; its failure is its reason for not serving.
+
 This class keeps the schedule and says it: one ERROR line when a shard is first
 found dead for good, a WARNING for each later death (of the actors it started),
-and the reason ``plinth status`` shows beside the shard's DOWN. Controller actor
-thread only (status reads ``reason`` from its plan, on that thread too).
+and the reason ``plinth status`` shows beside the shard's DOWN. It starts nothing:
+the controller's reviver thread (shard_reviver.py) has the actor thread act on it.
+Controller actor thread only (status reads ``reason`` from its plan, on that thread
+too).
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class ShardRevivals:
     def __init__(self, clock_s: Callable[[], float] = time.monotonic):
         self._clock_s = clock_s
         self._pending: dict[str, _Revival] = {}   # shard id -> its next start; one each
+        # Shards whose actor raised in its constructor: not started again, nor looked at
+        # (each look would ask Ray's actor table again). At most one entry per shard.
+        self.given_up: set[str] = set()
 
     def __contains__(self, shard_id: str) -> bool:
         return shard_id in self._pending
@@ -59,6 +69,12 @@ class ShardRevivals:
     def __len__(self) -> int:
         """The shards not serving yet: the lease checks while there are any."""
         return sum(1 for r in self._pending.values() if r.serving_since_s is None)
+
+    def not_serving(self, shard_id: str) -> bool:
+        """Whether ``shard_id`` is scheduled or its new actor has not announced itself:
+        not worth a call (one stuck in its constructor would hold it)."""
+        revival = self._pending.get(shard_id)
+        return revival is not None and revival.serving_since_s is None
 
     def ids(self) -> list[str]:
         """The shards scheduled, started, or serving for less than the backoff's max
@@ -81,7 +97,7 @@ class ShardRevivals:
                   "starting a new actor in %g s", shard_id, deaths,
                   "time" if deaths == 1 else "times", how, limits.SHARD_RESTARTS_MAX,
                   "used up" if death.restarts >= limits.SHARD_RESTARTS_MAX
-                  else "not used for it (ended, or it failed in its constructor)",
+                  else "not used for it (it was ended)",
                   limits.SHARD_REVIVAL_BACKOFF_S_MIN)
         self._schedule(shard_id, deaths, limits.SHARD_REVIVAL_BACKOFF_S_MIN, death.how)
 
@@ -111,6 +127,7 @@ class ShardRevivals:
     def started(self, shard_id: str) -> None:
         """``shard_id`` announced itself: it serves again (a death within the backoff's
         max from now still backs off longer, ``ids``)."""
+        self.given_up.discard(shard_id)   # it serves after all (e.g. adopted, restarted)
         revival = self._pending.get(shard_id)
         if revival is not None and revival.serving_since_s is None:
             revival.due_s = float("inf")
@@ -118,9 +135,21 @@ class ShardRevivals:
             log.info("%s serves again, in a new actor, after %d deaths", shard_id,
                      revival.deaths)
 
+    def give_up(self, shard_id: str, why: str) -> None:
+        """``shard_id``'s actor raised in its constructor (``why``): not started again
+        (logged: an ERROR if it was one this schedule started)."""
+        if self._pending.pop(shard_id, None) is not None:
+            log.error("%s: its new actor raised in its constructor; not started again, as "
+                      "what it raised is the operator's to fix (then restart the server): %s",
+                      shard_id, why)
+        else:
+            log.info("%s raised in its constructor; not started again: %s", shard_id, why)
+        self.given_up.add(shard_id)
+
     def forget(self, shard_id: str) -> None:
         """``shard_id`` left the broker (retired, removed)."""
         self._pending.pop(shard_id, None)
+        self.given_up.discard(shard_id)
 
     def reason(self, shard_id: str) -> str:
         """Why ``shard_id`` is down, for ``plinth status``; "" if not scheduled."""

@@ -50,3 +50,15 @@ def killed_how(cause: str) -> str:
     if _VANISHED in lowered:
         return "its process vanished: killed (SIGKILL: kill -9 or the kernel's OOM killer) or crashed"
     return ""
+
+
+# The field of Ray's ActorDeathCause (its actor table's DeathCause, in protobuf's text
+# format) that says the actor raised in its constructor; Ray does not restart it.
+_CREATION_FAILED = "creation_task_failure_context"
+
+
+def died_in_constructor(cause: str) -> bool:
+    """Ray's text of an actor's death cause (its actor table's DeathCause) says it
+    raised in its constructor (its directory locked by another process, a manifest
+    it cannot read): Ray did not restart it, and the controller does not either."""
+    return cause.lstrip().startswith(_CREATION_FAILED)

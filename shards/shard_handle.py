@@ -82,6 +82,10 @@ class ShardOptions:
     tier: TierOptions = TierOptions()
     # The server's --produce-free-bytes-min (shards/disk_reserve.py; 0: no reserve).
     produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
+    # How long ``create`` waits for a name a killed actor still holds: 0 for a new actor
+    # the controller's actor thread starts for a shard it found dead for good (its name
+    # was free a moment before), as that thread must not wait (control/shard_reviver.py).
+    name_wait_s: float = limits.SHARD_NAME_WAIT_S
 
 
 class PendingCall(Generic[T]):
@@ -94,6 +98,11 @@ class PendingCall(Generic[T]):
         self.shard_id = shard_id
         self.method = method
         self._future = future
+
+    def done(self) -> bool:
+        """Whether the call has its outcome now (answered or failed): ``result(0)`` reads
+        it without waiting. Any thread."""
+        return self._future.done()
 
     def result(self, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> T:
         """The call's result; raises the BrokerError it failed with (see the module)."""
@@ -175,11 +184,12 @@ class ShardHandle:
         (up to SHARD_RESTARTS_MAX times) if it dies. It outlives the controller that
         creates it: whoever stops the broker ends it (``kill``, ``kill_all``).
         ``announce_to`` is told its address at every start. A name a killed actor
-        still holds is retried for SHARD_NAME_WAIT_S (Ray releases it shortly after);
-        ValueError if it stays taken."""
+        still holds is retried for ``options.name_wait_s`` (SHARD_NAME_WAIT_S: Ray
+        releases it shortly after); ValueError if it stays taken. Does not wait for
+        the actor's constructor (Ray creates it asynchronously)."""
         import ray
 
-        deadline = time.monotonic() + limits.SHARD_NAME_WAIT_S
+        deadline = time.monotonic() + options.name_wait_s
         while True:
             try:
                 actor = ray.remote(ShardActor).options(

@@ -8,6 +8,7 @@ another data dir is replaced; shutdown ends every shard actor. Uses the session'
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import time
 from pathlib import Path
 
@@ -275,4 +276,44 @@ def test_a_shard_actor_ray_will_not_restart_is_started_again_by_the_controller(
         assert ShardHandle.find("shard-1") is not None
         assert "shard-1" in controller.routing().shard_addresses
     finally:
+        stop_controller(controller)
+
+
+def shard_1(status):
+    return next(s for s in status.shards if s.shard_id == "shard-1")
+
+
+def locked_by_us(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:   # the killed shard's process has not let go yet
+        return False
+
+
+def test_status_answers_promptly_while_a_revived_shards_new_actor_waits_in_its_constructor(
+        ray_cluster, tmp_path):
+    # Given a controller with two running shards
+    controller = start_controller(tmp_path / "data")
+    lock = open(tmp_path / "data" / "shards" / "shard-1" / ".lock", "a+")
+    try:
+        # When shard-1's actor is ended for good, and its directory then locked by
+        # another process (this one), so that its new actor waits in its constructor
+        ray.kill(ray.get_actor(shard_actor_name("shard-1")), no_restart=True)
+        wait_until(lambda: locked_by_us(lock), timeout_s=RESTART_WAIT_S)
+        wait_until(lambda: shard_1(controller.status()).down_reason.endswith(
+                       ", a new actor is starting"),
+                   timeout_s=RESTART_WAIT_S, interval_s=0.25)
+        # Then a status call answers within a few seconds (it neither starts nor waits
+        # for that actor), saying shard-1 is DOWN and why
+        started_s = time.monotonic()
+        shard = shard_1(controller.status())
+        assert time.monotonic() - started_s < 3.0
+        assert not shard.alive and shard.down_reason.startswith("restarting: died 1 time")
+        # And once the lock is let go, the new actor serves the shard
+        lock.close()
+        wait_until(lambda: shard_1(controller.status()).alive, timeout_s=RESTART_WAIT_S,
+                   interval_s=0.25)
+    finally:
+        lock.close()
         stop_controller(controller)

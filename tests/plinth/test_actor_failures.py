@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ray.exceptions
 
-from plinth.actor_failures import creation_failure, killed_how
+from plinth.actor_failures import creation_failure, died_in_constructor, killed_how
 from plinth.errors import CorruptDataError
 
 REMOTE_TRACEBACK = (
@@ -54,3 +54,12 @@ def test_a_sigkilled_workers_death_as_ray_says_it_is_a_vanished_process_not_an_o
         "OOM killer due to high memory usage, (2) ray stop --force") == (
         "its process vanished: killed (SIGKILL: kill -9 or the kernel's OOM killer) or crashed")
     assert killed_how("The actor is dead because it was killed by `ray.kill`.") == ""
+
+
+def test_a_death_cause_of_a_constructor_that_raised_is_told_from_any_other_death():
+    # Given Ray's actor table's death causes (protobuf text), one per kind of death
+    raised = 'creation_task_failure_context {\n  error_message: "StorageError: locked"\n}'
+    killed = 'actor_died_error_context {\n  error_message: "The actor is dead because ..."\n}'
+    # Then only the constructor's is a death in the constructor
+    assert died_in_constructor(raised)
+    assert not died_in_constructor(killed) and not died_in_constructor("")
