@@ -1439,7 +1439,7 @@ class Controller:
         (plinth/ray_messages.py), which has the pid only; the process may already
         have been replaced by its restart, so a shard's earlier pids are kept. That
         line is also the controller's word that a worker died: for SHARD_DEATH_LOOK_S
-        its leader checks look for shards Ray gave up on (revive_dead_shards)."""
+        the reviver looks at every shard for ones Ray gave up on (revive_dead_shards)."""
         self._death_heard_s = self._monotonic_s()   # one store: safe from a query thread
         self._poke_reviver()   # it looks for shards Ray gave up on, for a while
         if pid == os.getpid():

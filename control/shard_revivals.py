@@ -67,7 +67,7 @@ class ShardRevivals:
         return shard_id in self._pending
 
     def __len__(self) -> int:
-        """The shards not serving yet: the lease checks while there are any."""
+        """The shards not serving yet: the reviver keeps looking while there are any."""
         return sum(1 for r in self._pending.values() if r.serving_since_s is None)
 
     def not_serving(self, shard_id: str) -> bool:
