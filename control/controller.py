@@ -63,6 +63,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
@@ -70,6 +71,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from plinth import actor_logs, limits, protocol, topics
+from plinth.actor_failures import died_in_constructor, killed_how
 from plinth.cluster_keys import ClusterKeys
 from plinth.counted import counted
 from plinth.data_dir_mode import make_data_dir
@@ -81,6 +83,8 @@ from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, Sta
 from plinth.control.data_dir_check import TOPICS_NAMED_MAX, load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.shard_outages import OutageFacts, ShardOutages
+from plinth.control.shard_reviver import RevivalLook, ShardReviver
+from plinth.control.shard_revivals import ShardDeath, ShardRevivals
 from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, OwedDelete, TopicMetadata,
                                      specs_by_shard, upgrade_line)
 from plinth.control.nodes import Node, RayNodes
@@ -151,6 +155,7 @@ class _ShardFacts:
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
     pid: int = 0             # the process it last announced its start from; 0: not known
+    down_reason: str = ""    # its new actor's schedule (Ray gave up on it), or its last failure
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,37 @@ def _check_leaders_on_actor_thread() -> None:
                                f"({type(exc).__name__})") from None
 
 
+def _start_reviver() -> ShardReviver | None:
+    """This controller's reviver thread, started (it looks once poked); None outside a
+    Ray actor (the tests' in-process controllers, whose tests call revive_dead_shards
+    and revival_failed themselves)."""
+    if _this_actor() is None:
+        return None
+    reviver = ShardReviver(_revive_on_actor_thread,
+                           lambda shard_id, why: _this_actor().revival_failed.remote(shard_id, why))
+    reviver.start()
+    return reviver
+
+
+def _revive_on_actor_thread() -> RevivalLook:
+    """One look for shards to start again (the reviver's thread): a call to this
+    controller's own actor, so that it runs on the actor thread, between the other
+    calls; it waits for no shard, so CONTROL_CALL_TIMEOUT_S bounds only a busy actor."""
+    import ray
+
+    answer = _this_actor().revive_dead_shards.remote()
+    try:
+        return ray.get(answer, timeout=limits.CONTROL_CALL_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        abandon(answer, "the controller's revive_dead_shards")
+        raise RequestTimedOutError(f"the controller's actor thread did not answer "
+                                   f"revive_dead_shards within "
+                                   f"{limits.CONTROL_CALL_TIMEOUT_S} s") from None
+    except ray.exceptions.RayActorError as exc:   # e.g. sent while Ray restarted this actor
+        raise UnavailableError(f"the controller's actor did not take revive_dead_shards "
+                               f"({type(exc).__name__})") from None
+
+
 class Controller:
     """Wrapped with ``ray.remote`` by ControllerHandle.create. Every method: controller
     actor thread (or the test's thread, without Ray), but where it says query thread
@@ -279,6 +315,7 @@ class Controller:
                  restarted: Callable[[], bool] = _restarted_by_ray,
                  nodes: Callable[[], list[Node]] | None = None,
                  start_lease: Callable[[], LeaderLease | None] = _start_lease,
+                 start_reviver: Callable[[], ShardReviver | None] = _start_reviver,
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
                  allow_replicas_on_one_node: bool = False,
@@ -370,9 +407,24 @@ class Controller:
         self._records_unsaved_by: set[str] = set()
         # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
         self._outages = ShardOutages()
+        # The shards Ray gave up on, each given a new actor after a backoff
+        # (revive_dead_shards, shard_revivals.py); and those a stats call (status, a
+        # metrics scrape) did not hear from, for it to look at (query threads add).
+        self._revivals = ShardRevivals(lambda: self._monotonic_s())
+        self._stats_missed: set[str] = set()
+        # When the server last heard of a Ray worker's death (process_owner); until
+        # SHARD_DEATH_LOOK_S after, every shard is looked at (revive_dead_shards).
+        self._death_heard_s: float | None = None
+        # The thread that has revive_dead_shards run, and waits for the new actors
+        # (shard_reviver.py): nothing else waits for them. None outside a Ray actor.
+        self._reviver = start_reviver()
         # The processes shards ran in before their last restart, oldest first: pid ->
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
+        # The processes shards said they start in (shard_starting, query threads), oldest
+        # first: pid -> shard id, at most _PAST_PIDS_MAX; the lock guards it alone.
+        self._starting_pids: dict[int, str] = {}
+        self._starting_pids_lock = threading.Lock()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -521,7 +573,7 @@ class Controller:
         self._save()
         for shard_id, states in opened.items():
             self._note_opened(shard_id, states or {})
-        self._say_lost_partitions(opened)
+        self._say_lost_partitions(opened, at_start=True)
         self._send_owed_deletes(sorted(self._shards.addresses))
         self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
@@ -694,6 +746,8 @@ class Controller:
         ``ready`` only when every shard serves)."""
         expected = self._metadata.shards + self._metadata.draining
         not_serving = self._shards.not_serving(expected)
+        if not_serving:   # one may be dead for good (the server asks at start, then often)
+            self._poke_reviver()
         return StartReport({s: a for s, a in self._shards.addresses.items() if s not in not_serving},
                            not_serving, tuple(self._start_warnings))
 
@@ -725,6 +779,9 @@ class Controller:
         if self._lease is not None:
             self._lease.stop()   # a check already queued behind this one does nothing
             self._lease = None
+        if self._reviver is not None:
+            self._reviver.stop()   # a look already queued does nothing (_shutting_down)
+            self._reviver = None
         self._shutting_down = True
         self._shards.shutdown(grace_period_s)
 
@@ -740,13 +797,10 @@ class Controller:
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        before = self._shards.pids.get(shard_id, 0)
-        if before and before != pid:   # for process_owner: Ray's death message may come late
-            self._past_pids[before] = shard_id
-            while len(self._past_pids) > _PAST_PIDS_MAX:
-                del self._past_pids[next(iter(self._past_pids))]
+        self._note_pid(shard_id, pid)
         self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
+        self._revivals.started(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address,
@@ -767,6 +821,29 @@ class Controller:
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
             self._elect(led, self._answering(others) | electable)
         self._push_all_records(shard_id)
+
+    def shard_starting(self, shard_id: str, pid: int) -> None:
+        """A shard actor's process ``pid`` starts, before it reopens its logs (called by
+        the shard): one killed before it announces ``shard_started`` is still named by
+        ``process_owner``. Query thread (ControllerHandle.shard_starting): the shard's
+        process cannot exit before this call is answered (Ray's worker waits for the
+        calls it made), and the actor thread may be waiting for that very shard (a
+        start's set_peers waited its full 60 s on one whose constructor raised), so
+        it touches only ``_starting_pids``, under its lock."""
+        if pid:
+            with self._starting_pids_lock:
+                self._starting_pids[pid] = shard_id
+                while len(self._starting_pids) > _PAST_PIDS_MAX:
+                    del self._starting_pids[next(iter(self._starting_pids))]
+
+    def _note_pid(self, shard_id: str, pid: int) -> None:
+        """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
+        (Ray's death message may come late)."""
+        before = self._shards.pids.get(shard_id, 0)
+        if before and before != pid:
+            self._past_pids[before] = shard_id
+            while len(self._past_pids) > _PAST_PIDS_MAX:
+                del self._past_pids[next(iter(self._past_pids))]
 
     def _push_all_records(self, shard_id: str) -> None:
         """Every record ``shard_id`` holds; if the call fails, again at the next check."""
@@ -795,7 +872,7 @@ class Controller:
             return False
         self._reopen_unsent.discard(shard_id)
         self._note_opened(shard_id, opened)
-        self._say_lost_partitions({shard_id: opened})
+        self._say_lost_partitions({shard_id: opened}, at_start=False)
         self._shards.call_each({shard_id: shard.set_partition_counts(
             self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
         return True
@@ -830,13 +907,16 @@ class Controller:
             self._save_records(before)   # before any shard hears of the new records
             self._push_records(changes, set(self._shards.addresses))
 
-    def _say_lost_partitions(self, opened: dict[str, dict[PartitionId, str] | None]) -> None:
-        """One ERROR, also printed by ``plinth serve`` (StartReport.warnings), naming the
-        partitions of one copy whose directories this start found missing and opened
-        empty (OPENED_LOST): a data dir copied or restored without its shards/
-        directories came up "ready" with them empty, said only in a shard's log, and
-        its groups' committed offsets then skipped the records written anew (tester B,
-        session 40). Actor thread."""
+    def _say_lost_partitions(self, opened: dict[str, dict[PartitionId, str] | None], *,
+                             at_start: bool) -> None:
+        """One ERROR naming the partitions of one copy whose directories were found
+        missing and opened empty (OPENED_LOST): a data dir copied or restored without
+        its shards/ directories came up "ready" with them empty, said only in a shard's
+        log, and its groups' committed offsets then skipped the records written anew
+        (tester B, session 40). ``at_start``: ``plinth serve`` prints it too
+        (StartReport.warnings); a shard restarted later (``_reopen``) only logs it, as
+        the report is read at start only and would grow by a line at each such loss.
+        Actor thread."""
         lost = sorted(f"{pid.topic}-{pid.partition} on {shard_id}"
                       for shard_id, states in opened.items()
                       for pid, state in (states or {}).items() if state == OPENED_LOST)
@@ -851,7 +931,8 @@ class Controller:
                 f"all of {self.data_dir / SHARDS_DIR}, stop the broker now and restore them "
                 f"from the backup, before anything is written to them")
         log.error("%s", line)
-        self._start_warnings.append(line)
+        if at_start:
+            self._start_warnings.append(line)
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
@@ -903,6 +984,8 @@ class Controller:
         ``shutdown`` began."""
         if self._shutting_down:
             return []
+        if self._silent:   # one may be dead for good: the reviver looks (it waits for us)
+            self._poke_reviver()
         partitions = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                       for p in sorted(topic.leadership)]
         if not partitions:
@@ -920,6 +1003,92 @@ class Controller:
             self._next_rebalance_s = time.monotonic() + self._rebalance_interval_s
             self._start_rebalance()
         return changes
+
+    def revive_dead_shards(self) -> RevivalLook:
+        """The one place a shard Ray gave up on is started again (shard_revivals.py),
+        called by the reviver thread (shard_reviver.py) only: status and the leader
+        checks only read the schedule, so no caller waits for a new actor. Each shard
+        the checks found not answering (leader pings, failed starts and calls, stats
+        calls; every shard for SHARD_DEATH_LOOK_S after a worker's death) whose actor
+        is dead for good (ShardSet.dead_for_good) is scheduled, unless it raised in
+        its constructor (``_not_revived``); each due one is given a new actor on its
+        node. Returns those new actors, for the reviver to wait for, and whether to
+        look again. Actor thread: it waits for no shard (name lookups in Ray's GCS,
+        its actor table, and actor creations, which Ray runs asynchronously)."""
+        if self._shutting_down:
+            return RevivalLook()
+        for shard_id in self._revivals.ids():
+            if shard_id not in self._shards:
+                self._revivals.forget(shard_id)   # retired or removed meanwhile
+        stats_missed, self._stats_missed = self._stats_missed, set()   # query threads add
+        maybe_dead = self._silent | set(self._shards.failures) | stats_missed
+        if self._looking_for_deaths():
+            maybe_dead |= set(self._shards.ids())
+        for shard_id in sorted((maybe_dead | set(self._revivals.ids())) - self._revivals.given_up):
+            if not self._shards.dead_for_good(shard_id):
+                continue
+            restarts, cause = self._shards[shard_id].death()
+            if died_in_constructor(cause):
+                self._not_revived(shard_id)
+                continue
+            death = ShardDeath(restarts, killed_how(cause))
+            if shard_id in self._revivals:
+                self._revivals.died_again(shard_id, death)
+            else:
+                self._revivals.dead(shard_id, death)
+        started = {shard_id: self._revive(shard_id) for shard_id in self._revivals.due()}
+        return RevivalLook({s: handle for s, handle in started.items() if handle is not None},
+                           again=len(self._revivals) > 0 or self._looking_for_deaths())
+
+    def revival_failed(self, shard_id: str, why: str) -> None:
+        """The new actor ``revive_dead_shards`` started for ``shard_id`` failed its first
+        call (the reviver thread says so, not waited for): ``why`` is its reason for
+        not serving (status, the start report) until the next look reads how it died.
+        Actor thread."""
+        if shard_id in self._shards:   # not retired meanwhile; an announcement clears it
+            self._shards.failures[shard_id] = why
+
+    def _not_revived(self, shard_id: str) -> None:
+        """``shard_id``'s actor raised in its constructor, so neither Ray nor the
+        controller starts it again: what it raised (its directory locked by another
+        process, a manifest it cannot read) is the operator's to fix, and each new actor
+        would wait up to DATA_DIR_LOCK_WAIT_S_MAX to raise the same. Its failure stays
+        its reason for not serving."""
+        why = self._shards.failures.get(shard_id) or (
+            f"{shard_id} raised in its constructor (Ray's actor table), and is not restarted")
+        self._shards.failures[shard_id] = why
+        self._revivals.give_up(shard_id, why)
+
+    def _poke_reviver(self) -> None:
+        """Have the reviver look at the next interval (any thread: a query thread's stats
+        call, the server's word of a worker's death)."""
+        reviver = self._reviver
+        if reviver is not None:
+            reviver.poke()
+
+    def _looking_for_deaths(self) -> bool:
+        heard_s = self._death_heard_s
+        return heard_s is not None and self._monotonic_s() - heard_s < limits.SHARD_DEATH_LOOK_S
+
+    def _revive(self, shard_id: str) -> ShardHandle | None:
+        """A new actor for ``shard_id``, on its node, not waited for; None if none could
+        start. In process (the unit tests) it announces itself before its handle is
+        kept, so its announcement is redone."""
+        self._revivals.starting(shard_id)
+        self._silent.discard(shard_id)
+        try:
+            handle = self._shards.replace(shard_id, self._metadata.shard_nodes[shard_id])
+        except Exception as exc:   # Ray's: e.g. its name still taken; tried again
+            log.warning("%s: no new actor could start (%s)", shard_id, exc)
+            self._silent.add(shard_id)
+            self._revivals.died_again(shard_id, ShardDeath())
+            return None
+        log.info("%s: started a new actor", shard_id)
+        address = self._shards.addresses.get(shard_id)
+        if address is not None:
+            self.shard_started(shard_id, address, self._shards.direct_addresses.get(shard_id, ""),
+                               self._shards.pids.get(shard_id, 0))
+        return handle
 
     def _start_rebalance(self) -> None:
         """Start ``rebalance_leaders`` on a query thread, not waited for (it waits for
@@ -1174,6 +1343,8 @@ class Controller:
             if handle is None:
                 continue
             if stats.get(shard_id) is None:
+                self._stats_missed.add(shard_id)   # one set.add: safe from a query thread
+                self._poke_reviver()
                 self._outages.not_answering(
                     shard_id, f"no stats within {limits.STATUS_CALL_TIMEOUT_S} s",
                     lambda s=shard_id: self._outage_facts(s))
@@ -1266,13 +1437,19 @@ class Controller:
         """What ran in process ``pid`` (query thread): a shard's id, "controller" for
         this actor's, or "" if not known. For the server's line on a Ray worker's death
         (plinth/ray_messages.py), which has the pid only; the process may already
-        have been replaced by its restart, so a shard's earlier pids are kept."""
+        have been replaced by its restart, so a shard's earlier pids are kept. That
+        line is also the controller's word that a worker died: for SHARD_DEATH_LOOK_S
+        the reviver looks at every shard for ones Ray gave up on (revive_dead_shards)."""
+        self._death_heard_s = self._monotonic_s()   # one store: safe from a query thread
+        self._poke_reviver()   # it looks for shards Ray gave up on, for a while
         if pid == os.getpid():
             return "controller"
         for shard_id, shard_pid in list(self._shards.pids.items()):
             if shard_pid == pid:
                 return shard_id
-        return self._past_pids.get(pid, "")
+        with self._starting_pids_lock:
+            starting = self._starting_pids.get(pid, "")
+        return self._past_pids.get(pid, "") or starting
 
     # --- Routers' liveness --------------------------------------------------------------
 
@@ -1530,8 +1707,10 @@ class Controller:
     # --- Plans of the queries (actor thread) -------------------------------------------
 
     def _plan_stats(self) -> dict[str, ShardHandle | None]:
-        """Every shard, with its handle, or None if it is silent (not asked)."""
-        return {s: None if s in self._silent else self._shards[s] for s in self._shards.ids()}
+        """Every shard, with its handle, or None if it is silent or waits for its new
+        actor (not asked: one stuck in its constructor would hold the query)."""
+        return {s: None if s in self._silent or self._revivals.not_serving(s) else self._shards[s]
+                for s in self._shards.ids()}
 
     def _plan_status(self) -> _StatusPlan:
         self._rebalancer.retire_drained()
@@ -1543,7 +1722,8 @@ class Controller:
                                  self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0))
+                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0),
+                                 self._revivals.reason(s) or self._shards.failures.get(s, ""))
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
@@ -2763,7 +2943,8 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
         bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
-        pid=(stats or {}).get("pid", facts.pid), **_disk(stats))
+        pid=(stats or {}).get("pid", facts.pid), **_disk(stats),
+        down_reason="" if stats is not None else facts.down_reason)
 
 
 def _disk(stats: dict | None) -> dict[str, int]:

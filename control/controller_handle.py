@@ -251,6 +251,14 @@ class ControllerHandle:
         handle was made); raises ValueError while there is none."""
         self._current_actor().shard_started.remote(shard_id, address, direct_address, pid)
 
+    def shard_starting(self, shard_id: str, pid: int) -> None:
+        """A shard actor's process ``pid`` starts, before it reopens its logs (shard
+        actor thread); not waited for. Sent to a QUERY_GROUP thread: the shard's
+        process exits only once the call is answered (if its constructor raises),
+        and the controller's actor thread may be waiting for that shard."""
+        self._current_actor().shard_starting.options(
+            concurrency_group=QUERY_GROUP).remote(shard_id, pid)
+
     def tiering_changed(self, shard_id: str) -> None:
         """On ``shard_id`` a sealed partition became wholly remote, or a re-sync the
         controller asked for listed the store (a shard's uploader thread): a nudge, not

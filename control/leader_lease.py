@@ -14,6 +14,8 @@ and an idle lease sleeps until it is wanted or stopped, with no wake-ups (issue
 13: an idle broker). It is wanted again the moment the actor thread saves a
 replicated partition (``Controller._save``), so the first check of a new
 replicated topic comes one interval after it was created, as before.
+Shards Ray gave up on are not its concern: the controller's reviver thread
+(shard_reviver.py) starts them again, so that no check waits for a new actor.
 
 A check that fails (the actor busy past the call's timeout, Ray's error) is
 logged and tried again at the next interval: the lease is what makes failover

@@ -204,9 +204,10 @@ class ShardSet:
                 found[shard_id].kill()
         return adopted
 
-    def _start_or_adopt(self, shard_id: str, pin: str) -> ShardHandle:
+    def _start_or_adopt(self, shard_id: str, pin: str,
+                        name_wait_s: float = limits.SHARD_NAME_WAIT_S) -> ShardHandle:
         """A new actor for ``shard_id``; or, if its name stays taken (``start_shard``'s
-        ValueError once SHARD_NAME_WAIT_S ran out: an actor of that name runs after all,
+        ValueError once ``name_wait_s`` ran out: an actor of that name runs after all,
         e.g. one Ray restarted after a call to it failed as if it were dead), that actor,
         adopted. Without a handle the controller would never call, route to or elect
         the shard again, and raising would leave the shards after it without one too."""
@@ -214,7 +215,7 @@ class ShardSet:
             return self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
                 self._fsync_interval_ms, pin, self._cluster_keys, self._direct_clients,
-                self._tier, self._produce_free_bytes_min))
+                self._tier, self._produce_free_bytes_min, name_wait_s))
         except ValueError as exc:
             running = self._find_shard(shard_id)
             if running is None:
@@ -223,6 +224,28 @@ class ShardSet:
                         shard_id, exc)
             self.adopted.add(shard_id)
             return running
+
+    def dead_for_good(self, shard_id: str) -> bool:
+        """Whether ``shard_id``'s actor is gone and Ray will not restart it: its name
+        is free (Ray frees it only then; it keeps it while restarting)."""
+        return shard_id in self._handles and self._find_shard(shard_id) is None
+
+    def replace(self, shard_id: str, pin: str) -> ShardHandle:
+        """Start a new actor for ``shard_id``, whose actor is dead for good, on the node
+        ``pin`` names, and return it: neither its constructor nor a name still taken
+        is waited for (the controller's actor thread calls this; the new actor
+        announces itself, ``started``). Its last failure stays its reason for not
+        serving until then."""
+        dead = self._handles.pop(shard_id)
+        self.addresses.pop(shard_id, None)
+        self.direct_addresses.pop(shard_id, None)
+        try:
+            self._handles[shard_id] = self._start_or_adopt(shard_id, pin, name_wait_s=0.0)
+        except Exception:
+            self._handles[shard_id] = dead   # still dead for good: tried again later
+            raise
+        self._counts_missed.add(shard_id)
+        return self._handles[shard_id]
 
     def _ask_while_restarting(self, calls: dict[str, Callable[[], PendingCall[T]]],
                               timeout_s: float) -> dict[str, T | BrokerError]:

@@ -10,6 +10,8 @@ it is "down or restarting".
 
 from __future__ import annotations
 
+import re
+
 
 def creation_failure(error: BaseException) -> str | None:
     """``error`` (from a call to an actor) says the actor died in its constructor: the
@@ -21,3 +23,42 @@ def creation_failure(error: BaseException) -> str | None:
         return "its constructor raised"
     name, colon, message = lines[-1].partition(": ")
     return f"{name.rpartition('.')[2]}{colon}{message}"
+
+
+_KILLED = ("SIGKILL", "signal 9", "killed by signal", "exit code 137")
+_OOM = re.compile(r"out of memory|\boom\b|memory monitor", re.IGNORECASE)
+# Ray's words for a worker whose process vanished (its connection to the raylet hit end
+# of file) without exiting through Ray: a signal killed it (SIGKILL: kill -9, or the
+# kernel's OOM killer, which Ray cannot tell apart) or it crashed. Ray 2.x's text,
+# checked against a SIGKILLed actor's DeathCause.
+_VANISHED = "unexpectedly exits with a connection error"
+
+
+def killed_how(cause: str) -> str:
+    """Ray's text of an actor's death cause (its ActorDiedError, its actor table's
+    DeathCause) in a few words, when it says the process was killed: "" otherwise.
+    The kernel's OOM killer sends SIGKILL, so a SIGKILL is said to be possibly it;
+    Ray reports a SIGKILLed worker only as one whose process vanished (_VANISHED).
+    Ray's list of "common causes" it appends to any lost worker (the OOM killer among
+    them) is not read: it says nothing of this death."""
+    cause = cause.split("Some common causes")[0]
+    lowered = cause.lower()
+    if _OOM.search(cause):
+        return "killed: out of memory (the kernel's OOM killer or Ray's memory monitor)"
+    if any(word.lower() in lowered for word in _KILLED):
+        return "killed by SIGKILL (possibly the kernel's OOM killer)"
+    if _VANISHED in lowered:
+        return "its process vanished: killed (SIGKILL: kill -9 or the kernel's OOM killer) or crashed"
+    return ""
+
+
+# The field of Ray's ActorDeathCause (its actor table's DeathCause, in protobuf's text
+# format) that says the actor raised in its constructor; Ray does not restart it.
+_CREATION_FAILED = "creation_task_failure_context"
+
+
+def died_in_constructor(cause: str) -> bool:
+    """Ray's text of an actor's death cause (its actor table's DeathCause) says it
+    raised in its constructor (its directory locked by another process, a manifest
+    it cannot read): Ray did not restart it, and the controller does not either."""
+    return cause.lstrip().startswith(_CREATION_FAILED)

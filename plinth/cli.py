@@ -693,6 +693,7 @@ def status(ctx, as_json):
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {pid:>8} "
                    f"{shard.address:<{width}} {shard.partitions:>10} {_measured(shard)}")
     _echo_draining(info.shards)
+    _echo_down(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
         width = _column_width([shard.direct_address for shard in direct], 24)
@@ -909,6 +910,15 @@ def shards_move(ctx, shard, node, allow_replicas_on_one_node, accept_data_loss, 
     if move.emptied:
         click.echo(f"{counted(len(move.emptied), 'partition')} emptied (no other copy): "
                    + ", ".join(f"{t}-{p}" for t, p in move.emptied))
+
+
+def _echo_down(shards) -> None:
+    """Print why each DOWN shard is down, where the controller knows (nothing if none)."""
+    down = [shard for shard in shards if not shard.alive and shard.down_reason]
+    if down:
+        click.echo("down shards")
+        for shard in down:
+            click.echo(f"  {shard.shard_id:<10} {shard.down_reason}")
 
 
 def _echo_draining(shards) -> None:

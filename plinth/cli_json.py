@@ -65,6 +65,7 @@ def shard_json(shard: protocol.ShardStatus) -> dict:
     return {
         "shard_id": shard.shard_id, "alive": up, "draining": shard.draining,
         "draining_reason": _or_none(shard.draining_reason) if shard.draining else None,
+        "down_reason": None if up else _or_none(shard.down_reason),
         "node": _or_none(shard.node), "pid": shard.pid or None,   # 0: not known
         "address": shard.address, "direct_address": _or_none(shard.direct_address),
         "partitions": shard.partitions,

@@ -234,6 +234,23 @@ SHARDS_MAX = 256
 SHARD_DEFAULT_CPUS_LEFT = 1
 # Ray restarts a dead shard actor at most this often before giving up on it.
 SHARD_RESTARTS_MAX = 100
+# A shard actor dead for good (Ray's restarts used up, or ended without one) is started
+# anew by the controller (control/shard_revivals.py), as a process supervisor would,
+# without bound on the attempts: first after the first delay, each next one after
+# twice the last, up to the second. A broker under too small a memory limit is not
+# restarted in a tight loop, and one whose limit was raised comes back by itself.
+SHARD_REVIVAL_BACKOFF_S_MIN = 5.0
+SHARD_REVIVAL_BACKOFF_S_MAX = 300.0
+# After the server hears of a Ray worker's death (plinth/ray_messages.py asks the
+# controller whose process it was), every leader check looks this long for shards Ray
+# gave up on (ShardSet.dead_for_good: one name lookup each), even on a broker without
+# replicated partitions, whose lease sleeps otherwise: Ray frees a dead actor's name
+# shortly after the death is reported, not at once.
+SHARD_DEATH_LOOK_S = 30.0
+# The controller's reviver thread (control/shard_reviver.py) looks for shards Ray gave
+# up on, and starts those due, this often while one is scheduled or starting (it
+# sleeps otherwise): a revival comes at most this long after its backoff.
+SHARD_REVIVAL_CHECK_INTERVAL_S = 1.0
 # Ray restarts a dead controller actor at most this often (it recovers by itself:
 # control/controller.py); beyond that the broker needs its server restarted.
 CONTROLLER_RESTARTS_MAX = 100
@@ -1626,6 +1643,10 @@ def _relations() -> list[tuple[str, bool]]:
         ("a restarting shard is asked again several times at start",
          0 < 5 * SHARD_RESTARTING_RETRY_INTERVAL_S <= SHARD_START_WAIT_S),
         ("Ray restarts the controller at least once", CONTROLLER_RESTARTS_MAX >= 1),
+        ("a dead shard's new actor waits a while, and at most minutes, doubling between",
+         0 < SHARD_REVIVAL_BACKOFF_S_MIN <= SHARD_REVIVAL_BACKOFF_S_MAX <= 3600),
+        ("the reviver looks often enough to keep to the shortest backoff",
+         0 < SHARD_REVIVAL_CHECK_INTERVAL_S <= SHARD_REVIVAL_BACKOFF_S_MIN),
         ("a replicated commit is answered before the client's request times out", GROUP_REPLY_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a lost slot leadership is noticed well within a heartbeat interval", GROUP_SLOTS_CHECK_INTERVAL_MS <= HEARTBEAT_INTERVAL_MS_MIN),
         ("a slot's retention keeps its last complete snapshot, with hours to spare", 4 * (OFFSETS_SNAPSHOT_INTERVAL_MS + OFFSETS_SLOT_SEGMENT_MS) <= OFFSETS_SLOT_RETENTION_MS and OFFSETS_SLOT_SEGMENT_MS >= SEGMENT_MS_CONFIG_MIN),

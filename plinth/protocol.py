@@ -524,6 +524,7 @@ class ShardStatus:
     disk_free_bytes: int = 0
     disk_total_bytes: int = 0
     disk_reserve_bytes: int = 0
+    down_reason: str = ""         # of a DOWN shard: why, if known ("restarting: died ...")
 
 
 @dataclass
@@ -1194,6 +1195,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.pid = shard.pid
         out.diskFreeBytes, out.diskTotalBytes = shard.disk_free_bytes, shard.disk_total_bytes
         out.diskReserveBytes = shard.disk_reserve_bytes
+        out.downReason = shard.down_reason
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1299,7 +1301,8 @@ def _reply_view(rep) -> ReplyView:
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
                                 x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid,
-                                x.diskFreeBytes, x.diskTotalBytes, x.diskReserveBytes)
+                                x.diskFreeBytes, x.diskTotalBytes, x.diskReserveBytes,
+                                x.downReason)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -34,6 +34,9 @@ RAYLET = "raylet"   # the "pid" Ray's error thread gives every message it prints
 _WORKER_DIED = re.compile(r"A worker died or was killed")
 _WORKER_PID = re.compile(r"Worker PID: (\d+)")
 _EXIT_TYPE = re.compile(r"Worker exit type: (\w+)")
+# Ray's memory monitor's own words when it kills a worker (the kernel's OOM killer's
+# SIGKILL reaches Ray only as a lost connection, which says nothing of memory).
+_MEMORY_MONITOR = re.compile(r"memory monitor|running low on memory|OutOfMemory", re.IGNORECASE)
 
 
 # How long the death's line waits for the controller to name the process: Ray's error
@@ -55,12 +58,15 @@ def worker_death_line(message: str, owner_of_pid: Callable[[int], str] | None = 
         owner = owner_of_pid(int(pid.group(1)))
         owner = "the controller" if owner == "controller" else owner
     hosted = owner or "the controller or shard it hosted"
+    how = ("killed by Ray's memory monitor: out of memory" if _MEMORY_MONITOR.search(message)
+           else "killed (SIGKILL: kill -9, or the kernel's OOM killer) or crashed")
     return (f"a Ray worker process (pid {pid.group(1) if pid else 'unknown'}"
             f"{f', {owner}' if owner else ''}) ended "
-            f"unexpectedly ({exit_type.group(1) if exit_type else 'no exit type'}: killed, "
-            f"e.g. kill -9 or the kernel's OOM killer, or crashed); Ray restarts "
-            f"{hosted}, which reopens its logs: plinth status shows "
-            f"it serving again, and its log (<data dir>/logs) says what it recovered")
+            f"unexpectedly ({exit_type.group(1) if exit_type else 'no exit type'}: {how}); "
+            f"Ray restarts {hosted}, which reopens its logs: plinth status shows "
+            f"it serving again, and its log (<data dir>/logs) says what it recovered; "
+            f"a shard that died SHARD_RESTARTS_MAX times is started anew by the "
+            f"controller after a backoff (an ERROR line says so)")
 
 
 def controller_owner_of_pid(pid: int) -> str:

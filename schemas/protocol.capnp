@@ -589,6 +589,8 @@ struct ShardStatus {
   diskFreeBytes @20 :UInt64;
   diskTotalBytes @21 :UInt64;
   diskReserveBytes @22 :UInt64;  # produces that would leave less free are refused
+  downReason @23 :Text;          # of a DOWN shard, why if known: "restarting: died 101
+                                 # times, next start in 40 s" (a shard Ray gave up on)
 }
 
 struct RouterStatus {

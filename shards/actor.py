@@ -65,6 +65,8 @@ class ShardActor:
         # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
         # the controller's, in <broker data dir>/logs
         actor_logs.configure(Path(data_dir).parent.parent, shard_id)
+        if announce_to is not None:
+            self._announce_starting(announce_to, shard_id)
         if bind_host is None:
             import ray.util
 
@@ -110,6 +112,17 @@ class ShardActor:
         log.info("%s: %d threads from niceness %d to %d; %d objects frozen out of the GC",
                  self.shard_id, tuning.threads_reniced, tuning.niceness_max_before,
                  limits.DATA_PATH_NICENESS, tuning.objects_frozen)
+
+    @staticmethod
+    def _announce_starting(announce_to: ControllerAnnouncements, shard_id: str) -> None:
+        """Tell the controller this process starts the shard, before it reopens its logs:
+        one killed meanwhile (the kernel's OOM killer at each start, in a loop) is named
+        in the server's line on its death (plinth/ray_messages.py); don't wait."""
+        try:
+            announce_to.shard_starting(shard_id, os.getpid())
+        except Exception as exc:   # the controller is gone: it learns the pid at the start
+            log.info("%s: could not tell the controller its process starts (%s)",
+                     shard_id, exc)
 
     def _announce(self, announce_to: ControllerAnnouncements) -> None:
         """Tell the controller where this (possibly restarted) shard listens; don't wait."""

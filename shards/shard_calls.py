@@ -283,6 +283,8 @@ class ControllerAnnouncements(Protocol):
     def shard_started(self, shard_id: str, address: str, direct_address: str = "",
                       pid: int = 0) -> None: ...
 
+    def shard_starting(self, shard_id: str, pid: int) -> None: ...
+
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
         """The leader ``shard_id`` asks to change the partition's in-sync set; a

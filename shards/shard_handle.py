@@ -82,6 +82,10 @@ class ShardOptions:
     tier: TierOptions = TierOptions()
     # The server's --produce-free-bytes-min (shards/disk_reserve.py; 0: no reserve).
     produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
+    # How long ``create`` waits for a name a killed actor still holds: 0 for a new actor
+    # the controller's actor thread starts for a shard it found dead for good (its name
+    # was free a moment before), as that thread must not wait (control/shard_reviver.py).
+    name_wait_s: float = limits.SHARD_NAME_WAIT_S
 
 
 class PendingCall(Generic[T]):
@@ -94,6 +98,11 @@ class PendingCall(Generic[T]):
         self.shard_id = shard_id
         self.method = method
         self._future = future
+
+    def done(self) -> bool:
+        """Whether the call has its outcome now (answered or failed): ``result(0)`` reads
+        it without waiting. Any thread."""
+        return self._future.done()
 
     def result(self, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> T:
         """The call's result; raises the BrokerError it failed with (see the module)."""
@@ -158,10 +167,10 @@ class ShardHandle:
     """One shard actor, seen from the controller. Methods start a call and return
     a PendingCall; arguments are checked first (ValueError: a programmer error).
 
-    ``_start`` and ``kill`` are the only calls that touch Ray (with the class's
-    ``create``, ``find`` and ``kill_all``): a handle that reaches its actor another
-    way (the controller's unit tests run real shard actors in process) overrides
-    those two."""
+    ``_start``, ``kill`` and ``death`` are the only calls that touch Ray (with the
+    class's ``create``, ``find`` and ``kill_all``): a handle that reaches its actor
+    another way (the controller's unit tests run real shard actors in process)
+    overrides those."""
 
     def __init__(self, shard_id: str, actor):
         self.shard_id = shard_id
@@ -175,11 +184,12 @@ class ShardHandle:
         (up to SHARD_RESTARTS_MAX times) if it dies. It outlives the controller that
         creates it: whoever stops the broker ends it (``kill``, ``kill_all``).
         ``announce_to`` is told its address at every start. A name a killed actor
-        still holds is retried for SHARD_NAME_WAIT_S (Ray releases it shortly after);
-        ValueError if it stays taken."""
+        still holds is retried for ``options.name_wait_s`` (SHARD_NAME_WAIT_S: Ray
+        releases it shortly after); ValueError if it stays taken. Does not wait for
+        the actor's constructor (Ray creates it asynchronously)."""
         import ray
 
-        deadline = time.monotonic() + limits.SHARD_NAME_WAIT_S
+        deadline = time.monotonic() + options.name_wait_s
         while True:
             try:
                 actor = ray.remote(ShardActor).options(
@@ -416,6 +426,19 @@ class ShardHandle:
         import ray
 
         ray.kill(self._actor, no_restart=True)
+
+    def death(self) -> tuple[int, str]:
+        """Of an actor Ray gave up on: how often Ray restarted it, and Ray's text of its
+        last death's cause (actor_failures.killed_how reads it), from Ray's actor table
+        (its GCS); (0, "") if Ray does not answer. Controller actor thread."""
+        import ray._private.state
+
+        try:
+            info = ray._private.state.actors(actor_id=self._actor._actor_id.hex())
+        except Exception as exc:   # its table is a nicety of the log line and status
+            log.debug("Ray's actor table did not say how %s died: %s", self.shard_id, exc)
+            return 0, ""
+        return int(info.get("NumRestarts", 0)), str(info.get("DeathCause", ""))
 
     # --- The transport ------------------------------------------------------------------
 

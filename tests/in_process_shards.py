@@ -20,7 +20,8 @@ Faults a test can arm:
   died at that moment (its metadata is what it saved so far);
 - ``restart()``: the actor's process died and Ray started it again (a new
   ShardActor on the same directory, which announces itself);
-- ``kill()``: what ShardHandle.kill does: the actor is gone for good.
+- ``kill()``: what ShardHandle.kill does: the actor is gone for good (``death()``
+  then says what ``died`` holds: Ray's restarts of it, and how it died).
 A shard the controller has not started yet is armed with
 ``InProcessShards.when_started(shard_id, arm)``.
 """
@@ -54,6 +55,7 @@ class InProcessShardHandle(ShardHandle):
         self._crash_at: set[str] = set()
         self._alive = True
         self._one_call_at_a_time = threading.RLock()
+        self.died: tuple[int, str] = (0, "")
         super().__init__(options.shard_id, self._new_actor())
 
     def _new_actor(self) -> ShardActor:
@@ -89,6 +91,9 @@ class InProcessShardHandle(ShardHandle):
 
     def kill(self) -> None:
         self.stop()
+
+    def death(self) -> tuple[int, str]:
+        return self.died
 
     def _start(self, method, *args) -> PendingCall:
         name = method.__name__

@@ -566,3 +566,26 @@ def test_a_start_that_finds_a_shards_directory_gone_says_which_partitions_came_b
     assert [r.getMessage() for r in caplog.records if "came back EMPTY" in r.getMessage()] == [line]
     # And the next start, which finds the directory, says nothing of it
     assert not [w for w in brokers(2).controller.start_report().warnings if "EMPTY" in w]
+
+
+def test_a_shard_that_restarts_while_the_broker_runs_without_its_directory_logs_it_each_time_but_the_start_report_does_not_grow(
+        brokers, caplog):
+    # Given a running broker with records in a partition of one shard
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 2, {})
+    broker.produce("orders", 1, [b"a"])
+    lost_shard = broker.owner("orders", 1)
+    warnings_at_start = broker.controller.start_report().warnings
+    # When that shard restarts twice, each time having lost its directory (its disk)
+    with caplog.at_level(logging.ERROR, logger="plinth.control.controller"):
+        for _ in range(2):
+            broker.shards.handles[lost_shard].stop()
+            shutil.rmtree(broker.data_dir / "shards" / lost_shard)
+            broker.shards.handles[lost_shard].restart()
+            # (its announcement came while it started: in process, said again here)
+            broker.controller.shard_started(lost_shard, broker.address(lost_shard))
+    # Then each restart's ERROR names the partition that came back empty
+    lines = [r.getMessage() for r in caplog.records if "came back EMPTY" in r.getMessage()]
+    assert len(lines) == 2 and all(f"orders-1 on {lost_shard}" in line for line in lines)
+    # And the start report (read by plinth serve at start only) is as the start left it
+    assert broker.controller.start_report().warnings == warnings_at_start

@@ -8,6 +8,7 @@ another data dir is replaced; shutdown ends every shard actor. Uses the session'
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from plinth.control.controller_handle import CONTROLLER_NAME, QUERY_GROUP, Contr
 from plinth.control.nodes import ray_nodes
 from plinth.errors import BrokerError, UnavailableError
 from plinth.shards.actor import ShardActor
-from plinth.shards.shard_handle import ShardHandle, ShardOptions
+from plinth.shards.shard_handle import ShardHandle, ShardOptions, shard_actor_name
 from tests.support import wait_until
 
 SHARDS = ["shard-0", "shard-1"]
@@ -247,3 +248,72 @@ def test_the_nodes_say_how_many_cpus_ray_schedules_on_each(ray_cluster):
     alive = [node for node in ray_nodes() if node.alive]
     # Then the node reports Ray's CPUs, from which a new data dir's shard count comes
     assert [node.cpus for node in alive] == [int(ray.cluster_resources()["CPU"])] == [2]
+
+
+def test_a_shard_actor_ray_will_not_restart_is_started_again_by_the_controller(
+        ray_cluster, tmp_path):
+    # Given a controller with two running shards and a topic on both
+    controller = start_controller(tmp_path / "data")
+    try:
+        controller.create_topic("t", 2, {})
+        before = next(s for s in controller.status().shards if s.shard_id == "shard-1")
+        # When shard-1's actor is ended for good (as after Ray's restarts ran out)
+        ray.kill(ray.get_actor(shard_actor_name("shard-1")), no_restart=True)
+        # Then status shows it DOWN with its schedule, and then serving again in a new
+        # process, with no restart of the broker
+        reasons = []
+
+        def serving_again() -> bool:
+            status = status_when_answered(controller)
+            shard = status and next(s for s in status.shards if s.shard_id == "shard-1")
+            if shard and not shard.alive:
+                reasons.append(shard.down_reason)
+            return bool(shard and shard.alive and shard.pid != before.pid)
+
+        wait_until(serving_again, timeout_s=RESTART_WAIT_S, interval_s=0.5,
+                   explain=lambda: f"down reasons seen: {sorted(set(reasons))}")
+        assert any(r.startswith("restarting: died 1 time") for r in reasons)
+        assert ShardHandle.find("shard-1") is not None
+        assert "shard-1" in controller.routing().shard_addresses
+    finally:
+        stop_controller(controller)
+
+
+def shard_1(status):
+    return next(s for s in status.shards if s.shard_id == "shard-1")
+
+
+def locked_by_us(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:   # the killed shard's process has not let go yet
+        return False
+
+
+def test_status_answers_promptly_while_a_revived_shards_new_actor_waits_in_its_constructor(
+        ray_cluster, tmp_path):
+    # Given a controller with two running shards
+    controller = start_controller(tmp_path / "data")
+    lock = open(tmp_path / "data" / "shards" / "shard-1" / ".lock", "a+")
+    try:
+        # When shard-1's actor is ended for good, and its directory then locked by
+        # another process (this one), so that its new actor waits in its constructor
+        ray.kill(ray.get_actor(shard_actor_name("shard-1")), no_restart=True)
+        wait_until(lambda: locked_by_us(lock), timeout_s=RESTART_WAIT_S)
+        wait_until(lambda: shard_1(controller.status()).down_reason.endswith(
+                       ", a new actor is starting"),
+                   timeout_s=RESTART_WAIT_S, interval_s=0.25)
+        # Then a status call answers within a few seconds (it neither starts nor waits
+        # for that actor), saying shard-1 is DOWN and why
+        started_s = time.monotonic()
+        shard = shard_1(controller.status())
+        assert time.monotonic() - started_s < 3.0
+        assert not shard.alive and shard.down_reason.startswith("restarting: died 1 time")
+        # And once the lock is let go, the new actor serves the shard
+        lock.close()
+        wait_until(lambda: shard_1(controller.status()).alive, timeout_s=RESTART_WAIT_S,
+                   interval_s=0.25)
+    finally:
+        lock.close()
+        stop_controller(controller)

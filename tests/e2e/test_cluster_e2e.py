@@ -139,7 +139,7 @@ def test_ready_is_not_printed_while_a_shard_does_not_serve_and_the_server_says_w
         # Then it says shard-1 is not serving, and why (it did not answer in time: it
         # waits for its directory's lock)
         wait_until(lambda: "plinth not ready: shard-1 is not serving" in broker.log(),
-                   timeout_s=READY_TIMEOUT_S)
+                   timeout_s=READY_TIMEOUT_S, explain=broker.log)
         assert "ready: listening" not in broker.log() and broker.proc.poll() is None
         # And SIGTERM ends it in good time (saying that shard-1 did not flush, and why:
         # it died in its constructor, waiting for the lock, and is not restarted), never

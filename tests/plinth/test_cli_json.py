@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from plinth import cli, cli_groups, limits, protocol
+from plinth.cli_json import shard_json
 from plinth.client.admin import Admin
 from plinth.client.producer import Producer
 from plinth.errors import RequestTimedOutError
@@ -217,3 +218,11 @@ def test_a_list_whose_second_page_fails_prints_no_partial_json(monkeypatch):
     # Then the error is its one line, and stdout has no first page
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.startswith("error: RequestTimedOutError")
+
+
+def test_a_down_shards_json_says_why_it_is_down_and_an_up_ones_null():
+    down = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,
+                                down_reason="restarting: died 101 times, next start in 40 s")
+    assert shard_json(down)["down_reason"] == "restarting: died 101 times, next start in 40 s"
+    up = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7500", True, 3, 0, 0.0, 0.0)
+    assert shard_json(up)["down_reason"] is None

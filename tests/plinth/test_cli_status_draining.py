@@ -1,4 +1,5 @@
-"""``plinth status`` and ``plinth shards remove`` say why a removed shard still drains,
+"""``plinth status`` and ``plinth shards remove`` say why a removed shard still drains
+(and status why a DOWN shard is down, when the controller knows),
 status's columns line up whatever the addresses' length, and a DOWN shard's bytes
 and rates are "-", not 0 (plinth/cli.py), from a
 StatusInfo as Admin returns it. The Admin is replaced by one that
@@ -117,3 +118,14 @@ def test_a_down_shards_bytes_rates_and_request_counts_are_dashes_not_0(monkeypat
     assert lines[header + 2].split()[5:] == ["-"] * 5
     direct = lines.index("direct sockets") + 1
     assert lines[direct + 1].split() == ["shard-1", "tcp://127.0.0.1:7601", "-", "-"]
+
+
+def test_status_says_why_a_down_shard_is_down_when_the_controller_knows(monkeypatch):
+    restarting = "restarting: died 101 times, next start in 40 s"
+    down = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,
+                                down_reason=restarting)
+    unknown = protocol.ShardStatus("shard-2", "tcp://127.0.0.1:7502", False, 3, 0, 0.0, 0.0)
+    lines = run(monkeypatch, ["status"], [shard("shard-0"), down, unknown])
+    at = lines.index("down shards")
+    assert lines[at + 1].split(maxsplit=1) == ["shard-1", restarting]
+    assert len(lines) == at + 2 or not lines[at + 2].split()[:1] == ["shard-2"]

@@ -429,6 +429,13 @@ def test_a_shards_status_carries_its_process_id():
     assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
 
 
+def test_status_carries_why_a_down_shard_is_down():
+    shard = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,
+                                 down_reason="restarting: died 101 times, next start in 40 s")
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
+
+
 def test_page_requests_and_their_answer_round_trip():
     request = protocol.decode_request(protocol.encode_names_page_request(
         7, "listTopicsPage", "orders.", "orders.10", 50))

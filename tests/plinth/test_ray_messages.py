@@ -106,3 +106,18 @@ def test_without_ray_connected_the_lookup_names_nothing_and_does_not_start_ray(
     from plinth.ray_messages import controller_owner_of_pid
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     assert controller_owner_of_pid(4436) == ""
+
+
+def test_a_death_says_it_was_killed_by_sigkill_possibly_the_oom_killer():
+    line = worker_death_line(RAY_WORKER_DIED, lambda pid: "shard-0")
+    assert "(SYSTEM_ERROR: killed (SIGKILL: kill -9, or the kernel's OOM killer) or " \
+           "crashed)" in line
+    assert "started anew by the controller after a backoff" in line
+
+
+def test_a_death_by_rays_memory_monitor_says_out_of_memory():
+    message = RAY_WORKER_DIED.replace(
+        "Worker unexpectedly exits with a connection error code 2.",
+        "Task was killed due to the node running low on memory. Ray's memory monitor")
+    assert "(SYSTEM_ERROR: killed by Ray's memory monitor: out of memory)" in \
+        worker_death_line(message)
