@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from plinth import Admin, Producer, limits
-from tests.support import free_port, start_until_ready, unique_topic, wait_until
+from tests.support import (free_port, processes_naming, start_until_ready, unique_topic,
+                           wait_until)
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
@@ -131,7 +132,7 @@ def test_serve_whose_every_process_gets_sigterm_at_once_exits_in_bounded_time_lo
     # that was stopping too), and nothing of it is left running
     code = proc.wait(limits.SHUTDOWN_GRACE_PERIOD_S)
     assert code == 0, "".join(output[-30:])
-    wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
+    wait_until(lambda: not processes_naming(str(tmp_path / "d")), 60)
     # And a new server on the same data dir serves every acknowledged record
     proc, output = start_until_ready(cmd, "ready", timeout_s=180)
     try:
@@ -141,20 +142,6 @@ def test_serve_whose_every_process_gets_sigterm_at_once_exits_in_bounded_time_lo
     finally:
         proc.terminate()
         assert proc.wait(120) == 0, "".join(output[-30:])
-
-
-def _processes_naming(text: str) -> list[int]:
-    """Pids of this machine's processes whose command line contains ``text``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_group_commands_describe_lag_and_reset_offsets(shared_broker):
@@ -329,7 +316,7 @@ def test_serve_on_a_port_in_use_exits_1_in_one_error_line_naming_the_option(tmp_
     # And it found it before it created anything: no data dir whose metadata.json would
     # pin the shard count of a corrected retry, and no Ray (nothing to stop)
     assert not (tmp_path / "d").exists(), served.stderr
-    wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
+    wait_until(lambda: not processes_naming(str(tmp_path / "d")), 60)
 
 
 def test_an_invalid_group_name_is_said_once(shared_broker):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from plinth import limits
-from tests.support import free_port, start_until_ready, unique_topic, wait_until
+from tests.support import (free_port, processes_naming, start_until_ready, unique_topic,
+                           wait_until)
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
@@ -103,7 +104,7 @@ def test_a_start_binds_over_sockets_a_crash_left_and_a_stop_leaves_none_for_a_ba
     proc, output = start_until_ready(cmd, "ready", timeout_s=180)
     proc.kill()
     proc.wait(120)
-    wait_until(lambda: not _processes_naming(str(data_dir)), 60)
+    wait_until(lambda: not processes_naming(str(data_dir)), 60)
     left = sorted(path.name for path in (data_dir / "sockets").iterdir())
     assert left == ["shard-0", "shard-0.direct", "shard-1", "shard-1.direct"]
     # When a broker starts there / Then it serves, through its shards' new sockets
@@ -125,20 +126,6 @@ def test_a_start_binds_over_sockets_a_crash_left_and_a_stop_leaves_none_for_a_ba
     backup = subprocess.run(["tar", "-cf", str(short_dir / "backup.tar"), "-C", str(short_dir),
                              "d"], capture_output=True, text=True, timeout=120)
     assert (backup.returncode, backup.stderr) == (0, "")
-
-
-def _processes_naming(text: str) -> list[int]:
-    """Pids of this machine's processes whose command line contains ``text``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_a_stop_on_a_disk_gone_read_only_is_one_line_and_exits_1(tmp_path):
