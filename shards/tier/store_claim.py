@@ -70,6 +70,7 @@ from plinth.durable_files import write_json_atomically
 from plinth.errors import (InvalidConfigError, RemoteObjectNotFoundError, StorageError,
                            TierStoreNotOwnedError, UnavailableError)
 from plinth.shards.tier.remote_store import RemoteStore
+from plinth.shards.tier.remote_transfer import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,6 @@ def claim_key(data_dir_id: str) -> str:
     if len(data_dir_id) != _ID_HEX_DIGITS or any(c not in "0123456789abcdef" for c in data_dir_id):
         raise AssertionError(f"data dir id {data_dir_id!r} is not {_ID_HEX_DIGITS} hex digits")
     return f"{CLAIMS_PREFIX}{data_dir_id}.json"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +163,9 @@ def _load_local(data_dir: Path) -> tuple[str | None, dict[str, int]]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
         raise InvalidConfigError(f"{path} cannot be read ({type(exc).__name__}: {exc}): it "
                                  f"records which tier store objects this data dir owns; "
-                                 f"restore it from a backup, or remove it and start with "
-                                 f"--tier-store-take-over") from None
+                                 f"restore it from a backup (or remove it: this data dir "
+                                 f"then gets a new identity, and its copies made before are "
+                                 f"no longer told apart from it)") from None
     return data_dir_id, epochs
 
 
