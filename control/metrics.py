@@ -247,10 +247,13 @@ def _router_memory_families(held: dict[str, tuple[int, int]], router: str):
     now = GaugeMetricFamily("plinth_router_memory_bytes",
                             "Bytes the router holds for its clients, by budget: requests "
                             "in flight (at the shards or held), requests held for their "
-                            "topic's look-up, replies not yet sent", labels=["router", "kind"])
+                            "topic's look-up, replies not yet sent, and its Kafka "
+                            "listener's requests read and not yet answered",
+                            labels=["router", "kind"])
     most = GaugeMetricFamily("plinth_router_memory_bytes_max",
                              "Each budget of plinth_router_memory_bytes: beyond it, a request "
-                             "or reply is refused tooManyRequests", labels=["router", "kind"])
+                             "or reply is refused tooManyRequests (a Kafka connection's next "
+                             "request waits to be read)", labels=["router", "kind"])
     for kind, (held_bytes, limit_bytes) in sorted(held.items()):
         now.add_metric([router, kind], held_bytes)
         most.add_metric([router, kind], limit_bytes)

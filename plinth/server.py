@@ -1059,10 +1059,20 @@ def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
                              router_refusals=None if security is None else security.refusals,
                              router="" if router is None else router.listen,
                              router_errors=None if router is None else router.errors,
-                             router_memory=None if router is None else router.memory_bytes,
+                             router_memory=_memory_bytes(router, kafka),
                              broker_wide=broker_wide,
                              kafka=None if kafka is None else (
                                  kafka.error_counts(), "%s:%d" % kafka.address))
+
+
+def _memory_bytes(router, kafka):
+    """What this process's router and Kafka listener hold against their budgets, by
+    kind (Router.memory_bytes, KafkaService.memory_bytes), for the metrics endpoint."""
+    if router is None:
+        return None
+    if kafka is None:
+        return router.memory_bytes
+    return lambda: {**router.memory_bytes(), **kafka.memory_bytes()}
 
 
 def _end_shards() -> None:

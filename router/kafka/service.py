@@ -312,6 +312,15 @@ class KafkaService:
         the metrics endpoint, or None before ``start``."""
         return None if self._listener is None else self._listener.counts
 
+    def memory_bytes(self) -> dict[str, tuple[int, int]]:
+        """What the listener holds against its budget, as Router.memory_bytes: request
+        bytes read and not yet answered (bytes now, the limit); {} before ``start``.
+        Any thread (a snapshot)."""
+        if self._listener is None:
+            return {}
+        return {"kafka_requests_in_flight": (self._listener.request_bytes_in_flight(),
+                                             self._listener.request_bytes_in_flight_total_max)}
+
     def reload_users(self) -> str | None:
         """Read the SASL users file again (SIGHUP; the main thread, see the module):
         new logins meet the new users at once, and a connection whose user was

@@ -467,6 +467,37 @@ def test_the_metrics_count_each_error_answered_by_api_and_each_close_by_reason(k
            ("plinth_kafka_connections_closed_total", "request_size", ""): 1})
 
 
+def kafka_memory_bytes(broker) -> tuple[float, float]:
+    """The broker's router memory held for Kafka requests now, and its budget."""
+    url = f"http://127.0.0.1:{broker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+        text = response.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("kind") == "kafka_requests_in_flight":
+                found[sample.name] = sample.value
+    return found["plinth_router_memory_bytes"], found["plinth_router_memory_bytes_max"]
+
+
+def test_a_request_being_read_is_in_the_routers_memory_metric_until_its_connection_closes(
+        kafka_broker):
+    from plinth import limits
+    from tests.support import wait_until
+
+    assert kafka_memory_bytes(kafka_broker) == (0, limits.KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX)
+    # Given a connection that declared a request of 8 MiB and sent half of it
+    declared_bytes = 8 << 20
+    with socket.create_connection(kafka_broker.kafka_host_port, timeout=WAIT_S) as connection:
+        connection.sendall(struct.pack(">i", declared_bytes) + b"\0" * (declared_bytes // 2))
+        # Then the listener's memory for requests holds it, as the metrics say
+        wait_until(lambda: kafka_memory_bytes(kafka_broker)[0] == declared_bytes, WAIT_S,
+                   explain=lambda: f"kafka_requests_in_flight {kafka_memory_bytes(kafka_broker)}")
+    # And once the connection closes, it is given back
+    wait_until(lambda: kafka_memory_bytes(kafka_broker)[0] == 0, WAIT_S,
+               explain=lambda: f"kafka_requests_in_flight {kafka_memory_bytes(kafka_broker)}")
+
+
 def test_after_all_of_it_a_real_client_produces_and_consumes(kafka_broker):
     # Given the broker after every hostile frame above (pytest runs them in file order)
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
