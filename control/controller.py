@@ -372,6 +372,10 @@ class Controller:
                                 produce_free_bytes_min=produce_free_bytes_min)
         self._tier = tier
         self._tier_store = tier.store   # what metadata records (no secrets)
+        # The server's claim on the tier store (shards/tier/store_claim.py), as it last
+        # reported it: (held, one line). Assigned whole, read by status (query thread).
+        self._tier_claim: tuple[bool, str] = (
+            (False, "not reported by the server yet") if tier.enabled else (False, ""))
         self._cluster_keys = cluster_keys
         self._security_required = tuple(security_required)
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
@@ -821,6 +825,12 @@ class Controller:
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
             self._elect(led, self._answering(others) | electable)
         self._push_all_records(shard_id)
+
+    def tier_claim_reported(self, held: bool, line: str) -> None:
+        """The server's claim on the tier store (store_claim.ClaimKeeper.state), after
+        each of its rounds, for status. Query thread (ControllerHandle), so that it
+        never waits behind the actor thread's work."""
+        self._tier_claim = (held, line)
 
     def shard_starting(self, shard_id: str, pid: int) -> None:
         """A shard actor's process ``pid`` starts, before it reopens its logs (called by
@@ -1587,10 +1597,11 @@ class Controller:
         # A leader's shard that does not answer now (stopped, hung, or restarting)
         # serves nothing: offline, though Ray still counts the shard alive.
         silent = {shard_id for shard_id, shard_stats in stats.items() if shard_stats is None}
+        tier_claim_held, tier_claim = self._tier_claim
         return protocol.StatusInfo(plan.nodes, shards, plan.routers,
                                    sum(s.under_replicated for s in plan.replication),
                                    sum(s.offline or s.leader in silent for s in plan.replication),
-                                   plan.node_names)
+                                   plan.node_names, tier_claim, tier_claim_held)
 
     def list_groups(self) -> list[protocol.GroupListing]:
         """Every consumer group known to any shard (members or committed offsets), by

@@ -251,6 +251,13 @@ class ControllerHandle:
         handle was made); raises ValueError while there is none."""
         self._current_actor().shard_started.remote(shard_id, address, direct_address, pid)
 
+    def tier_claim_reported(self, held: bool, line: str) -> None:
+        """The server's claim on its tier store (store_claim.ClaimKeeper.state): the
+        keeper's thread, after each round; not waited for. To the controller that has
+        the name now; ValueError while there is none."""
+        self._current_actor().tier_claim_reported.options(
+            concurrency_group=QUERY_GROUP).remote(held, line)
+
     def shard_starting(self, shard_id: str, pid: int) -> None:
         """A shard actor's process ``pid`` starts, before it reopens its logs (shard
         actor thread); not waited for. Sent to a QUERY_GROUP thread: the shard's

@@ -106,7 +106,8 @@ class BrokerCollector:
                  router_refusals: Callable[[], dict[str, int]] | None = None,
                  router: str = "", router_errors: Callable[[], dict[str, int]] | None = None,
                  broker_wide: bool = True, kafka=None,
-                 router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None):
+                 router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None,
+                 tier_claim: Callable[[], object] | None = None):
         """``router_refusals()``: this process's router's refusals by code (its
         Security's ``refusals``; None: a router without CurveZMQ refuses nothing), and
         ``router_errors()`` the other error replies it made (Router.errors; None: no
@@ -116,8 +117,10 @@ class BrokerCollector:
         ``kafka``: this process's Kafka listener as (its KafkaErrorCounts, its bound
         "host:port"), or None without one. ``router_memory()``: this process's
         router's bytes held against each of its budgets (Router.memory_bytes), or
-        None without a router."""
+        None without a router. ``tier_claim()``: the server's claim on its tier store
+        (store_claim.ClaimKeeper.state), or None without one."""
         self._controller = controller
+        self._tier_claim = tier_claim
         self._router_memory = router_memory
         self._kafka = kafka
         self._router_refusals = router_refusals
@@ -136,6 +139,8 @@ class BrokerCollector:
         if not self._broker_wide:   # a standalone router's endpoint: its own series only
             yield _errors({}, router_errors, self._router)
             return
+        if self._tier_claim is not None:
+            yield _tier_claim_family(self._tier_claim())
         try:
             snapshots = self._controller.shard_stats()
         except BrokerError as exc:   # the controller is down: report that, not a 500
@@ -238,6 +243,18 @@ def _latency_families(live):
                 buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
             family.add_metric([kind, shard], buckets, snap["latency_sum_s"].get(kind, 0.0))
     yield family
+
+
+def _tier_claim_family(state) -> GaugeMetricFamily:
+    """Whether the server holds the claim on its tier store: 0 while it does not (the
+    store did not answer at start, or another copy of its data dir took it), when
+    its shards delete no remote segments and retention of the store stands still."""
+    family = GaugeMetricFamily(
+        "plinth_tier_store_claim_held", "1 if the server holds the claim on its tier store "
+        "(its shards delete remote segments only then), 0 if not (plinth status says why)",
+        labels=["store"])
+    family.add_metric([state.store], 1 if state.held else 0)
+    return family
 
 
 def _router_memory_families(held: dict[str, tuple[int, int]], router: str):
@@ -370,7 +387,8 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                          router: str = "",
                          router_errors: Callable[[], dict[str, int]] | None = None,
                          broker_wide: bool = True, kafka=None,
-                         router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None):
+                         router_memory: Callable[[], dict[str, tuple[int, int]]] | None = None,
+                         tier_claim: Callable[[], object] | None = None):
     """Serve the metrics on http://host:port/metrics from a daemon thread (any other
     path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
     once by the server process's main thread (BrokerCollector says what the router
@@ -384,7 +402,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
                                  f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
     registry.register(BrokerCollector(controller, router_refusals, router, router_errors,
-                                      broker_wide, kafka, router_memory))
+                                      broker_wide, kafka, router_memory, tier_claim))
     log.info("metrics on http://%s:%d%s%s", host, port, METRICS_PATH,
              "" if broker_wide else ": this router's series only (the broker's are on "
                                     "plinth serve's --metrics-port)")

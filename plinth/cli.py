@@ -713,6 +713,8 @@ def status(ctx, as_json):
             click.echo(f"  {shard.shard_id:<10} {shard.remote_bytes:>14} "
                        f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
                        f"{shard.upload_errors:>14}")
+    if info.tier_claim:   # whether this broker may delete in its store (store_claim.py)
+        click.echo(f"tier store claim\n  {info.tier_claim}")
     _echo_disks(info.shards)
     click.echo("routers")
     for address, node in info.routers:

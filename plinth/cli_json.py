@@ -47,7 +47,8 @@ def _or_none(text: str) -> str | None:
 # --- plinth status ---------------------------------------------------------------
 
 def status_json(info: protocol.StatusInfo) -> dict:
-    """``plinth status --json``: nodes, shards, routers and the partition counts."""
+    """``plinth status --json``: nodes, shards, routers, the partition counts and the
+    server's claim on its tier store (null without one)."""
     return {
         "nodes": [{"name": _or_none(info.node_names.get(node_id, "")), "node_id": node_id,
                    "address": address, "alive": alive} for node_id, address, alive in info.nodes],
@@ -55,6 +56,8 @@ def status_json(info: protocol.StatusInfo) -> dict:
         "routers": [{"address": address, "node_address": node} for address, node in info.routers],
         "under_replicated_partitions": info.under_replicated_partitions,
         "offline_partitions": info.offline_partitions,
+        "tier_store_claim": ({"held": info.tier_claim_held, "state": info.tier_claim}
+                             if info.tier_claim else None),
     }
 
 

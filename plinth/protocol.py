@@ -551,6 +551,8 @@ class StatusInfo:
     under_replicated_partitions: int = 0          # a replica out of the in-sync set
     offline_partitions: int = 0                   # no leader, or its shard down
     node_names: dict[str, str] = field(default_factory=dict)   # node id -> name (--node)
+    tier_claim: str = ""           # the server's claim on its tier store, one line ("": no tier)
+    tier_claim_held: bool = False  # whether the server holds it (deletes remote segments)
 
 
 @dataclass(frozen=True)
@@ -1201,6 +1203,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         routers[i].address, routers[i].node = address, node
     body.underReplicatedPartitions = info.under_replicated_partitions
     body.offlinePartitions = info.offline_partitions
+    body.tierClaim, body.tierClaimHeld = info.tier_claim, info.tier_claim_held
     return msg.to_bytes()
 
 
@@ -1307,7 +1310,8 @@ def _reply_view(rep) -> ReplyView:
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,
             offline_partitions=st.offlinePartitions,
-            node_names={n.nodeId: n.name for n in st.nodes if n.name})
+            node_names={n.nodeId: n.name for n in st.nodes if n.name},
+            tier_claim=st.tierClaim, tier_claim_held=st.tierClaimHeld)
     return view
 
 

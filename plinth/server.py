@@ -623,6 +623,8 @@ class Server:
 
         self.controller = self._create_controller(cluster_keys, tier)
         report = self.controller.start()
+        if self._tier_claim is not None:   # for plinth status (the keeper's thread)
+            self._tier_claim.report_to(self._report_tier_claim)
         for warning in report.warnings:   # on the server's stderr, not only controller.log
             log.warning("%s", warning)
         self.router = Router(self.options.listen, self.controller, security=security,
@@ -638,7 +640,8 @@ class Server:
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
         _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
-                       self.router, kafka=self.kafka)
+                       self.router, kafka=self.kafka,
+                       tier_claim=None if self._tier_claim is None else self._tier_claim.state)
         return report
 
     def _claim_tier_store(self, tier: TierOptions) -> TierOptions:
@@ -658,6 +661,9 @@ class Server:
         keeper.claim_at_start()
         self._tier_claim = keeper
         return dataclasses.replace(tier, claim=(start.data_dir_id, start.instance_id))
+
+    def _report_tier_claim(self, state) -> None:
+        self.controller.tier_claim_reported(state.held, state.line)
 
     def _release_tier_claim(self) -> None:
         if self._tier_claim is not None:
@@ -1044,11 +1050,14 @@ def _bytes_under(paths: list[Path]) -> int:
 
 
 def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
-                   router=None, broker_wide: bool = True, kafka=None) -> None:
+                   router=None, broker_wide: bool = True, kafka=None,
+                   tier_claim=None) -> None:
     """The Prometheus endpoint on ``host:port``, if a port was given; with the
     error replies and refusals of ``router`` (this process's) beside the shards'
-    errors, and the error answers of ``kafka`` (its KafkaService, if any). ``broker_wide``: the shards' and partitions' series too (plinth serve's;
-    a plinth router's exports its own router's alone: control/metrics.py)."""
+    errors, and the error answers of ``kafka`` (its KafkaService, if any).
+    ``broker_wide``: the shards' and partitions' series too (plinth serve's; a
+    plinth router's exports its own router's alone: control/metrics.py), and
+    ``tier_claim`` (ClaimKeeper.state), the server's claim on its tier store."""
     if port is None:
         return
     from plinth.control.metrics import start_metrics_server
@@ -1060,6 +1069,7 @@ def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
                              router="" if router is None else router.listen,
                              router_errors=None if router is None else router.errors,
                              router_memory=_memory_bytes(router, kafka),
+                             tier_claim=tier_claim,
                              broker_wide=broker_wide,
                              kafka=None if kafka is None else (
                                  kafka.error_counts(), "%s:%d" % kafka.address))

@@ -552,6 +552,11 @@ struct StatusInfo {
   routers @2 :List(RouterStatus);
   underReplicatedPartitions @3 :UInt32;   # a replica out of the in-sync set
   offlinePartitions @4 :UInt32;           # no leader, or its leader's shard down
+  # Tiered storage: the server's claim on its store (shards/tier/store_claim.py), one
+  # line ("" without a tier store, and from a broker before session 42), and whether
+  # it holds it: only then do its shards delete remote segments.
+  tierClaim @5 :Text;
+  tierClaimHeld @6 :Bool;
 }
 
 struct NodeStatus {

@@ -63,12 +63,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from plinth import limits
 from plinth.durable_files import write_json_atomically
-from plinth.errors import (InvalidConfigError, RemoteObjectNotFoundError, StorageError,
-                           TierStoreNotOwnedError, UnavailableError)
+from plinth.errors import (CorruptDataError, InvalidConfigError, RemoteObjectNotFoundError,
+                           StorageError, TierStoreNotOwnedError, UnavailableError)
 from plinth.shards.tier.remote_store import RemoteStore
 from plinth.shards.tier.remote_transfer import wall_clock_ms
 
@@ -106,7 +107,7 @@ class StoreClaim:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> StoreClaim:
-        """Raises StorageError naming ``where`` for an object that is not a claim."""
+        """Raises CorruptDataError naming ``where`` for an object that is not a claim."""
         try:
             record = json.loads(data)
             if record.get("version") != CLAIM_VERSION:
@@ -116,8 +117,8 @@ class StoreClaim:
                        str(record["data_dir"]), int(record["pid"]),
                        int(record["written_ms"]), int(record["lease_until_ms"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StorageError(f"{where} is not a Plinth tier claim: "
-                               f"{type(exc).__name__}: {exc}") from None
+            raise CorruptDataError(f"{where} is not a Plinth tier claim: "
+                                   f"{type(exc).__name__}: {exc}") from None
 
     def leased_at(self, now_ms: int) -> bool:
         return self.lease_until_ms > now_ms
@@ -129,7 +130,7 @@ class StoreClaim:
 
     def where(self) -> str:
         """For messages: which server wrote it, and when its lease ends."""
-        written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.written_ms / 1000))
+        written = _utc(self.written_ms)
         lease = (time.strftime("%H:%M:%SZ", time.gmtime(self.lease_until_ms / 1000))
                  if self.lease_until_ms else "released")
         return (f"data dir {self.data_dir} on host {self.host} (pid {self.pid}), epoch "
@@ -137,7 +138,8 @@ class StoreClaim:
 
 
 def read_claim(store: RemoteStore, data_dir_id: str) -> StoreClaim | None:
-    """The store's claim for ``data_dir_id``, or None. Store errors pass up."""
+    """The store's claim for ``data_dir_id``, or None. Store errors pass up, and
+    CorruptDataError for an object that is not a claim."""
     key = claim_key(data_dir_id)
     try:
         data = store.get(key)
@@ -206,7 +208,18 @@ def claim_store(store: RemoteStore, store_identity: str, data_dir: Path, start: 
     now_ms = wall_clock_ms() if now_ms is None else now_ms
     _, epochs = _load_local(data_dir)
     held = epochs.get(store_identity, 0)
-    found = read_claim(store, start.data_dir_id)
+    try:
+        found = read_claim(store, start.data_dir_id)
+    except CorruptDataError as exc:
+        if not take_over:
+            raise InvalidConfigError(
+                f"{exc}. It says which copy of this data dir may delete its objects in the "
+                f"tier store {store_identity}, and no copy can be told apart from another "
+                f"while it is damaged. If no other copy of this data dir runs with this "
+                f"--tier-url, start with --tier-store-take-over: it replaces the object "
+                f"with this data dir's claim") from None
+        log.error("%s: replaced by this data dir's claim (--tier-store-take-over)", exc)
+        found = None
     if found is not None:
         _refuse_unless_ours(found, held, store_identity, start, take_over, now_ms)
     epoch = max(held, found.epoch if found else 0) + 1
@@ -266,7 +279,10 @@ class ClaimKeeper:
     if the rules refuse; a store that does not answer (or refuses the credentials)
     leaves the claim to the keeper's thread, and the shards' deletions wait till
     then. The thread renews the lease every TIER_CLAIM_RENEW_INTERVAL_S; a claim
-    found taken by another start is an ERROR, logged once, and no longer renewed.
+    found taken by another start, or damaged, is an ERROR, logged once, and no
+    longer renewed. ``state`` says which of these holds, for ``plinth status`` and
+    the metrics; the callback given to ``report_to`` hears it after every round
+    (a controller that restarted learns it within a round).
     ``release`` (main thread, at stop) ends the lease so that a copy may start at once."""
 
     def __init__(self, store: RemoteStore, store_identity: str, data_dir: Path,
@@ -277,7 +293,9 @@ class ClaimKeeper:
         self._start = start
         self._take_over = take_over
         self._claim: StoreClaim | None = None   # once claimed
-        self._lost = False
+        self._lost: str | None = None           # why the claim is no longer this start's
+        self._failure: str | None = None        # the last round's store error, if any
+        self._report: Callable[[ClaimState], None] | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tier-claim-keeper",
                                         daemon=True)
@@ -286,55 +304,104 @@ class ClaimKeeper:
     def claim(self) -> StoreClaim | None:
         return self._claim
 
+    def state(self) -> ClaimState:
+        """Whether this start holds the claim, and one line saying what the claim is
+        (any thread: a snapshot)."""
+        if self._lost is not None:
+            return ClaimState(False, f"NOT HELD: {self._lost}: this broker deletes no remote "
+                                     f"segments in {self._store_identity}", self._store_identity)
+        if self._claim is None:
+            return ClaimState(False, f"NOT HELD yet: {self._failure or 'not tried yet'}; "
+                                     f"remote segments in {self._store_identity} are not "
+                                     f"deleted until it is (retried every "
+                                     f"{limits.TIER_CLAIM_RENEW_INTERVAL_S:.0f} s)",
+                              self._store_identity)
+        renewed = (f"; the last renewal failed: {self._failure}" if self._failure else "")
+        return ClaimState(True, f"held at epoch {self._claim.epoch} in {self._store_identity}, "
+                                f"lease until {_utc(self._claim.lease_until_ms)}{renewed}",
+                          self._store_identity)
+
+    def report_to(self, report: Callable[[ClaimState], None]) -> None:
+        """Give ``report`` the state now and after every round (its errors are logged,
+        not raised). Once, before the keeper's thread calls it: the server, once its
+        controller runs."""
+        self._report = report
+        self._say_state()
+
     def claim_at_start(self) -> None:
-        """Claim the store, then start the keeper's thread (module docstring)."""
+        """Claim the store, then start the keeper's thread (class docstring)."""
         try:
             self._claim_store()
         except (StorageError, UnavailableError) as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
             log.warning("the tier store %s could not be claimed for this data dir at start "
-                        "(%s: %s): remote segments are deleted only once it is, retried "
-                        "every %.0f s", self._store_identity, type(exc).__name__, exc,
+                        "(%s): remote segments are deleted only once it is, retried "
+                        "every %.0f s", self._store_identity, self._failure,
                         limits.TIER_CLAIM_RENEW_INTERVAL_S)
         self._thread.start()
 
     def _claim_store(self) -> None:
         self._claim = claim_store(self._store, self._store_identity, self._data_dir,
                                   self._start, take_over=self._take_over)
+        self._failure = None
         log.info("claimed the tier store %s for this data dir (epoch %d)",
                  self._store_identity, self._claim.epoch)
 
     def _run(self) -> None:
-        while not self._stopped.wait(limits.TIER_CLAIM_RENEW_INTERVAL_S) and not self._lost:
-            try:
-                if self._claim is None:
-                    self._claim_store()
-                else:
-                    self.renew()
-            except InvalidConfigError as exc:
-                self._lost = True
-                log.error("%s: this broker deletes no remote segments", exc)
-            except (StorageError, UnavailableError) as exc:   # the next round retries
-                log.warning("the tier store claim could not be %s: %s: %s",
-                            "made" if self._claim is None else "renewed",
-                            type(exc).__name__, exc)
+        while not self._stopped.wait(limits.TIER_CLAIM_RENEW_INTERVAL_S):
+            if self._lost is None:
+                self._one_round()
+            self._say_state()
+
+    def _one_round(self) -> None:
+        try:
+            if self._claim is None:
+                self._claim_store()
+            else:
+                self.renew()
+        except InvalidConfigError as exc:
+            self._lose(str(exc))
+        except (StorageError, UnavailableError) as exc:   # the next round retries
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.warning("the tier store claim could not be %s: %s",
+                        "made" if self._claim is None else "renewed", self._failure)
+
+    def _say_state(self) -> None:
+        if self._report is None:
+            return
+        try:
+            self._report(self.state())
+        except Exception as exc:   # the controller is away: the next round says it again
+            log.debug("the tier store claim's state was not reported: %s: %s",
+                      type(exc).__name__, exc)
+
+    def _lose(self, why: str) -> None:
+        self._lost = why
+        log.error("%s: this broker deletes no remote segments in %s from now on", why,
+                  self._store_identity)
 
     def renew(self, now_ms: int | None = None) -> bool:
         """Extend the lease if the claim is still this start's; False if it is not, or
         not made yet (the keeper's thread; tests)."""
-        if self._lost or self._claim is None:
+        if self._lost is not None or self._claim is None:
             return False
         now_ms = wall_clock_ms() if now_ms is None else now_ms
-        found = read_claim(self._store, self._claim.data_dir_id)
+        try:
+            found = read_claim(self._store, self._claim.data_dir_id)
+        except CorruptDataError as exc:
+            self._lose(f"{exc}; restart this broker with --tier-store-take-over to replace "
+                       f"it with its claim, if no other copy of its data dir runs")
+            return False
         if found is None or found.instance_id != self._claim.instance_id:
-            self._lost = True
-            log.error("the tier store claim of this data dir was taken by another start "
-                      "(%s): this broker deletes no remote segments from now on; stop it, "
-                      "it is the older copy", found.where() if found else "the claim is gone")
+            self._lose("the tier store claim of this data dir was taken by another start ("
+                       + (found.where() if found else "the claim is gone")
+                       + "); stop this broker, it is the older copy")
             return False
         self._claim = dataclasses.replace(
             self._claim, written_ms=now_ms,
             lease_until_ms=now_ms + int(limits.TIER_CLAIM_LEASE_S * 1000))
         self._store.put(claim_key(self._claim.data_dir_id), self._claim.to_bytes())
+        self._failure = None
         return True
 
     def release(self) -> None:
@@ -343,7 +410,7 @@ class ClaimKeeper:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(limits.TIER_CLAIM_RENEW_INTERVAL_S)
-        if self._claim is None or self._lost:
+        if self._claim is None or self._lost is not None:
             return
         try:
             found = read_claim(self._store, self._claim.data_dir_id)
@@ -351,10 +418,24 @@ class ClaimKeeper:
                 released = dataclasses.replace(found, written_ms=wall_clock_ms(),
                                                lease_until_ms=0)
                 self._store.put(claim_key(found.data_dir_id), released.to_bytes())
-        except (StorageError, UnavailableError) as exc:
+        except (StorageError, UnavailableError, CorruptDataError) as exc:
             log.warning("the tier store claim's lease could not be released (%s: %s): a "
                         "copy of this data dir can claim the store once it runs out, "
                         "within %.0f s", type(exc).__name__, exc, limits.TIER_CLAIM_LEASE_S)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimState:
+    """What ``ClaimKeeper.state`` says: whether this start holds the claim on ``store``
+    (its identity: no credentials), and a line."""
+
+    held: bool
+    line: str
+    store: str
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 # --- The fence (shard actor, uploader thread) ---------------------------------------------

@@ -5,10 +5,12 @@ remote.storage.enable and local.retention.* are checked by the controller and sh
 Wrong calls fail at once with one clear line: memory:// as a server's store, a restart
 on another store than the tiered topics', a ``plinth router`` naming another store than
 its broker's. After the uploader has run, describe shows the remote log below the local
-log start."""
+log start. A copy of a tiered data dir never runs beside its original, and status and
+the metrics say whether the server holds its store's claim."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -292,3 +294,34 @@ def test_a_copy_of_a_tiered_data_dir_never_runs_beside_its_original_and_the_olde
                             capture_output=True, text=True, timeout=180)
     assert served.returncode == 1, served.stdout + served.stderr
     assert f"claims them: data dir {original.data_dir.resolve()} on host" in served.stderr
+
+
+def test_status_and_the_metrics_say_whether_the_server_holds_its_tier_stores_claim(
+        broker_factory, tmp_path):
+    from tests.e2e.test_status_metrics_e2e import metric, scrape
+
+    # Given a broker on a file:// tier store, with its metrics served
+    (tmp_path / "tier").mkdir()
+    metrics_port = free_port()
+    broker = broker_factory(shards=1, extra_args=(
+        "--tier-url", f"file://{tmp_path}/tier", "--metrics-port", str(metrics_port)))
+    # Then status says it holds the claim, at its first epoch, and the metric is 1
+    status = plinth(broker.url, "status")
+    assert status.returncode == 0, status.stderr
+    store = f"file://{tmp_path}/tier"
+    assert f"tier store claim\n  held at epoch 1 in {store}, lease until 20" in status.stdout
+    assert metric(scrape(metrics_port), "plinth_tier_store_claim_held", store=store) == 1
+    # When its claim object in the store is damaged
+    claims = list((tmp_path / "tier" / "_plinth" / "claims").iterdir())
+    assert len(claims) == 1
+    claims[0].write_bytes(b"\0garbage")
+    # Then within a renewal, status says it no longer holds it, and why, and so does
+    # the metric (its shards delete nothing in the store from then on)
+    wait_until(lambda: "NOT HELD" in plinth(broker.url, "status").stdout, 60,
+               explain=lambda: plinth(broker.url, "status").stdout)
+    status = plinth(broker.url, "status", "--json")
+    claim = json.loads(status.stdout)["tier_store_claim"]
+    assert claim["held"] is False
+    assert f"{claims[0].name} is not a Plinth tier claim" in claim["state"]
+    assert "--tier-store-take-over" in claim["state"]
+    assert metric(scrape(metrics_port), "plinth_tier_store_claim_held", store=store) == 0

@@ -186,6 +186,16 @@ def test_status_carries_the_under_replicated_and_offline_partition_counts():
     assert (status.under_replicated_partitions, status.offline_partitions) == (3, 1)
 
 
+def test_status_carries_the_servers_tier_store_claim_and_whether_it_holds_it():
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [], [], tier_claim="NOT HELD yet: x",
+                               tier_claim_held=False)
+    status = protocol.decode_reply(protocol.encode_status_reply(1, info)).status
+    assert (status.tier_claim, status.tier_claim_held) == ("NOT HELD yet: x", False)
+    info.tier_claim, info.tier_claim_held = "held at epoch 2 in s3://b/p", True
+    status = protocol.decode_reply(protocol.encode_status_reply(1, info)).status
+    assert (status.tier_claim, status.tier_claim_held) == ("held at epoch 2 in s3://b/p", True)
+
+
 def test_every_request_kind_of_the_schema_has_its_class():
     kinds = set(schema.Request.schema.union_fields)
     assert kinds == set(protocol._REQUEST_DECODERS)

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from plinth import limits
-from plinth.errors import InvalidConfigError, StorageError, TierStoreNotOwnedError
+from plinth.errors import CorruptDataError, InvalidConfigError, TierStoreNotOwnedError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.store_claim import (CLAIM_FILE, ClaimFence, ClaimKeeper, claim_key,
                                             claim_store, new_start, read_claim)
@@ -172,11 +172,77 @@ def test_a_damaged_claim_file_is_refused_naming_it(store, original):
         new_start(original)
 
 
-def test_a_corrupt_claim_object_is_a_storage_error_naming_its_key(store, original):
+def test_a_corrupt_claim_object_is_corrupt_data_naming_its_key(store, original):
     start, _ = _claim(store, original)
     store.put(claim_key(start.data_dir_id), b"\x00garbage")
-    with pytest.raises(StorageError, match=claim_key(start.data_dir_id)):
+    with pytest.raises(CorruptDataError, match=claim_key(start.data_dir_id)):
         read_claim(store, start.data_dir_id)
+
+
+def test_a_start_on_a_corrupt_claim_object_is_refused_unless_it_takes_the_store_over(
+        store, original):
+    # Given a claim object damaged in the store
+    start, claim = _claim(store, original)
+    store.put(claim_key(start.data_dir_id), b"\x00garbage")
+    # Then a start is refused, naming the object and the option that replaces it
+    later_ms = claim.lease_until_ms + 1
+    with pytest.raises(InvalidConfigError, match=f"{claim_key(start.data_dir_id)} is not a "
+                                                 f"Plinth tier claim.*--tier-store-take-over"):
+        _claim(store, original, now_ms=later_ms)
+    # And with --tier-store-take-over it claims the store again, one epoch up
+    again_start, again = _claim(store, original, take_over=True, now_ms=later_ms)
+    assert again.epoch == claim.epoch + 1
+    assert read_claim(store, start.data_dir_id).instance_id == again_start.instance_id
+
+
+def test_a_keeper_whose_claim_object_is_damaged_stops_renewing_and_says_why(store, original):
+    start = new_start(original)
+    keeper = ClaimKeeper(store, STORE, original, start, take_over=False)
+    keeper.claim_at_start()
+    try:
+        assert keeper.state().held
+        store.put(claim_key(start.data_dir_id), b"\x00garbage")
+        assert not keeper.renew()
+        state = keeper.state()
+        assert not state.held
+        assert f"NOT HELD: {store.url}/{claim_key(start.data_dir_id)} is not a Plinth " \
+               f"tier claim" in state.line
+        assert "--tier-store-take-over" in state.line
+        assert store.get(claim_key(start.data_dir_id)) == b"\x00garbage"   # left as found
+    finally:
+        keeper.release()
+
+
+def test_a_keeper_reports_its_state_at_once_and_says_held_with_epoch_and_lease(store, original):
+    start = new_start(original)
+    keeper = ClaimKeeper(store, STORE, original, start, take_over=False)
+    keeper.claim_at_start()
+    heard = []
+    try:
+        keeper.report_to(heard.append)
+    finally:
+        keeper.release()
+    assert len(heard) == 1 and heard[0].held
+    assert heard[0].line.startswith(f"held at epoch 1 in {STORE}, lease until 20")
+
+
+def test_a_keeper_that_could_not_claim_at_start_says_so_with_the_stores_error(tmp_path):
+    # Given a store that does not answer (a file:// store whose share was unmounted)
+    data_dir, root = tmp_path / "data", tmp_path / "share"
+    data_dir.mkdir()
+    root.mkdir()
+    store = open_remote_store(f"file://{root}")
+    root.rename(tmp_path / "unmounted")
+    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    keeper.claim_at_start()
+    try:
+        state = keeper.state()
+    finally:
+        keeper.release()
+    # Then it does not hold the claim, and says what the store answered
+    assert not state.held
+    assert state.line.startswith("NOT HELD yet: RemoteStorage")
+    assert "are not deleted until it is" in state.line
 
 
 def test_unrelated_data_dirs_share_a_store_without_touching_each_others_claims(store, original,
