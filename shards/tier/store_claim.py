@@ -362,9 +362,13 @@ class ClaimKeeper:
         except InvalidConfigError as exc:
             self._lose(str(exc))
         except (StorageError, UnavailableError) as exc:   # the next round retries
+            # Once per failure streak: a store down for an hour is one line, not 360
+            # (plinth status and the metric say it meanwhile).
+            level = logging.DEBUG if self._failure else logging.WARNING
             self._failure = f"{type(exc).__name__}: {exc}"
-            log.warning("the tier store claim could not be %s: %s",
-                        "made" if self._claim is None else "renewed", self._failure)
+            log.log(level, "the tier store claim could not be %s, retried every %.0f s: %s",
+                    "made" if self._claim is None else "renewed",
+                    limits.TIER_CLAIM_RENEW_INTERVAL_S, self._failure)
 
     def _say_state(self) -> None:
         if self._report is None:
@@ -401,7 +405,9 @@ class ClaimKeeper:
             self._claim, written_ms=now_ms,
             lease_until_ms=now_ms + int(limits.TIER_CLAIM_LEASE_S * 1000))
         self._store.put(claim_key(self._claim.data_dir_id), self._claim.to_bytes())
-        self._failure = None
+        if self._failure:
+            log.info("the tier store claim is renewed again (epoch %d)", self._claim.epoch)
+            self._failure = None
         return True
 
     def release(self) -> None:

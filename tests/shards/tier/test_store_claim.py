@@ -254,3 +254,30 @@ def test_unrelated_data_dirs_share_a_store_without_touching_each_others_claims(s
     assert first.data_dir_id != second.data_dir_id
     assert read_claim(store, first.data_dir_id).instance_id == first.instance_id
     assert read_claim(store, second.data_dir_id).instance_id == second.instance_id
+
+
+def test_a_store_down_for_many_rounds_is_one_warning_and_its_return_one_line(tmp_path, caplog):
+    # Given a keeper whose store did not answer at start (a share unmounted)
+    data_dir, root = tmp_path / "data", tmp_path / "share"
+    data_dir.mkdir()
+    root.mkdir()
+    store = open_remote_store(f"file://{root}")
+    root.rename(tmp_path / "unmounted")
+    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    caplog.set_level("INFO", logger="plinth.shards.tier.store_claim")
+    try:
+        keeper.claim_at_start()
+        # When three more rounds find it down, then one finds it back
+        for _ in range(3):
+            keeper._one_round()
+        (tmp_path / "unmounted").rename(root)
+        keeper._one_round()
+        state = keeper.state()
+    finally:
+        keeper.release()
+    # Then the log said it once, and once that it was claimed
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "could not be claimed for this data dir at start" in warnings[0].getMessage()
+    assert any("claimed the tier store" in r.getMessage() for r in caplog.records)
+    assert state.held
