@@ -226,14 +226,20 @@ def test_a_keeper_reports_its_state_at_once_and_says_held_with_epoch_and_lease(s
     assert heard[0].line.startswith(f"held at epoch 1 in {STORE}, lease until 20")
 
 
-def test_a_keeper_that_could_not_claim_at_start_says_so_with_the_stores_error(tmp_path):
-    # Given a store that does not answer (a file:// store whose share was unmounted)
+def _keeper_on_an_unmounted_share(tmp_path) -> ClaimKeeper:
+    """A keeper of ``tmp_path/data`` on the file:// store ``tmp_path/share``, moved away
+    to ``tmp_path/unmounted`` (as a network share unmounted) after it was opened."""
     data_dir, root = tmp_path / "data", tmp_path / "share"
     data_dir.mkdir()
     root.mkdir()
     store = open_remote_store(f"file://{root}")
     root.rename(tmp_path / "unmounted")
-    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    return ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+
+
+def test_a_keeper_that_could_not_claim_at_start_says_so_with_the_stores_error(tmp_path):
+    # Given a store that does not answer (a file:// store whose share was unmounted)
+    keeper = _keeper_on_an_unmounted_share(tmp_path)
     keeper.claim_at_start()
     try:
         state = keeper.state()
@@ -258,19 +264,14 @@ def test_unrelated_data_dirs_share_a_store_without_touching_each_others_claims(s
 
 def test_a_store_down_for_many_rounds_is_one_warning_and_its_return_one_line(tmp_path, caplog):
     # Given a keeper whose store did not answer at start (a share unmounted)
-    data_dir, root = tmp_path / "data", tmp_path / "share"
-    data_dir.mkdir()
-    root.mkdir()
-    store = open_remote_store(f"file://{root}")
-    root.rename(tmp_path / "unmounted")
-    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    keeper = _keeper_on_an_unmounted_share(tmp_path)
     caplog.set_level("INFO", logger="plinth.shards.tier.store_claim")
     try:
         keeper.claim_at_start()
         # When three more rounds find it down, then one finds it back
         for _ in range(3):
             keeper._one_round()
-        (tmp_path / "unmounted").rename(root)
+        (tmp_path / "unmounted").rename(tmp_path / "share")
         keeper._one_round()
         state = keeper.state()
     finally:
