@@ -80,7 +80,8 @@ from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, StartReport,
                                               abandon)
-from plinth.control.data_dir_check import TOPICS_NAMED_MAX, load_checked_metadata
+from plinth.control.data_dir_check import (TOPICS_NAMED_MAX, load_checked_metadata,
+                                          refuse_tiered_topics_without_their_store)
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.shard_outages import OutageFacts, ShardOutages
 from plinth.control.shard_reviver import RevivalLook, ShardReviver
@@ -598,24 +599,10 @@ class Controller:
                       "tries again): %s", exc)
 
     def _refuse_tiered_topics_without_their_store(self) -> None:
-        """InvalidConfigError if a topic is tiered and the server has no --tier-url, or
-        one naming another store than metadata's ``tier_store`` (none recorded: a data
-        dir from before it was; the store given is taken)."""
-        tiered, recorded = self._tiered_topics(), self._metadata.tier_store
-        if not tiered or (self._tier.enabled and recorded in (None, self._tier_store)):
-            return
-        names = f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''})"
-        wanted = f" {recorded}" if recorded else ""
-        if not self._tier.enabled:
-            raise InvalidConfigError(
-                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} but "
-                f"the server was started without --tier-url: start it with the --tier-url "
-                f"their remote segments are in{wanted}")
-        raise InvalidConfigError(
-            f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} and "
-            f"their remote segments are in {recorded}, but the server was started with "
-            f"--tier-url {self._tier_store}: start it with --tier-url {recorded} (its "
-            f"credentials may differ; its bucket and prefix may not)")
+        """data_dir_check.refuse_tiered_topics_without_their_store, for a broker started
+        another way than plinth serve (which checks before it claims the store)."""
+        refuse_tiered_topics_without_their_store(
+            self._metadata, self._tier_store if self._tier.enabled else None)
 
     def _refuse_stranded_deletions(self) -> None:
         """InvalidConfigError if a serving shard holds deletions of deleted tiered

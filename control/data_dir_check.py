@@ -17,6 +17,10 @@ and the partition logs beside each manifest are the data. A broker must not star
   acknowledged), or, for one of a later version, InvalidConfigError saying a newer
   Plinth wrote it, and which versions this one reads (control/metadata.py,
   "Format versions");
+- with tiered topics (remote.storage.enable) and no --tier-url, or another store
+  than the one metadata.json records for them (``refuse_tiered_topics_without_their_store``:
+  InvalidConfigError naming both; checked before the server claims a store, so a
+  wrong store is never written to);
 - without metadata.json while a manifest on this node names partitions: it would
   start as an empty broker, serve none of them, and a topic created again under one
   of their names (a new topic id) would set that partition's log aside and start it
@@ -51,10 +55,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plinth import topics
 from plinth.control.metadata import (METADATA_FILE, METADATA_VERSION, BrokerMetadata,
                                      upgrade_line)
 from plinth.control.shard_set import SHARDS_DIR
-from plinth.errors import CorruptDataError
+from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import (MANIFEST_FILE, PARTITION_METADATA_FILE, PartitionSpec,
                                         ShardManifest, load_topic_id)
 
@@ -86,6 +91,31 @@ def load_checked_metadata(data_dir: Path,
     if holding:
         raise CorruptDataError(_lost_metadata(metadata_path, holding))
     return BrokerMetadata()
+
+
+def refuse_tiered_topics_without_their_store(metadata: BrokerMetadata,
+                                             tier_store: str | None) -> None:
+    """InvalidConfigError if a topic of ``metadata`` is tiered and the server has no
+    tier store (``tier_store`` None), or one (its identity: remote_store.store_identity)
+    naming another store than metadata's ``tier_store`` (none recorded: a data dir
+    from before it was; the store given is taken)."""
+    tiered = sorted(name for name, topic in metadata.topics.items()
+                    if topics.remote_storage_enabled(topic.config))
+    recorded = metadata.tier_store
+    if not tiered or (tier_store is not None and recorded in (None, tier_store)):
+        return
+    names = f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''})"
+    if tier_store is None:
+        wanted = f" {recorded}" if recorded else ""
+        raise InvalidConfigError(
+            f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} but "
+            f"the server was started without --tier-url: start it with the --tier-url "
+            f"their remote segments are in{wanted}")
+    raise InvalidConfigError(
+        f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} and "
+        f"their remote segments are in {recorded}, but the server was started with "
+        f"--tier-url {tier_store}: start it with --tier-url {recorded} (its "
+        f"credentials may differ; its bucket and prefix may not)")
 
 
 def format_notes(metadata_path: Path, metadata: BrokerMetadata) -> list[str]:

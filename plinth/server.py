@@ -60,7 +60,8 @@ from plinth import limits, topics
 from plinth.cluster_keys import (CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir,
                                  remove_ipc_dir)
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
-from plinth.control.data_dir_check import load_checked_metadata
+from plinth.control.data_dir_check import (load_checked_metadata,
+                                          refuse_tiered_topics_without_their_store)
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.control.metadata import METADATA_FILE
@@ -599,7 +600,9 @@ class Server:
         if open_warning is not None:   # shared on purpose, or an older Plinth's: go on
             log.warning("%s", open_warning)
         # A damaged file is one line here, not an actor dead in its constructor.
-        load_checked_metadata(self.options.data_dir)
+        metadata = load_checked_metadata(self.options.data_dir)
+        # Before the claim: a wrong --tier-url is refused without writing to its store.
+        refuse_tiered_topics_without_their_store(metadata, tier.store if tier.enabled else None)
         check_writable(self.options.data_dir)
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         cluster_keys = load_or_create(self.options.data_dir)

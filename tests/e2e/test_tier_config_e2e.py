@@ -211,6 +211,9 @@ def test_a_broker_with_tiered_topics_refuses_to_start_without_their_store_or_wit
             f"file://{tmp_path}/other: start it with --tier-url file://{tmp_path}/tier") \
         in served.stderr
     assert "ready" not in served.stdout
+    # ... having written nothing there (no claim of this data dir in the wrong store)
+    assert list((tmp_path / "other").iterdir()) == []
+    assert "file://" + str(tmp_path / "other") not in (broker.data_dir / "tier_claim.json").read_text()
 
 
 def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
