@@ -1033,6 +1033,13 @@ TIER_URL_BYTES_MAX = 2048
 # data dir waits out at most one lease; a shard deletes only under a running lease.
 TIER_CLAIM_LEASE_S = 60.0
 TIER_CLAIM_RENEW_INTERVAL_S = 10.0
+# How long a start waits for the store to answer its claim, and a stop for the lease's
+# release: a store that hangs (accepts, never answers) held a start 30 s
+# (REMOTE_REQUEST_TIMEOUT_S) and a stop 61 s, past Kubernetes' 30 s grace period
+# (tester T-tier, session 42). Past the wait a start goes on (the claim is made in
+# the background; deletions wait for it) and a stop leaves the lease to run out.
+TIER_CLAIM_START_WAIT_S = 5.0
+TIER_CLAIM_RELEASE_WAIT_S = 5.0
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
 # Drops of cached chunks (a partition deleted or moved away, segments retention

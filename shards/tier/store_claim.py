@@ -275,12 +275,14 @@ def _dead_here(found: StoreClaim, host: str) -> bool:
 class ClaimKeeper:
     """The server's claim on its store, from the start to the stop (server process).
 
-    ``claim_at_start`` (main thread) claims the store, or raises InvalidConfigError
-    if the rules refuse; a store that does not answer (or refuses the credentials)
-    leaves the claim to the keeper's thread, and the shards' deletions wait till
-    then. The thread renews the lease every TIER_CLAIM_RENEW_INTERVAL_S; a claim
-    found taken by another start, or damaged, is an ERROR, logged once, and no
-    longer renewed. ``state`` says which of these holds, for ``plinth status`` and
+    ``claim_at_start`` (main thread) starts the keeper's thread, which claims the
+    store at once, and waits up to TIER_CLAIM_START_WAIT_S for it: InvalidConfigError
+    if the rules refuse. A store that fails (or refuses the credentials), or does not
+    answer within the wait, leaves the claim to the keeper's next rounds, and the
+    shards' deletions wait till then (a refusal found then is an ERROR, and the claim
+    is not made). The thread renews the lease every TIER_CLAIM_RENEW_INTERVAL_S; a
+    claim found taken by another start, or damaged, is an ERROR, logged once, and no
+    longer renewed; a claim found gone (the store lost it) is written again. ``state`` says which of these holds, for ``plinth status`` and
     the metrics; the callback given to ``report_to`` hears it after every round
     (a controller that restarted learns it within a round).
     ``release`` (main thread, at stop) ends the lease so that a copy may start at once."""
@@ -296,6 +298,10 @@ class ClaimKeeper:
         self._lost: str | None = None           # why the claim is no longer this start's
         self._failure: str | None = None        # the last round's store error, if any
         self._report: Callable[[ClaimState], None] | None = None
+        self._refused: InvalidConfigError | None = None   # the first round's, for the start
+        self._start_waits = True    # claim_at_start still waits for the first round
+        self._first_round = threading.Event()
+        self._start_lock = threading.Lock()   # the two above, between the two threads
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tier-claim-keeper",
                                         daemon=True)
@@ -311,7 +317,7 @@ class ClaimKeeper:
             return ClaimState(False, f"NOT HELD: {self._lost}: this broker deletes no remote "
                                      f"segments in {self._store_identity}", self._store_identity)
         if self._claim is None:
-            return ClaimState(False, f"NOT HELD yet: {self._failure or 'not tried yet'}; "
+            return ClaimState(False, f"NOT HELD yet: {self._failure or 'waiting for the store to answer'}; "
                                      f"remote segments in {self._store_identity} are not "
                                      f"deleted until it is (retried every "
                                      f"{limits.TIER_CLAIM_RENEW_INTERVAL_S:.0f} s)",
@@ -329,16 +335,42 @@ class ClaimKeeper:
         self._say_state()
 
     def claim_at_start(self) -> None:
-        """Claim the store, then start the keeper's thread (class docstring)."""
-        try:
-            self._claim_store()
-        except (StorageError, UnavailableError) as exc:
-            self._failure = f"{type(exc).__name__}: {exc}"
+        """Start the keeper's thread, and wait for its first claim (class docstring)."""
+        self._thread.start()
+        answered = self._first_round.wait(limits.TIER_CLAIM_START_WAIT_S)
+        with self._start_lock:
+            self._start_waits = False
+            answered = answered or self._first_round.is_set()
+        if not answered:
+            log.warning("the tier store %s did not answer this data dir's claim within "
+                        "%.0f s: the start goes on, and the claim is made once it answers; "
+                        "remote segments are deleted only then", self._store_identity,
+                        limits.TIER_CLAIM_START_WAIT_S)
+        elif self._refused is not None:
+            raise self._refused
+        elif self._failure is not None:
             log.warning("the tier store %s could not be claimed for this data dir at start "
                         "(%s): remote segments are deleted only once it is, retried "
                         "every %.0f s", self._store_identity, self._failure,
                         limits.TIER_CLAIM_RENEW_INTERVAL_S)
-        self._thread.start()
+
+    def _first_claim(self) -> bool:
+        """The thread's first round; False if the rules refused the claim (the start
+        raises it, or, if it no longer waits, the claim is lost)."""
+        try:
+            self._claim_store()
+        except InvalidConfigError as exc:
+            with self._start_lock:
+                if self._start_waits:
+                    self._refused = exc
+                else:
+                    self._lose(str(exc))
+            return False
+        except (StorageError, UnavailableError) as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._first_round.set()
+        return True
 
     def _claim_store(self) -> None:
         self._claim = claim_store(self._store, self._store_identity, self._data_dir,
@@ -348,6 +380,9 @@ class ClaimKeeper:
                  self._store_identity, self._claim.epoch)
 
     def _run(self) -> None:
+        if not self._first_claim():
+            return
+        self._say_state()
         while not self._stopped.wait(limits.TIER_CLAIM_RENEW_INTERVAL_S):
             if self._lost is None:
                 self._one_round()
@@ -396,10 +431,13 @@ class ClaimKeeper:
             self._lose(f"{exc}; restart this broker with --tier-store-take-over to replace "
                        f"it with its claim, if no other copy of its data dir runs")
             return False
-        if found is None or found.instance_id != self._claim.instance_id:
-            self._lose("the tier store claim of this data dir was taken by another start ("
-                       + (found.where() if found else "the claim is gone")
-                       + "); stop this broker, it is the older copy")
+        if found is None:   # deleted out of band, or the store lost it: no one else's
+            log.warning("the tier store claim of this data dir was gone from %s (deleted, or "
+                        "the store lost objects): written again, epoch %d",
+                        self._store_identity, self._claim.epoch)
+        elif found.instance_id != self._claim.instance_id:
+            self._lose(f"the tier store claim of this data dir was taken by another start "
+                       f"({found.where()}); stop this broker, it is the older copy")
             return False
         self._claim = dataclasses.replace(
             self._claim, written_ms=now_ms,
@@ -411,13 +449,25 @@ class ClaimKeeper:
         return True
 
     def release(self) -> None:
-        """Stop renewing and end the lease, if the claim is still this start's (best
-        effort: a store that does not answer leaves the lease to run out)."""
+        """Stop renewing and end the lease, if the claim is still this start's. Best
+        effort, within about twice TIER_CLAIM_RELEASE_WAIT_S: a store that does not
+        answer leaves the lease to run out."""
         self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(limits.TIER_CLAIM_RENEW_INTERVAL_S)
+        self._thread.join(limits.TIER_CLAIM_RELEASE_WAIT_S)
         if self._claim is None or self._lost is not None:
             return
+        if self._thread.is_alive():   # its call to the store hangs: so would ours
+            self._say_unreleased("the store did not answer the last renewal")
+            return
+        releasing = threading.Thread(target=self._release_lease, name="tier-claim-release",
+                                     daemon=True)
+        releasing.start()
+        releasing.join(limits.TIER_CLAIM_RELEASE_WAIT_S)
+        if releasing.is_alive():
+            self._say_unreleased(f"the store did not answer within "
+                                 f"{limits.TIER_CLAIM_RELEASE_WAIT_S:.0f} s")
+
+    def _release_lease(self) -> None:
         try:
             found = read_claim(self._store, self._claim.data_dir_id)
             if found is not None and found.instance_id == self._claim.instance_id:
@@ -425,9 +475,12 @@ class ClaimKeeper:
                                                lease_until_ms=0)
                 self._store.put(claim_key(found.data_dir_id), released.to_bytes())
         except (StorageError, UnavailableError, CorruptDataError) as exc:
-            log.warning("the tier store claim's lease could not be released (%s: %s): a "
-                        "copy of this data dir can claim the store once it runs out, "
-                        "within %.0f s", type(exc).__name__, exc, limits.TIER_CLAIM_LEASE_S)
+            self._say_unreleased(f"{type(exc).__name__}: {exc}")
+
+    def _say_unreleased(self, why: str) -> None:
+        log.warning("the tier store claim's lease could not be released (%s): a copy of "
+                    "this data dir can claim the store once it runs out, within %.0f s",
+                    why, limits.TIER_CLAIM_LEASE_S)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,7 +522,9 @@ class ClaimFence:
                 or not found.leased_at(now_ms)):
             self._owned_until_ms = 0
             raise TierStoreNotOwnedError(
-                f"not deleting in {self._store.url}: this broker's claim on it "
+                f"not deleting in {self._store.url} (retention, deleted topics and the "
+                f"clean-up before a retried upload wait for the claim): this broker's claim "
+                f"on it "
                 + ("is gone" if found is None else
                    "has run out" if found.instance_id == self._instance_id else
                    f"was taken by another copy of its data dir: {found.where()}"))

@@ -282,3 +282,108 @@ def test_a_store_down_for_many_rounds_is_one_warning_and_its_return_one_line(tmp
     assert "could not be claimed for this data dir at start" in warnings[0].getMessage()
     assert any("claimed the tier store" in r.getMessage() for r in caplog.records)
     assert state.held
+
+
+def test_a_claim_the_store_lost_is_written_again_at_the_next_renewal(store, original):
+    # Given a keeper holding the claim
+    start = new_start(original)
+    keeper = ClaimKeeper(store, STORE, original, start, take_over=False)
+    keeper.claim_at_start()
+    try:
+        # When the store loses the claim object (a bucket emptied, a store restored)
+        store.delete(claim_key(start.data_dir_id))
+        # Then the next renewal writes it again: no other start claimed it
+        assert keeper.renew()
+        assert read_claim(store, start.data_dir_id).instance_id == start.instance_id
+        assert keeper.state().held
+        ClaimFence(store, start.data_dir_id, start.instance_id).check()   # deletes go on
+    finally:
+        keeper.release()
+
+
+@pytest.fixture
+def hanging_s3(tmp_path, monkeypatch):
+    """An S3 store (moto's server in a process of its own) that ``hang()`` stops with
+    SIGSTOP: it accepts connections and never answers, as a hung store does. Yields
+    (store, hang); the process is continued and ended after the test."""
+    import os
+    import signal
+    import sys
+
+    import boto3
+
+    from tests.moto_s3 import REGION, env_for
+    from tests.support import free_port, wait_until
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=REGION,
+                              aws_access_key_id="plinth-test",
+                              aws_secret_access_key="plinth-test")
+
+        def bucket_made() -> bool:
+            try:
+                client.create_bucket(Bucket="hang")
+            except Exception:   # not listening yet
+                return False
+            return True
+
+        wait_until(bucket_made, 60)
+        for key, value in env_for(port).items():
+            monkeypatch.setenv(key, value)
+        yield open_remote_store("s3://hang/plinth"), lambda: os.kill(server.pid, signal.SIGSTOP)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_start_and_a_stop_wait_a_bounded_time_for_a_store_that_hangs(hanging_s3, tmp_path,
+                                                                     caplog):
+    import time
+
+    store, hang = hanging_s3
+    bound_s = limits.TIER_CLAIM_START_WAIT_S + limits.TIER_CLAIM_RELEASE_WAIT_S
+    # Given a store that hangs before a broker's start (it accepts, never answers)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    hang()
+    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    # When the broker claims it at start, then stops
+    started_s = time.monotonic()
+    keeper.claim_at_start()
+    start_s = time.monotonic() - started_s
+    state = keeper.state()
+    started_s = time.monotonic()
+    keeper.release()
+    stop_s = time.monotonic() - started_s
+    # Then the start went on after its wait, saying so, not the store's 30 s timeout
+    assert limits.TIER_CLAIM_START_WAIT_S <= start_s < bound_s, start_s
+    assert not state.held and "waiting for the store to answer" in state.line
+    assert any(f"did not answer this data dir's claim within "
+               f"{limits.TIER_CLAIM_START_WAIT_S:.0f} s" in r.getMessage()
+               for r in caplog.records)
+    # And the stop did not wait for the store either (nothing was claimed to release)
+    assert stop_s < bound_s, stop_s
+
+
+def test_a_stop_leaves_the_lease_to_run_out_when_the_store_hangs(hanging_s3, tmp_path, caplog):
+    import time
+
+    store, hang = hanging_s3
+    # Given a broker holding the claim on a store that then hangs
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    keeper = ClaimKeeper(store, STORE, data_dir, new_start(data_dir), take_over=False)
+    keeper.claim_at_start()
+    assert keeper.state().held
+    hang()
+    # When it stops
+    started_s = time.monotonic()
+    keeper.release()
+    stop_s = time.monotonic() - started_s
+    # Then it waited at most its release wait, and said the lease runs out by itself
+    assert stop_s < limits.TIER_CLAIM_RELEASE_WAIT_S + 2, stop_s
+    assert any("lease could not be released" in r.getMessage() for r in caplog.records)
