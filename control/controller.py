@@ -1397,16 +1397,34 @@ class Controller:
                     timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
         controller's epoch, waiting at most ``timeout_s``. A silent shard is not waited
-        for; it, and any whose call fails, gets them again once it answers a leader
-        check (``_resend_records``)."""
+        for. One that has not said where it listens (its constructor may still run:
+        one whose directory another process locks waits there up to
+        DATA_DIR_LOCK_WAIT_S_MAX, a long recovery longer, and Ray queues the call
+        behind it) is sent the push but waited for at most LEADER_PING_TIMEOUT_S, as
+        a leader check's resend is: a start waited its full CONTROL_CALL_TIMEOUT_S
+        for it. Each of those, and any whose call fails, gets the peers again once it
+        answers a leader check (``_resend_records``), and when it announces itself
+        (``shard_started``). Actor thread."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
         targets = [s for s in shard_ids or self._shards.ids() if s in self._shards]
         self._peers_unsent.update(s for s in targets if s in self._silent)
-        outcomes = wait_all({s: self._shards[s].set_peers(addresses, epoch)
-                             for s in targets if s not in self._silent}, timeout_s)
+        pushes = {s: self._shards[s].set_peers(addresses, epoch)
+                  for s in targets if s not in self._silent}
+        # sent together: the unanswered ones have had the answered ones' wait as well
+        unanswered_by_s = time.monotonic() + min(timeout_s, limits.LEADER_PING_TIMEOUT_S)
+        outcomes = wait_all({s: call for s, call in pushes.items() if s in addresses},
+                            timeout_s)
+        outcomes.update(wait_all({s: call for s, call in pushes.items() if s not in addresses},
+                                 max(0.0, unanswered_by_s - time.monotonic())))
         for shard_id, outcome in sorted(outcomes.items()):
-            if isinstance(outcome, BrokerError):
+            if isinstance(outcome, RequestTimedOutError) and shard_id not in addresses:
+                log.info("%s has not said where it listens, nor answered the push of the "
+                         "peers' addresses within %g s (its constructor may still run); it "
+                         "gets them again once it answers", shard_id,
+                         min(timeout_s, limits.LEADER_PING_TIMEOUT_S))
+                self._peers_unsent.add(shard_id)
+            elif isinstance(outcome, BrokerError):
                 log.warning("%s; it gets the peers' addresses again once it answers", outcome)
                 self._peers_unsent.add(shard_id)
 
