@@ -154,7 +154,7 @@ class _ShardFacts:
     draining: bool
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
-    pid: int = 0             # the process it last announced its start from; 0: not known
+    pid: int = 0             # its process (Controller._shown_pid); 0: not known
     down_reason: str = ""    # its new actor's schedule (Ray gave up on it), or its last failure
 
 
@@ -422,8 +422,10 @@ class Controller:
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
         # The processes shards said they start in (shard_starting, query threads), oldest
-        # first: pid -> shard id, at most _PAST_PIDS_MAX; the lock guards it alone.
+        # first: pid -> shard id, at most _PAST_PIDS_MAX; and each shard's latest, for
+        # status (``_shown_pid``), one entry per shard. The lock guards these two alone.
         self._starting_pids: dict[int, str] = {}
+        self._starting_pid_by_shard: dict[str, int] = {}
         self._starting_pids_lock = threading.Lock()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
@@ -829,12 +831,31 @@ class Controller:
         process cannot exit before this call is answered (Ray's worker waits for the
         calls it made), and the actor thread may be waiting for that very shard (a
         start's set_peers waited its full 60 s on one whose constructor raised), so
-        it touches only ``_starting_pids``, under its lock."""
+        it touches only ``_starting_pids`` and ``_starting_pid_by_shard``, under their
+        lock. Status shows that process until the shard announces itself
+        (``_shown_pid``)."""
         if pid:
             with self._starting_pids_lock:
                 self._starting_pids[pid] = shard_id
+                self._starting_pid_by_shard[shard_id] = pid
                 while len(self._starting_pids) > _PAST_PIDS_MAX:
                     del self._starting_pids[next(iter(self._starting_pids))]
+
+    def _shown_pid(self, shard_id: str) -> int:
+        """The process ``plinth status`` shows for ``shard_id`` where the shard does not
+        say itself (it does not answer its stats call, or is not asked: a new actor
+        Ray or the reviver started, still in its constructor, e.g. waiting for its
+        directory's lock): the latest that said it starts the shard (``shard_starting``),
+        unless the shard has announced itself from that one (it is the announced one,
+        or an earlier one, ``_past_pids``); else the one it last announced from; 0 if
+        neither is known. Actor thread: it reads the query threads' word under its
+        lock, and asks no shard."""
+        announced = self._shards.pids.get(shard_id, 0)
+        with self._starting_pids_lock:
+            starting = self._starting_pid_by_shard.get(shard_id, 0)
+        if starting and starting != announced and starting not in self._past_pids:
+            return starting
+        return announced
 
     def _note_pid(self, shard_id: str, pid: int) -> None:
         """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
@@ -1740,7 +1761,7 @@ class Controller:
                                  self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0),
+                                 self._rebalancer.drain_reason(s), self._shown_pid(s),
                                  self._revivals.reason(s) or self._shards.failures.get(s, ""))
                   for s in self._shards.ids()}
         return _StatusPlan(

@@ -10,6 +10,7 @@ the leader checks never start an actor themselves."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
 from plinth import limits
 from plinth.actor_failures import killed_how
@@ -322,3 +323,27 @@ def test_a_new_actor_that_raises_in_its_constructor_is_not_started_again_and_its
     assert look(broker) == {}
     assert broker.shards.handles["shard-1"] is new_handle
 
+
+def test_status_shows_the_process_of_a_new_actor_still_in_its_constructor_and_asks_it_nothing(
+        brokers):
+    # Given shard-1's new actor (Ray gave up on shard-1), whose process 4242 said it starts
+    # and is still in its constructor: it has not said where it listens, nor answers
+    broker = brokers(2)
+    dead_pid = shard_status(broker, "shard-1").pid
+    stuck = new_actor_still_in_its_constructor(broker, "shard-1")
+    broker.controller.shard_starting("shard-1", 4242)
+    # When status is asked
+    starting = shard_status(broker, "shard-1")
+    # Then shard-1 is DOWN, its new actor starting, shown with that actor's process, not
+    # with the dead one's (status showed no starting process since it was told on a query
+    # thread)
+    assert not starting.alive
+    assert starting.down_reason.endswith("a new actor is starting")
+    assert (starting.pid, dead_pid) == (4242, os.getpid())
+    # And status asked the new actor nothing (a call would wait for its constructor)
+    assert stuck.queued() == []
+    # When its constructor returns and it announces itself (in process, from this process)
+    stuck.returns()
+    # Then it serves, shown with the process it announced
+    up = shard_status(broker, "shard-1")
+    assert up.alive and up.pid == os.getpid()
