@@ -1433,7 +1433,8 @@ class Controller:
         pushes = {s: self._shards[s].set_peers(addresses, epoch)
                   for s in targets if s not in self._silent}
         # sent together: the unanswered ones have had the answered ones' wait as well
-        unanswered_by_s = time.monotonic() + min(timeout_s, limits.LEADER_PING_TIMEOUT_S)
+        unanswered_wait_s = min(timeout_s, limits.LEADER_PING_TIMEOUT_S)
+        unanswered_by_s = time.monotonic() + unanswered_wait_s
         outcomes = wait_all({s: call for s, call in pushes.items() if s in addresses},
                             timeout_s)
         outcomes.update(wait_all({s: call for s, call in pushes.items() if s not in addresses},
@@ -1442,8 +1443,7 @@ class Controller:
             if isinstance(outcome, RequestTimedOutError) and shard_id not in addresses:
                 log.info("%s has not said where it listens, nor answered the push of the "
                          "peers' addresses within %g s (its constructor may still run); it "
-                         "gets them again once it answers", shard_id,
-                         min(timeout_s, limits.LEADER_PING_TIMEOUT_S))
+                         "gets them again once it answers", shard_id, unanswered_wait_s)
                 self._peers_unsent.add(shard_id)
             elif isinstance(outcome, BrokerError):
                 log.warning("%s; it gets the peers' addresses again once it answers", outcome)

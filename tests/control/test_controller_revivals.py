@@ -78,9 +78,10 @@ class StillInItsConstructor:
     def __init__(self, broker, shard_id: str):
         self._shard_id = shard_id
         self._announce_to = broker.shards.announce_to
-        self._held: list[tuple] = []
-        self._queued: list[tuple] = []
+        self._held: list[tuple] = []      # its announcements, held
+        self._queued: list[tuple] = []    # the calls to it, queued
         self._handle = None
+        self._returned = False
         broker.shards.announce_to = self
         broker.shards.when_started(shard_id, self._arm)
 
@@ -88,7 +89,7 @@ class StillInItsConstructor:
         return getattr(self._announce_to, name)
 
     def shard_started(self, shard_id: str, *args, **kwargs) -> None:
-        if shard_id != self._shard_id or self._handle is False:
+        if shard_id != self._shard_id or self._returned:
             return self._announce_to.shard_started(shard_id, *args, **kwargs)
         self._held.append((shard_id, args, kwargs))
 
@@ -108,10 +109,10 @@ class StillInItsConstructor:
     def returns(self) -> None:
         """The constructor returned: the calls queued meanwhile run, in order, and the
         shard announces itself."""
-        handle, self._handle = self._handle, False
-        del handle._start   # the handle's own again
+        self._returned = True
+        del self._handle._start   # the handle's own again
         for method, args, future in self._queued:
-            done = handle._start(method, *args)._future
+            done = self._handle._start(method, *args)._future
             if done.exception() is not None:
                 future.set_exception(done.exception())
             else:
