@@ -155,7 +155,7 @@ class _ShardFacts:
     draining: bool
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
-    pid: int = 0             # the process it last announced its start from; 0: not known
+    pid: int = 0             # its process (Controller._shown_pid); 0: not known
     down_reason: str = ""    # its new actor's schedule (Ray gave up on it), or its last failure
 
 
@@ -427,8 +427,10 @@ class Controller:
         # shard id (process_owner), at most _PAST_PIDS_MAX.
         self._past_pids: dict[int, str] = {}
         # The processes shards said they start in (shard_starting, query threads), oldest
-        # first: pid -> shard id, at most _PAST_PIDS_MAX; the lock guards it alone.
+        # first: pid -> shard id, at most _PAST_PIDS_MAX; and each shard's latest, for
+        # status (``_shown_pid``), one entry per shard. The lock guards these two alone.
         self._starting_pids: dict[int, str] = {}
+        self._starting_pid_by_shard: dict[str, int] = {}
         self._starting_pids_lock = threading.Lock()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
@@ -826,12 +828,31 @@ class Controller:
         process cannot exit before this call is answered (Ray's worker waits for the
         calls it made), and the actor thread may be waiting for that very shard (a
         start's set_peers waited its full 60 s on one whose constructor raised), so
-        it touches only ``_starting_pids``, under its lock."""
+        it touches only ``_starting_pids`` and ``_starting_pid_by_shard``, under their
+        lock. Status shows that process until the shard announces itself
+        (``_shown_pid``)."""
         if pid:
             with self._starting_pids_lock:
                 self._starting_pids[pid] = shard_id
+                self._starting_pid_by_shard[shard_id] = pid
                 while len(self._starting_pids) > _PAST_PIDS_MAX:
                     del self._starting_pids[next(iter(self._starting_pids))]
+
+    def _shown_pid(self, shard_id: str) -> int:
+        """The process ``plinth status`` shows for ``shard_id`` where the shard does not
+        say itself (it does not answer its stats call, or is not asked: a new actor
+        Ray or the reviver started, still in its constructor, e.g. waiting for its
+        directory's lock): the latest that said it starts the shard (``shard_starting``),
+        unless the shard has announced itself from that one (it is the announced one,
+        or an earlier one, ``_past_pids``); else the one it last announced from; 0 if
+        neither is known. Actor thread: it reads the query threads' word under its
+        lock, and asks no shard."""
+        announced = self._shards.pids.get(shard_id, 0)
+        with self._starting_pids_lock:
+            starting = self._starting_pid_by_shard.get(shard_id, 0)
+        if starting and starting != announced and starting not in self._past_pids:
+            return starting
+        return announced
 
     def _note_pid(self, shard_id: str, pid: int) -> None:
         """``shard_id`` runs in ``pid`` now: the one before is kept for ``process_owner``
@@ -1394,16 +1415,34 @@ class Controller:
                     timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
         controller's epoch, waiting at most ``timeout_s``. A silent shard is not waited
-        for; it, and any whose call fails, gets them again once it answers a leader
-        check (``_resend_records``)."""
+        for. One that has not said where it listens (its constructor may still run:
+        one whose directory another process locks waits there up to
+        DATA_DIR_LOCK_WAIT_S_MAX, a long recovery longer, and Ray queues the call
+        behind it) is sent the push but waited for at most LEADER_PING_TIMEOUT_S, as
+        a leader check's resend is: a start waited its full CONTROL_CALL_TIMEOUT_S
+        for it. Each of those, and any whose call fails, gets the peers again once it
+        answers a leader check (``_resend_records``), and when it announces itself
+        (``shard_started``). Actor thread."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
         targets = [s for s in shard_ids or self._shards.ids() if s in self._shards]
         self._peers_unsent.update(s for s in targets if s in self._silent)
-        outcomes = wait_all({s: self._shards[s].set_peers(addresses, epoch)
-                             for s in targets if s not in self._silent}, timeout_s)
+        pushes = {s: self._shards[s].set_peers(addresses, epoch)
+                  for s in targets if s not in self._silent}
+        # sent together: the unanswered ones have had the answered ones' wait as well
+        unanswered_wait_s = min(timeout_s, limits.LEADER_PING_TIMEOUT_S)
+        unanswered_by_s = time.monotonic() + unanswered_wait_s
+        outcomes = wait_all({s: call for s, call in pushes.items() if s in addresses},
+                            timeout_s)
+        outcomes.update(wait_all({s: call for s, call in pushes.items() if s not in addresses},
+                                 max(0.0, unanswered_by_s - time.monotonic())))
         for shard_id, outcome in sorted(outcomes.items()):
-            if isinstance(outcome, BrokerError):
+            if isinstance(outcome, RequestTimedOutError) and shard_id not in addresses:
+                log.info("%s has not said where it listens, nor answered the push of the "
+                         "peers' addresses within %g s (its constructor may still run); it "
+                         "gets them again once it answers", shard_id, unanswered_wait_s)
+                self._peers_unsent.add(shard_id)
+            elif isinstance(outcome, BrokerError):
                 log.warning("%s; it gets the peers' addresses again once it answers", outcome)
                 self._peers_unsent.add(shard_id)
 
@@ -1720,7 +1759,7 @@ class Controller:
                                  self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0),
+                                 self._rebalancer.drain_reason(s), self._shown_pid(s),
                                  self._revivals.reason(s) or self._shards.failures.get(s, ""))
                   for s in self._shards.ids()}
         return _StatusPlan(

@@ -2,8 +2,9 @@
 LEADER_CHECK_INTERVAL_S, that each replicated partition's leader still answers,
 and elect a new one when it does not (Controller.check_leaders).
 
-Runs in the controller's process, on its own daemon thread, one per controller
-instance (a controller Ray restarts starts a new one). ``start``, ``want`` and
+Runs in the controller's process, on its own daemon thread (a TimerThread,
+timer_thread.py, as the reviver's), one per controller instance (a controller
+Ray restarts starts a new one). ``start``, ``want`` and
 ``stop`` from the controller's actor thread (any thread may call them). The
 check itself is a call to the controller's actor, so it runs on the actor's
 thread between its other calls, as every change does.
@@ -25,29 +26,22 @@ independent of Ray's node health checks, so it must outlive any one failure.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from plinth import limits
-from plinth.errors import BrokerError
+from plinth.control.timer_thread import TimerThread
 
 log = logging.getLogger(__name__)
 
 
-class LeaderLease:
+class LeaderLease(TimerThread):
     def __init__(self, check: Callable[[], object],
                  interval_s: float = limits.LEADER_CHECK_INTERVAL_S):
         """``check()``: one leader check, on the controller's actor thread (it blocks
         until the check is done or fails)."""
+        super().__init__("leader-lease", "leader check", interval_s, log)
         self._check = check
-        self._interval_s = interval_s
-        self._changed = threading.Condition()   # guards the two below
-        self._wanted = False
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="leader-lease", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        self._wanted = False   # guarded by _changed
 
     @property
     def wanted(self) -> bool:
@@ -61,30 +55,8 @@ class LeaderLease:
                 self._wanted = wanted
                 self._changed.notify_all()
 
-    def stop(self, wait_s: float = 0.0) -> None:
-        """No check after the one in progress. Waits at most ``wait_s`` for the thread
-        to end: on the actor thread, 0, since a check in progress waits for that thread."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
-        if wait_s > 0 and self._thread.is_alive():
-            self._thread.join(wait_s)
+    def _due_locked(self) -> bool:
+        return self._wanted
 
-    def _run(self) -> None:
-        while self._wait_until_due():
-            try:
-                self._check()
-            except BrokerError as exc:
-                log.warning("leader check failed (tried again in %.2f s): %s",
-                            self._interval_s, exc)
-            except Exception:   # e.g. Ray's: the lease must outlive any one failure
-                log.exception("leader check failed (tried again in %.2f s)", self._interval_s)
-
-    def _wait_until_due(self) -> bool:
-        """Sleep until the next check is due: while not wanted, until wanted (no timer);
-        then one interval. False once stopped."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._wanted or self._stopping)
-            if not self._stopping:
-                self._changed.wait_for(lambda: self._stopping, self._interval_s)
-            return not self._stopping
+    def _pass(self) -> None:
+        self._check()

@@ -23,8 +23,9 @@ or a worker's death heard lately) or a new actor has not answered yet; otherwise
 sleeps until ``poke``d (a stats call or a leader check missed a shard, the server
 heard of a worker's death), with no wake-ups (issue 13: an idle broker).
 
-Runs in the controller's process, one per controller instance (a controller Ray
-restarts starts a new one). ``start``, ``poke`` and ``stop`` from any thread.
+Runs in the controller's process, on its own daemon thread (a TimerThread,
+timer_thread.py, as the leader lease's), one per controller instance (a controller
+Ray restarts starts a new one). ``start``, ``poke`` and ``stop`` from any thread.
 A pass that fails (the actor busy past the call's timeout, Ray's error) is logged
 and tried again at the next interval.
 """
@@ -32,12 +33,12 @@ and tried again at the next interval.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from plinth import limits
+from plinth.control.timer_thread import TimerThread
 from plinth.errors import BrokerError
 from plinth.shards.shard_handle import PendingCall, ShardHandle
 
@@ -52,28 +53,22 @@ class RevivalLook:
     again: bool = False   # look again at the next interval (else sleep until poked)
 
 
-class ShardReviver:
+class ShardReviver(TimerThread):
     def __init__(self, look: Callable[[], RevivalLook], failed: Callable[[str, str], None],
                  interval_s: float = limits.SHARD_REVIVAL_CHECK_INTERVAL_S,
                  answer_wait_s: float = limits.SHARD_START_WAIT_S):
         """``look()``: one look, on the controller's actor thread (it blocks until that
         look is done or fails). ``failed(shard_id, why)``: a new actor did not answer
         its first call (not waited for)."""
+        super().__init__("shard-reviver", "a look for shards to start again", interval_s, log)
         self._look = look
         self._failed = failed
-        self._interval_s = interval_s
         self._answer_wait_s = answer_wait_s
-        self._changed = threading.Condition()   # guards the three below
-        self._poked = False
+        self._poked = False   # these two guarded by _changed
         self._busy = False
-        self._stopping = False
         # shard id -> its new actor's first call, and when it is given up on (the
         # clock's); this thread only. At most one per shard.
         self._waiting: dict[str, tuple[PendingCall, float]] = {}
-        self._thread = threading.Thread(target=self._run, name="shard-reviver", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def poke(self) -> None:
         """Look at the next interval, even if idle (any thread)."""
@@ -81,27 +76,14 @@ class ShardReviver:
             self._poked = True
             self._changed.notify_all()
 
-    def stop(self, wait_s: float = 0.0) -> None:
-        """No look after the one in progress. Waits at most ``wait_s`` for the thread to
-        end: on the actor thread, 0, since a look in progress waits for that thread."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
-        if wait_s > 0 and self._thread.is_alive():
-            self._thread.join(wait_s)
+    def _due_locked(self) -> bool:
+        return self._busy or self._poked
 
-    def _run(self) -> None:
-        while self._wait_until_due():
-            try:
-                self._pass()
-            except BrokerError as exc:
-                log.warning("a look for shards to start again failed (tried again in "
-                            "%.2f s): %s", self._interval_s, exc)
-                self._set_busy(True)
-            except Exception:   # e.g. Ray's: the reviver must outlive any one failure
-                log.exception("a look for shards to start again failed (tried again in "
-                              "%.2f s)", self._interval_s)
-                self._set_busy(True)
+    def _woken_locked(self) -> None:
+        self._poked = False
+
+    def _pass_failed(self) -> None:
+        self._set_busy(True)
 
     def _pass(self) -> None:
         look = self._look()
@@ -124,13 +106,3 @@ class ShardReviver:
     def _set_busy(self, busy: bool) -> None:
         with self._changed:
             self._busy = busy
-
-    def _wait_until_due(self) -> bool:
-        """Sleep until the next pass is due: while idle, until poked (no timer); then
-        one interval. False once stopped."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._busy or self._poked or self._stopping)
-            self._poked = False
-            if not self._stopping:
-                self._changed.wait_for(lambda: self._stopping, self._interval_s)
-            return not self._stopping

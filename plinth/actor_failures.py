@@ -37,10 +37,14 @@ _VANISHED = "unexpectedly exits with a connection error"
 def killed_how(cause: str) -> str:
     """Ray's text of an actor's death cause (its ActorDiedError, its actor table's
     DeathCause) in a few words, when it says the process was killed: "" otherwise.
+    A DeathCause whose context is ``oom_context`` (_DEATH_CAUSE_OOM) is a kill by
+    Ray's memory monitor, whatever its message says.
     The kernel's OOM killer sends SIGKILL, so a SIGKILL is said to be possibly it;
     Ray reports a SIGKILLed worker only as one whose process vanished (_VANISHED).
     Ray's list of "common causes" it appends to any lost worker (the OOM killer among
     them) is not read: it says nothing of this death."""
+    if _death_cause_context(cause) == _DEATH_CAUSE_OOM:
+        return "killed by Ray's memory monitor: its node ran low on memory"
     cause = cause.split("Some common causes")[0]
     lowered = cause.lower()
     if _OOM.search(cause):
@@ -52,13 +56,26 @@ def killed_how(cause: str) -> str:
     return ""
 
 
-# The field of Ray's ActorDeathCause (its actor table's DeathCause, in protobuf's text
-# format) that says the actor raised in its constructor; Ray does not restart it.
+# Fields of Ray's ActorDeathCause (its actor table's DeathCause, in protobuf's text
+# format: the one field of its ``context`` oneof that is set, then its message in
+# braces; Ray 2.60's gcs.proto/common.proto). The actor raised in its constructor
+# (Ray does not restart it):
 _CREATION_FAILED = "creation_task_failure_context"
+# Ray's memory monitor killed its worker (an OomContext: error_message, fail_immediately);
+# the kernel's OOM killer is not told apart from any SIGKILL (actor_died_error_context).
+_DEATH_CAUSE_OOM = "oom_context"
+_CONTEXT_FIELD = re.compile(r"\s*([a-z_]+)\s*\{")
+
+
+def _death_cause_context(cause: str) -> str:
+    """The field an actor table's DeathCause text sets (e.g. "oom_context"); "" if the
+    text is not one (an exception's message, nothing)."""
+    field = _CONTEXT_FIELD.match(cause)
+    return field.group(1) if field else ""
 
 
 def died_in_constructor(cause: str) -> bool:
     """Ray's text of an actor's death cause (its actor table's DeathCause) says it
     raised in its constructor (its directory locked by another process, a manifest
     it cannot read): Ray did not restart it, and the controller does not either."""
-    return cause.lstrip().startswith(_CREATION_FAILED)
+    return _death_cause_context(cause) == _CREATION_FAILED

@@ -689,7 +689,9 @@ def status(ctx, as_json):
                f"{'records/s out':>13} {'MB/s out':>8}")
     for shard in info.shards:
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
-        pid = shard.pid or "-"   # its ray::ShardActor process on that node; "-": not known
+        # its ray::ShardActor process on that node (a DOWN one still in its constructor:
+        # the process that said it starts the shard); "-": not known
+        pid = shard.pid or "-"
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {pid:>8} "
                    f"{shard.address:<{width}} {shard.partitions:>10} {_measured(shard)}")
     _echo_draining(info.shards)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pprint import pformat
 
 import pytest
 import ray.exceptions
 
+from plinth import limits
 from plinth.errors import FencedLeaderEpochError, RequestTimedOutError, StorageError
 from plinth.shards.shard_handle import PartitionId
+from tests.control.test_controller_revivals import new_actor_still_in_its_constructor
 from tests.support import wait_until
 
 ON_ONE_NODE = {"allow_replicas_on_one_node": True}
@@ -126,6 +129,27 @@ def test_a_restarted_shard_whose_push_of_peers_failed_gets_them_at_the_next_chec
     # And the check after sends nothing more (a push would raise ControllerCrash)
     broker.shards.handles[follower].crash_controller_at("set_peers")
     assert broker.controller.check_leaders() == []
+
+
+def test_a_push_of_peers_waits_briefly_for_a_shard_still_in_its_constructor_which_gets_them_later(
+        brokers):
+    # Given shard-1's new actor (Ray gave up on shard-1) still in its constructor (its
+    # directory locked by another process, say): it has not said where it listens, and
+    # Ray queues every call to it until the constructor returns
+    broker = brokers(2)
+    stuck = new_actor_still_in_its_constructor(broker, "shard-1")
+    # When every shard is told where the shards listen, as a start tells them
+    started_s = time.monotonic()
+    broker.controller._push_peers()
+    # Then the push is sent to shard-1 but not waited for past a leader ping's timeout (a
+    # start waited CONTROL_CALL_TIMEOUT_S, 60 s, for it)
+    assert stuck.queued() == ["set_peers"]
+    assert time.monotonic() - started_s < limits.LEADER_PING_TIMEOUT_S + 2.0
+    # When its constructor returns (the queued push runs) and it announces itself
+    stuck.returns()
+    # Then it holds every shard's address, its own included
+    assert peers_held(broker, "shard-1") == broker.controller.routing().shard_addresses
+    assert sorted(peers_held(broker, "shard-1")) == ["shard-0", "shard-1"]
 
 
 def test_a_restarted_follower_whose_push_of_peers_failed_catches_up_and_rejoins(brokers):

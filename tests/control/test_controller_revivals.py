@@ -9,8 +9,12 @@ the leader checks never start an actor themselves."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 from plinth import limits
 from plinth.actor_failures import killed_how
+from plinth.shards.shard_handle import PendingCall
 from tests.control.test_controller_replication import ON_ONE_NODE
 
 CONTROLLER = "plinth.control.controller"
@@ -60,6 +64,73 @@ def found_dead(broker, shard_id: str):
     shard_status(broker, shard_id)
     look(broker)
     return shard_status(broker, shard_id)
+
+
+class StillInItsConstructor:
+    """A shard's new actor whose constructor has not returned (its directory locked by
+    another process, a long recovery), as Ray shows it: every call to it waits, queued,
+    and its announcement (``shard_started``) has not come. In process the actor is made,
+    and announces itself, at once: its calls are queued here and its announcement held,
+    until ``returns()`` runs them in order and then announces it. Its word that its
+    process starts (``shard_starting``) goes through: it comes before the constructor's
+    wait."""
+
+    def __init__(self, broker, shard_id: str):
+        self._shard_id = shard_id
+        self._announce_to = broker.shards.announce_to
+        self._held: list[tuple] = []      # its announcements, held
+        self._queued: list[tuple] = []    # the calls to it, queued
+        self._handle = None
+        self._returned = False
+        broker.shards.announce_to = self
+        broker.shards.when_started(shard_id, self._arm)
+
+    def __getattr__(self, name: str):   # the other announcements, and the other shards'
+        return getattr(self._announce_to, name)
+
+    def shard_started(self, shard_id: str, *args, **kwargs) -> None:
+        if shard_id != self._shard_id or self._returned:
+            return self._announce_to.shard_started(shard_id, *args, **kwargs)
+        self._held.append((shard_id, args, kwargs))
+
+    def _arm(self, handle) -> None:
+        self._handle = handle
+        handle._start = self._queue
+
+    def _queue(self, method, *args) -> PendingCall:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queued.append((method, args, future))
+        return PendingCall(self._shard_id, method.__name__, future)
+
+    def queued(self) -> list[str]:
+        """The calls made to the actor so far, waiting for its constructor."""
+        return [method.__name__ for method, _, _ in self._queued]
+
+    def returns(self) -> None:
+        """The constructor returned: the calls queued meanwhile run, in order, and the
+        shard announces itself."""
+        self._returned = True
+        del self._handle._start   # the handle's own again
+        for method, args, future in self._queued:
+            done = self._handle._start(method, *args)._future
+            if done.exception() is not None:
+                future.set_exception(done.exception())
+            else:
+                future.set_result(done.result())
+        for shard_id, args, kwargs in self._held:
+            self._announce_to.shard_started(shard_id, *args, **kwargs)
+
+
+def new_actor_still_in_its_constructor(broker, shard_id: str) -> StillInItsConstructor:
+    """Ray gives up on ``shard_id``, and the reviver starts a new actor for it, whose
+    constructor has not returned yet."""
+    clock = with_clock(broker)
+    killed_for_good(broker, shard_id)
+    found_dead(broker, shard_id)
+    clock.now_s += limits.SHARD_REVIVAL_BACKOFF_S_MIN
+    stuck = StillInItsConstructor(broker, shard_id)
+    assert list(look(broker)) == [shard_id]
+    return stuck
 
 
 def test_a_shard_ray_gave_up_on_gets_a_new_actor_after_the_backoff_and_serves_again(
@@ -252,3 +323,28 @@ def test_a_new_actor_that_raises_in_its_constructor_is_not_started_again_and_its
     clock.now_s += limits.SHARD_REVIVAL_BACKOFF_S_MAX
     assert look(broker) == {}
     assert broker.shards.handles["shard-1"] is new_handle
+
+
+def test_status_shows_the_process_of_a_new_actor_still_in_its_constructor_and_asks_it_nothing(
+        brokers):
+    # Given shard-1's new actor (Ray gave up on shard-1), whose process 4242 said it starts
+    # and is still in its constructor: it has not said where it listens, nor answers
+    broker = brokers(2)
+    dead_pid = shard_status(broker, "shard-1").pid
+    stuck = new_actor_still_in_its_constructor(broker, "shard-1")
+    broker.controller.shard_starting("shard-1", 4242)
+    # When status is asked
+    starting = shard_status(broker, "shard-1")
+    # Then shard-1 is DOWN, its new actor starting, shown with that actor's process, not
+    # with the dead one's (status showed no starting process since it was told on a query
+    # thread)
+    assert not starting.alive
+    assert starting.down_reason.endswith("a new actor is starting")
+    assert (starting.pid, dead_pid) == (4242, os.getpid())
+    # And status asked the new actor nothing (a call would wait for its constructor)
+    assert stuck.queued() == []
+    # When its constructor returns and it announces itself (in process, from this process)
+    stuck.returns()
+    # Then it serves, shown with the process it announced
+    up = shard_status(broker, "shard-1")
+    assert up.alive and up.pid == os.getpid()

@@ -63,3 +63,46 @@ def test_a_death_cause_of_a_constructor_that_raised_is_told_from_any_other_death
     # Then only the constructor's is a death in the constructor
     assert died_in_constructor(raised)
     assert not died_in_constructor(killed) and not died_in_constructor("")
+
+
+def rays_death_cause(**context) -> str:
+    """The actor table's DeathCause text of a real ActorDeathCause (Ray's own generated
+    protobuf class, Ray 2.60), its one ``context`` field set to ``context``'s, as
+    ShardHandle.death reads it (str() of the message: protobuf's text format)."""
+    from google.protobuf import text_format
+    from ray.core.generated import common_pb2
+
+    [(field, values)] = context.items()
+    cause = common_pb2.ActorDeathCause()
+    for name, value in values.items():
+        setattr(getattr(cause, field), name, value)
+    assert str(cause) == text_format.MessageToString(cause)
+    return str(cause)
+
+
+# Ray 2.60's raylet's words for a worker its memory monitor killed (its format strings,
+# filled in): nothing in them says "out of memory" or "oom"
+RAYS_MEMORY_MONITOR_MESSAGE = (
+    "1 worker(s) were killed due to the node running low on memory. Memory on the node "
+    "(IP: 10.0.0.5, ID: 5f1c) was 7.61GB used / 7.70GB limit (0.988312)")
+
+
+def test_a_death_by_rays_memory_monitor_is_read_from_its_actor_tables_oom_context_field():
+    # Given the DeathCause Ray's actor table holds for an actor its memory monitor killed
+    cause = rays_death_cause(oom_context={"error_message": RAYS_MEMORY_MONITOR_MESSAGE,
+                                          "fail_immediately": True})
+    assert cause.startswith("oom_context {")
+    # Then it is said to be Ray's memory monitor, from the field, whatever the message
+    assert killed_how(cause) == "killed by Ray's memory monitor: its node ran low on memory"
+    assert killed_how(rays_death_cause(oom_context={"fail_immediately": False})) == (
+        "killed by Ray's memory monitor: its node ran low on memory")
+    assert not died_in_constructor(cause)
+    # And Ray's other death causes are not, though their messages name oom_context or memory
+    died = rays_death_cause(actor_died_error_context={
+        "error_message": "The actor is dead because it was killed by `ray.kill`: "
+                         "oom_context { } is not set"})
+    raised = rays_death_cause(creation_task_failure_context={
+        "formatted_exception_string": "StorageError: the node running low on memory"})
+    assert killed_how(died) == "" and killed_how(raised) == ""
+    # And the constructor's, from Ray's own class too, is a death in the constructor
+    assert died_in_constructor(raised) and not died_in_constructor(died)
