@@ -82,7 +82,10 @@ _REMOTE_FETCH_COUNTERS = (
 _UPLOAD_COUNTERS = (
     ("uploads", "plinth_partition_remote_uploads", "Segments uploaded to object storage"),
     ("upload_errors", "plinth_partition_remote_upload_errors",
-     "Failed attempts to upload a segment to object storage"))
+     "Failed attempts to upload a segment to object storage"),
+    ("remote_segments_lost", "plinth_partition_remote_segments_lost",
+     "Remote segments gone from object storage that retention did not delete (deleted out "
+     "of band, or lost by the store): their records can no longer be read"))
 _UPLOAD_GAUGES = (
     ("remote_bytes", "plinth_partition_remote_bytes", "Log bytes in object storage"),
     ("remote_segments", "plinth_partition_remote_segments", "Segments in object storage"),

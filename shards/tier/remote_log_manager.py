@@ -141,7 +141,8 @@ from plinth.shards.shard_calls import ControllerAnnouncements
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
-from plinth.shards.tier.remote_store import RemoteStore, open_remote_store, store_identity
+from plinth.shards.tier.remote_store import (RemoteStore, open_remote_store, redacted_url,
+                                              store_identity)
 from plinth.shards.tier.store_claim import ClaimFence
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
@@ -320,6 +321,9 @@ class RemoteLogManager:
         self._follows: dict[tuple[str, int], _FollowState] = {}   # loop thread
         self._next_check_s = 0.0                               # loop thread
         self._remotes: dict[tuple[str, int], _Remote] = {}     # uploader thread
+        # Remote segments found lost per partition (_say_lost): written by the uploader
+        # thread, read whole by stats on the loop thread (an int per key).
+        self._segments_lost: dict[tuple[str, int], int] = {}
         self._deletions: dict[Path, _Deletion] = {}            # uploader thread
         self._foreign: set[Path] = set()   # another store's deletions (uploader thread)
         # Epochs of deleted partitions whose job may still be queued or running: the
@@ -691,7 +695,8 @@ class RemoteLogManager:
                 "upload_lag_bytes": sum(s.size_bytes for s in waiting),
                 "upload_lag_s": (max(0, now_ms - rolled[0].last_written_ms) / 1000
                                  if rolled else 0.0),
-                "uploads": state.uploads, "upload_errors": state.upload_errors}
+                "uploads": state.uploads, "upload_errors": state.upload_errors,
+                "remote_segments_lost": self._segments_lost.get(key, 0)}
         return result
 
     # --- The uploader (its thread) ------------------------------------------------------
@@ -820,9 +825,16 @@ class RemoteLogManager:
     def _sync(self, job: _Job, remote: _Remote) -> None:
         """Adopt what the store lists and the journal lacks, forget what it no longer
         lists (remote_transfer.sync_with_store), then publish: from here on the loop
-        uploads past the store's remote end, never again what another leader did."""
+        uploads past the store's remote end, never again what another leader did.
+        A segment forgotten that retention here would not delete was lost by the
+        store (``_say_lost``)."""
+        due = {segment.segment_id for segment in remote.metadata.segments_past_retention(
+            now_ms=wall_clock_ms(), retention_ms=job.retention_ms,
+            retention_bytes=job.retention_bytes, local_only_bytes=job.local_only_bytes,
+            log_start_floor=job.log_start_floor)}
         found = sync_with_store(self._store, remote.metadata, job.key[0], job.topic_id,
                                 job.key[1])
+        self._say_lost(job, [s for s in found.dropped if s.segment_id not in due])
         for problem in found.corrupt[:limits.REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX]:
             log.error("%s: %s-%d: skipped a manifest that is not one (its range may be "
                       "uploaded again; its objects stay): %s", self.shard_id, job.key[0],
@@ -835,6 +847,25 @@ class RemoteLogManager:
         self._publish(job, remote, uploaded=False, listed_request=job.resync_request,
                       gone=tuple(segment.segment_id for segment in found.dropped),
                       gone_why="the store no longer lists (retention by another shard)")
+
+    def _say_lost(self, job: _Job, lost: list) -> None:
+        """An ERROR for segments the journal recorded as uploaded and the store no longer
+        holds, which this partition's retention would not have deleted (another
+        shard's retention deletes only what is due: due here too, as time and the log
+        only grow): deleted out of band, or the store lost them (a bucket emptied, a
+        store restored from an older state). Their records can no longer be read;
+        before, the log start moved past them with an INFO line (tester T-tier,
+        session 42). Counted in ``stats`` (``remote_segments_lost``). Uploader thread."""
+        if not lost:
+            return
+        self._segments_lost[job.key] = self._segments_lost.get(job.key, 0) + len(lost)
+        log.error("%s: %s-%d: %d remote segments the journal recorded as uploaded are gone "
+                  "from %s, and its retention (retention.ms %d, retention.bytes %d) would "
+                  "not have deleted them (%s): deleted out of band, or lost by the store "
+                  "(a bucket emptied, restored from an older state). Their records can no "
+                  "longer be read; the log now starts after them", self.shard_id,
+                  job.key[0], job.key[1], len(lost), redacted_url(self._url),
+                  job.retention_ms, job.retention_bytes, _offsets(lost))
 
     def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool, listed_request: int = 0,
                  gone: tuple[str, ...] = (), gone_why: str = "") -> None:

@@ -102,7 +102,7 @@ def test_group_lag_counts_from_the_leaders_end_offset_not_a_followers():
     assert lag == [60]
 
 
-def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
+def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_errors_and_lost_segments():
     # Given a shard uploading one partition, as RemoteLogManager.stats reports it
     class WithTier(ControllerAnswering):
         def shard_stats(self) -> dict:
@@ -112,7 +112,8 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
                                     "remote_bytes": 7_000_000, "remote_segments": 7,
                                     "remote_log_start_offset": 0, "remote_end_offset": 7_000,
                                     "upload_lag_bytes": 2_000_000, "upload_lag_s": 4.5,
-                                    "uploads": 9, "upload_errors": 2}}}}
+                                    "uploads": 9, "upload_errors": 2,
+                                    "remote_segments_lost": 3}}}}
     # When the metrics are collected
     got = samples(BrokerCollector(WithTier()))
     # Then each figure is there, by topic and partition
@@ -120,7 +121,8 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
         "plinth_partition_remote_bytes", "plinth_partition_remote_segments",
         "plinth_partition_remote_upload_lag_bytes", "plinth_partition_remote_upload_lag_seconds",
         "plinth_partition_remote_uploads_total", "plinth_partition_remote_upload_errors_total",
-    )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2]
+        "plinth_partition_remote_segments_lost_total",
+    )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2, 3]
 
 
 def get(url: str) -> tuple[int, str]:

@@ -432,6 +432,35 @@ def test_a_restart_after_an_upload_started_cleans_it_up_and_uploads_again(tmp_pa
 
 # --- Total retention, on the remote log ---------------------------------------------------
 
+def test_segments_the_store_lost_are_an_error_naming_them_and_counted_at_the_restart(
+        tmp_path, caplog):
+    # Given a tiered partition whose rolled segments went up, none due for retention,
+    # and then the shard stopped
+    url = f"file://{tmp_path}/store"
+    (tmp_path / "store").mkdir(exist_ok=True)
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        produce_values(server, 12)
+        wait_until(lambda: len(remote_ranges(store)) >= 3, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}")
+    uploaded = remote_ranges(store)
+    # When the store loses them (a bucket emptied, a store restored from an old state)
+    for info in store.list(partition_prefix("t", TOPIC_ID, 0)):
+        store.delete(info.key)
+    # Then the restarted shard says, as an ERROR, which were lost and that retention
+    # did not delete them, and counts them
+    caplog.set_level("ERROR", logger="plinth.shards.tier.remote_log_manager")
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        wait_until(lambda: tier_stats(server).get("remote_segments_lost", 0) > 0,
+                   timeout_s=WAIT_S, explain=lambda: f"tier stats {tier_stats(server)}")
+        lost = tier_stats(server)["remote_segments_lost"]
+    assert lost >= len(uploaded)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(f"t-0: {lost} remote segments the journal recorded as uploaded are gone from "
+               f"{url}" in message and "would not have deleted them (offsets 0 to" in message
+               for message in errors), errors
+
+
 def test_total_retention_deletes_the_oldest_remote_segments(tmp_path, tier_url):
     # Given a tiered topic that keeps 8 KB in all, of which nothing locally beyond need
     config = tiered(retention_bytes=2 * SEGMENT_BYTES, local_retention_bytes=0)
