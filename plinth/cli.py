@@ -1385,9 +1385,24 @@ def _exit_if_fetches_overdue(consumer, timeout_ms: int) -> None:
                f"--timeout-ms {timeout_ms} ended, to the fetches of {', '.join(named)}"
                + (f" and {counted(more, 'more partition')}" if more else "")
                + f": a shard answers within fetch_max_wait_ms ({consumer.fetch_max_wait_ms} "
-                 f"ms) even with no record, so the records may be there, unread; is their "
-                 f"shard hung? See `plinth status`", err=True)
+                 f"ms) even with no record, so the records may be there, unread; "
+               + _overdue_cause(consumer, [tp for tp, _ in overdue]), err=True)
     sys.exit(1)
+
+
+def _overdue_cause(consumer, overdue: list) -> str:
+    """What an overdue fetch likely waits on: the object store, if an earlier fetch of
+    one of those partitions failed on it (a read below the local log start waits for
+    the store, and a hung store answers nothing: tester T-tier, session 42), else the
+    shard."""
+    errors = consumer.fetch_errors()
+    for tp in overdue:
+        error = errors.get(tp)
+        if error is not None and "object storage" in str(error):
+            return (f"{tp.topic}-{tp.partition}'s fetch before failed on object storage "
+                    f"({type(error).__name__}: {error}): is the tier store hung? See "
+                    f"`plinth status` (tier store claim, upload errors)")
+    return "is their shard hung? See `plinth status`"
 
 
 def _exit_if_fetches_failing(consumer, timeout_ms: int) -> None:

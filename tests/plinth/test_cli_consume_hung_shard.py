@@ -108,3 +108,38 @@ def test_a_group_consume_whose_coordinator_hangs_names_the_group_and_exits_1(hun
         r"`plinth status`", result.stderr.splitlines()[-1])
     assert line is not None, result.stderr
     assert int(line[1]) > limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_whose_fetch_failed_on_object_storage_then_hangs_names_the_store():
+    from plinth.errors import UnavailableError
+
+    # Given a broker whose first fetch of orders-0 fails on object storage, and whose
+    # next ones go unanswered: a read below the local log start waits for a hung store
+    fetches = []
+
+    def answer(request):
+        if request.kind == "metadata":
+            return [protocol.encode_topics_reply(request.request_id,
+                                                 [protocol.TopicInfo("orders", 2)])]
+        if request.kind == "fetch":
+            fetches.append(request)
+            if len(fetches) == 1:
+                return [protocol.encode_error(request.request_id, UnavailableError(
+                    "object storage unavailable: get s3://tier/p/orders-0/0.index: timed out"))]
+        return None
+
+    broker = ScriptedBroker([answer] * 10_000)
+    try:
+        # When offset 100 of orders-0 is consumed for 3 s
+        result = consume(broker, "--partition", "0", "--offset", "100")
+    finally:
+        broker.close()
+    # Then the last line blames the store the fetch failed on, not the shard
+    assert result.exit_code == 1, result.output
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("error: PlinthTimeoutError: no answer for "), result.stderr
+    assert last.endswith("orders-0's fetch before failed on object storage (UnavailableError: "
+                         "object storage unavailable: get s3://tier/p/orders-0/0.index: timed "
+                         "out): is the tier store hung? See `plinth status` (tier store "
+                         "claim, upload errors)"), result.stderr
