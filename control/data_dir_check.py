@@ -118,6 +118,21 @@ def refuse_tiered_topics_without_their_store(metadata: BrokerMetadata,
         f"credentials may differ; its bucket and prefix may not)")
 
 
+def tier_notes(metadata: BrokerMetadata) -> list[str]:
+    """plinth check's line for a data dir with tiered topics: their remote segments,
+    in the store metadata.json records, are not read (the check reads the disk only,
+    and needs no credentials). Any process; writes nothing."""
+    tiered = sorted(name for name, topic in metadata.topics.items()
+                    if topics.remote_storage_enabled(topic.config))
+    if not tiered:
+        return []
+    names = ", ".join(tiered[:TOPICS_NAMED_MAX]) + (", ..." if len(tiered) > TOPICS_NAMED_MAX
+                                                    else "")
+    return [f"{len(tiered)} tiered topic(s) ({names}): their remote segments in "
+            f"{metadata.tier_store or 'the tier store'} are not checked, only the local logs "
+            f"(a start lists the store, and says as an ERROR any segment it lost)"]
+
+
 def format_notes(metadata_path: Path, metadata: BrokerMetadata) -> list[str]:
     """plinth check's line if a start of this build upgrades the data dir's format
     (``metadata``, read from ``metadata_path``, is of an older version: metadata.py,

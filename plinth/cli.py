@@ -789,7 +789,8 @@ def _checked_data_dir(data_dir: Path):
     """``check``'s work under the data dir's lock: a ShardsCheck (log_check.py), or
     PlinthError if the check is refused."""
     from plinth.control.data_dir_check import (disagreements, format_notes,
-                                               load_checked_metadata, missing_shard_directories)
+                                               load_checked_metadata, missing_shard_directories,
+                                               tier_notes)
     from plinth.control.metadata import METADATA_FILE
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
@@ -828,6 +829,7 @@ def _checked_data_dir(data_dir: Path):
         found.problems.extend(unwritable)
         found.notes.extend(disagreeing.notes)
         found.notes.extend(format_notes(data_dir / METADATA_FILE, metadata))
+        found.notes.extend(tier_notes(metadata))
         found.notes.extend(read_only)
         return found
     finally:

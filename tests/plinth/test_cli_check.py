@@ -56,6 +56,19 @@ def test_a_clean_data_dir_is_summed_up_and_exits_0(tmp_path):
                              f"0 damaged\n")
 
 
+def test_a_data_dir_with_tiered_topics_notes_that_their_remote_segments_are_not_checked(
+        tmp_path):
+    # Given a data dir whose topic t is tiered, in the store metadata.json records
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    BrokerMetadata(shards=["shard-0"], tier_store="s3://tier/p", topics={"t": TopicMetadata(
+        1, {"remote.storage.enable": "true"}, ["shard-0"])}).save(tmp_path / "metadata.json")
+    # When it is checked / Then a note says the store was not read, and the check passes
+    result = check(data_dir)
+    assert result.exit_code == 0, result.output
+    assert ("note    1 tiered topic(s) (t): their remote segments in s3://tier/p are not "
+            "checked, only the local logs") in result.output
+
+
 def test_a_shard_holding_several_partitions_is_checked_partition_by_partition(tmp_path):
     # Given a shard whose manifest names three partitions, of two topics (a broker of
     # a few topics has several per shard; session 37's check sorted them and could not)
