@@ -58,7 +58,8 @@ apart from its client's other requests: it goes to the shard as acks=1, with a
 marked identity frame, and is counted under that identity until the shard
 answers, so that a client cannot make the router queue gigabytes of them behind
 a slow shard; the answer reaches the client only if it is an error, and it
-never frees a place in the client's own count (``requests_in_flight.py``). Requests held for a topic are bounded in bytes per client
+never frees a place in the client's own count (``requests_in_flight.py``).
+Requests held for a topic are bounded in bytes per client
 and per router (``held_requests.py``), admin jobs in number, and so are the
 bytes of fetch replies waiting for clients that do not read them
 (``unsent_replies.py``); a client whose replies make no progress for
