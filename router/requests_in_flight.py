@@ -2,14 +2,21 @@
 
 Runs in the router's loop thread only. A client may have
 ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests forwarded to the shards and not yet
-answered (and held for their topic, which ``held_requests.py`` counts). A
-forwarded request is counted if it gets a reply: every request but a produce
-with acks=0. Only a reply to a counted request uncounts one: the router sends
-an acks=0 produce with its client's identity frame marked (``mark``), and the
-shard's reply to it, an error, comes back with the mark, so it is relayed
-without touching the count. Otherwise a client could alternate bogus acks=0
-produces with long polls, each error reply freeing a place for one more parked
-fetch, and park thousands.
+answered (and held for their topic, which ``held_requests.py`` counts). Every
+forwarded request is counted until its shard answers it.
+
+A produce with acks=0 gets no reply from the broker unless it fails, so the
+router sends it to the shard as acks=1 (the shard stores both alike and answers
+the second) with its client's identity frame marked (``mark``), and counts it
+under the marked identity: the shard's answer comes back with the mark and
+uncounts it there; the router relays it only if it is an error. So a client's
+acks=0 produces have bounds of their own, the same count and bytes as its
+other requests, and their answers never free a place in its own count.
+Otherwise a client could alternate bogus acks=0 produces with long polls, each
+error reply freeing a place for one more parked fetch, and park thousands.
+Before they were counted, acks=0 produces were bounded only by the DEALER's
+high-water mark, 1,000 messages per shard: up to 16 GB of 16 MiB batches
+(BATCH_BYTES_MAX) queued in the router behind a stopped shard.
 
 The mark is a prefix no identity the router's socket assigns can have:
 libzmq's own identities are 5 bytes that start with a zero byte; a client may
@@ -67,11 +74,12 @@ from collections.abc import Callable
 from plinth import limits
 
 # [0x00]"uncounted"[0x00] + the client's identity: the envelope of an acks=0 produce.
+# (The name predates counting them: they are counted apart, under this identity.)
 UNCOUNTED_MARK = b"\x00uncounted\x00"
 
 
 def mark(client: bytes) -> bytes:
-    """The identity frame an uncounted request (an acks=0 produce) is forwarded with."""
+    """The identity frame an acks=0 produce is forwarded and counted with."""
     return UNCOUNTED_MARK + client
 
 

@@ -53,10 +53,13 @@ the router buffering. A client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX``
 requests at the shards or held for their topic, and
 ``CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX`` of their bytes (every frame; one
 request always goes when nothing of its client's is in flight), all clients
-together ``ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX``; a reply uncounts one only if
-it answers a counted request (``requests_in_flight.py``: an acks=0 produce
-goes out with a marked identity frame, so the shard's error reply to it
-counts nothing). Requests held for a topic are bounded in bytes per client
+together ``ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX``. An acks=0 produce counts too,
+apart from its client's other requests: it goes to the shard as acks=1, with a
+marked identity frame, and is counted under that identity until the shard
+answers, so that a client cannot make the router queue gigabytes of them behind
+a slow shard; the answer reaches the client only if it is an error, and it
+never frees a place in the client's own count (``requests_in_flight.py``).
+Requests held for a topic are bounded in bytes per client
 and per router (``held_requests.py``), admin jobs in number, and so are the
 bytes of fetch replies waiting for clients that do not read them
 (``unsent_replies.py``); a client whose replies make no progress for
@@ -114,6 +117,18 @@ def request_id_of(frame) -> int:
             return request.requestId
     except (capnp.KjException, ValueError):   # no root struct; length not whole words
         return 0
+
+
+def _is_error(kind: int | None, header) -> bool:
+    """Whether a shard's Reply ``header`` (of union discriminant ``kind``, None if not in
+    the canonical shape) is an error: one with a result never is, and is not decoded;
+    one that is not a valid Reply counts as one (relayed as it is: the client decides)."""
+    if kind not in (None, reply_header.NO_RESULT):
+        return False
+    try:
+        return protocol.decode_reply(header.buffer).error is not None
+    except MalformedReplyError:
+        return True
 
 
 class Router:
@@ -378,22 +393,32 @@ class Router:
 
     def _forward(self, shard_id: str, frames: list, request, slot: int | None = None) -> None:
         """Send the request to ``shard_id``, or answer it with why not. ``slot``: a group
-        request's slot of the offsets topic (see requests_in_flight.py)."""
+        request's slot of the offsets topic (see requests_in_flight.py). Loop thread.
+
+        An acks=0 produce goes to the shard as acks=1, with its client's identity
+        marked, and is counted under the marked identity until the shard answers
+        (``_on_shard_reply``): so its bytes are bounded as every other request's are,
+        and its reply never frees a place in its client's own count."""
         client = frames[0].bytes
-        # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
-        # marked identity so that its error reply cannot uncount another request.
-        counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
-        size_bytes = sum(len(frame) for frame in frames[1:]) if counted else 0
-        refusal = (self._in_flight_refusal(client, request.request_id, size_bytes)
-                   if counted else None)
+        if is_marked(client):
+            self._reply(frames[0], protocol.encode_error(request.request_id, MalformedRequestError(
+                f"a client's identity may not start with {UNCOUNTED_MARK!r}: the router "
+                f"marks requests with it")))
+            return
+        acks_zero = type(request) is protocol.ProduceRequest and request.acks == 0
+        if acks_zero:   # answered by the shard, as acks=1; the router keeps the answer
+            frames = [frames[0], protocol.encode_produce(
+                request.request_id, request.topic, request.partition, 1, request.batch_format),
+                *frames[2:]]
+            counted_as = mark(client)
+        else:
+            counted_as = client
+        size_bytes = sum(len(frame) for frame in frames[1:])
+        refusal = self._in_flight_refusal(counted_as, request.request_id, size_bytes)
         is_fetch = type(request) is protocol.FetchRequest
         if refusal is None and is_fetch:
             why = self._fetch_bytes.refusal(client, request.request_id, request.bytes_max)
             refusal = None if why is None else TooManyRequestsError(why)
-        if refusal is None and is_marked(client):
-            refusal = MalformedRequestError(
-                f"a client's identity may not start with {UNCOUNTED_MARK!r}: the router "
-                f"marks requests with it")
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
@@ -411,35 +436,37 @@ class Router:
                 f"unavailable (not running or not connected; its node may be down); retry later")))
             return
         try:
-            dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
+            dealer.send_multipart([counted_as, *frames[1:]] if acks_zero else frames,
                                   zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
-        if counted:
-            self._in_flight.forwarded(shard_id, client, request.request_id, slot, size_bytes)
+        self._in_flight.forwarded(shard_id, counted_as, request.request_id, slot, size_bytes)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
 
     def _in_flight_refusal(self, client: bytes, request_id: int | None = None,
                            size_bytes: int = 0) -> BrokerError | None:
         """Why ``client`` may not have one more request (``request_id``, if it goes to a
-        shard now, of ``size_bytes``, every frame) at the shards or held, or None."""
+        shard now, of ``size_bytes``, every frame) at the shards or held, or None. A
+        marked ``client`` is its client's acks=0 produces, counted apart."""
         reused = None if request_id is None else self._in_flight.refusal(client, request_id)
         if reused is not None:
             return MalformedRequestError(reused)
+        what, then = (("acks=0 produces", "retry once its shard has stored them")
+                      if is_marked(client) else ("requests", "wait for replies"))
         in_flight = self._in_flight.count(client) + self._held.count_for(client)
         if in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
             return TooManyRequestsError(
-                f"client has {in_flight} requests in flight, the limit is "
-                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
+                f"client has {in_flight} {what} in flight, the limit is "
+                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; {then}")
         held_bytes = self._in_flight.bytes_for(client) + self._held.bytes_for(client)
         if held_bytes and held_bytes + size_bytes > limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX:
             return TooManyRequestsError(
-                f"client has {held_bytes} bytes of requests in flight; with this one "
+                f"client has {held_bytes} bytes of {what} in flight; with this one "
                 f"({size_bytes} bytes) it would be over its limit of "
-                f"{limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes; wait for replies")
+                f"{limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX} bytes; {then}")
         total_bytes = self._in_flight.total_bytes + self._held.total_bytes
         if total_bytes and total_bytes + size_bytes > limits.ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX:
             return TooManyRequestsError(
@@ -479,16 +506,19 @@ class Router:
                                                          TooManyRequestsError(refusal)))
 
     def _on_shard_reply(self, shard_id: str, frames: list) -> None:
-        if reply_header.kind_code(frames[1].buffer) == reply_header.NO_RESULT:
+        """A shard's reply: uncount its request, and relay it. Loop thread."""
+        kind = reply_header.kind_code(frames[1].buffer)
+        if kind == reply_header.NO_RESULT:
             self._refresh_if_not_leader(frames[1])
         client = frames[0].bytes
-        if is_marked(client):   # the error reply to an acks=0 produce: it counted nothing
-            self._relay([unmark(client), *frames[1:]])
-            return
         request_id = reply_header.request_id(frames[1].buffer)
         if request_id is None:   # not the canonical shape: decode it whole (rare)
             request_id = protocol.decode_reply(frames[1].buffer).request_id
         self._in_flight.answered(shard_id, client, request_id)
+        if is_marked(client):   # an acks=0 produce's: its client hears of failures only
+            if _is_error(kind, frames[1]):
+                self._relay([unmark(client), *frames[1:]])
+            return
         if self._fetch_bytes.bytes_for(client):
             self._fetch_bytes.answered(client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
@@ -591,10 +621,11 @@ class Router:
         lost = self._in_flight.forget_shard(shard_id)
         if lost:
             self._bridge.refresh_routing()
-        for client, request_id in lost:
-            self._reply(client, protocol.encode_error(request_id, UnavailableError(
-                f"{shard_id} {why} with this request in flight; it may or may not have "
-                f"been applied; retry")))
+        for client, request_id in lost:   # an acks=0 produce's client hears of it too
+            self._reply(unmark(client) if is_marked(client) else client, protocol.encode_error(
+                request_id, UnavailableError(
+                    f"{shard_id} {why} with this request in flight; it may or may not have "
+                    f"been applied; retry")))
 
     def _reply(self, client_id, reply: bytes) -> None:
         """Send a reply the router made (not a shard's: those are relayed), counting it
