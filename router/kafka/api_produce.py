@@ -125,14 +125,13 @@ def _refusal(api_version: int, acks: int, body: dict, partition: int,
 async def _produce_one(gateway, topic: str, partition: int, acks: int, records,
                        answer: dict) -> None:
     backend = gateway.backend
-    if acks == 0:
-        header = protocol.encode_produce(backend.next_request_id(), topic, partition, acks,
-                                         BATCH_FORMAT_KAFKA_V2)
-        await backend.send_only(header, records)
-        answer["error_code"] = kafka.NONE
-        return
+    # acks=0 is asked as acks=1 and awaited, its answer sent to no one: the connection's
+    # bounds on requests in flight then hold its next requests back while the shard
+    # stores them, as Kafka's broker reads a connection's requests one at a time. Sent
+    # without waiting, every connection's acks=0 produces shared the router's one
+    # allowance for this listener, and those past it were dropped (session 42).
     reply, _ = await ask(backend, lambda rid: protocol.encode_produce(
-        rid, topic, partition, acks, BATCH_FORMAT_KAFKA_V2), records)
+        rid, topic, partition, 1 if acks == 0 else acks, BATCH_FORMAT_KAFKA_V2), records)
     answer["error_code"] = _produce_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     if reply.error is None:

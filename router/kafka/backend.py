@@ -172,10 +172,6 @@ class PlinthBackend:
         await sock.send_multipart(frames, copy=False)
         return await future
 
-    async def send_only(self, header: bytes, payload) -> None:
-        """Send a request that gets no reply (a produce with acks 0). Event loop."""
-        await self._socket().send_multipart([header, payload], copy=False)
-
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             frames = await sock.recv_multipart(copy=False)

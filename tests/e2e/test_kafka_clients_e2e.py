@@ -81,6 +81,25 @@ def test_kafka_python_produces_records_that_it_and_a_plinth_consumer_read_back_e
     assert _as_tuples(_plinth_records(kafka_broker, topic, len(RECORDS))) == RECORDS
 
 
+def test_kafka_python_with_acks_0_stores_every_record_of_a_burst_in_order(kafka_broker):
+    from kafka import KafkaProducer
+
+    # Given a kafka-python producer that waits for no acknowledgement
+    topic = _create(kafka_broker)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address, acks=0,
+                             linger_ms=0, batch_size=1024)
+    # When it sends a burst of 2,000 records (many produce requests in flight)
+    for n in range(2000):
+        producer.send(topic, value=b"%06d" % n, partition=0)
+    producer.flush(TIMEOUT_S)
+    producer.close()
+    # Then the broker stored each of them, once, in order
+    with Admin(broker=kafka_broker.url) as admin:
+        wait_until(lambda: admin.list_offsets(topic, 0).end_offset >= 2000, TIMEOUT_S)
+    got = _plinth_records(kafka_broker, topic, 2000)
+    assert [r.value for r in got] == [b"%06d" % n for n in range(2000)]
+
+
 def test_a_kafka_python_consumer_reads_what_a_plinth_producer_wrote_byte_for_byte(kafka_broker):
     topic = _create(kafka_broker)
     with Producer(broker=kafka_broker.url) as producer:

@@ -16,7 +16,7 @@ from plinth import limits, protocol
 from plinth.errors import PlinthTimeoutError
 from plinth.router.kafka.backend import PlinthBackend, ask, ask_change, change_deadline_s
 
-FILL_MAX = 100_000   # acks-0 sends tried before the queue to the router must be full
+FILL_MAX = 100_000   # sends tried before the queue to the router must be full
 
 
 @pytest.mark.timeout(120)
@@ -29,12 +29,14 @@ def test_a_call_to_a_router_that_stopped_reading_times_out_instead_of_waiting_to
     backend = PlinthBackend(f"tcp://127.0.0.1:{port}")
 
     async def scenario():
-        # Given a queue to the router filled by acks-0 produces (they take no slot)
+        # Given a queue to the router filled by requests sent past the backend's calls
+        # (which would each take a slot of its semaphore)
         payload = b"x" * 65_536
         for request_id in range(1, FILL_MAX):
             try:
-                await asyncio.wait_for(backend.send_only(
-                    protocol.encode_list_offsets(request_id, "t", 0), payload), 0.5)
+                await asyncio.wait_for(backend._socket().send_multipart(
+                    [protocol.encode_list_offsets(request_id, "t", 0), payload], copy=False),
+                    0.5)
             except asyncio.TimeoutError:
                 break
         else:
