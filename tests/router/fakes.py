@@ -396,3 +396,17 @@ def wait_for_reply(client: Client, make_header, accept, attempts_max: int = 200)
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"no accepted reply after {attempt + 1} attempts")
+
+
+def send_one_maximal_produce_too_many(client, acks: int):
+    """Send maximal produces with ``acks`` (a batch of BATCH_BYTES_MAX each) to a shard that
+    holds them, one more than fit the client's request bytes, and read the refusal of the
+    last: returns (how many fit, the batch, the refusal's ReplyView)."""
+    from plinth import limits
+
+    batch = bytes(limits.BATCH_BYTES_MAX)
+    fit = limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX // (len(batch) + 1)   # each with a header
+    for request_id in range(1, fit + 2):
+        client.send(protocol.encode_produce(request_id, "t", 0, acks), batch)
+    view, _ = client.recv()
+    return fit, batch, view

@@ -19,7 +19,8 @@ from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderEr
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
 from tests.router import fakes
-from tests.router.fakes import FakeShard, answer, wait_for_reply
+from tests.router.fakes import (FakeShard, answer, send_one_maximal_produce_too_many,
+                                wait_for_reply)
 from tests.support import wait_until
 
 FETCH_BYTES = 4 * 1024 * 1024
@@ -619,14 +620,11 @@ def test_a_client_over_its_request_bytes_in_flight_is_refused_until_a_reply_come
     shard = rig.shards["shard-0"]
     shard.holding = True
     client, other = rig.client(), rig.client()
-    batch, limit = bytes(limits.BATCH_BYTES_MAX), limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
-    fit = limit // (len(batch) + 1)              # maximal batches, each with its header
+    limit = limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
     # When a client sends one maximal produce more than fit its bytes in flight
     # (far fewer than its requests in flight), and reads no reply
-    for request_id in range(1, fit + 2):
-        client.send(protocol.encode_produce(request_id, "t", 0, 1), batch)
+    fit, batch, view = send_one_maximal_produce_too_many(client, acks=1)
     # Then the last one is refused at once, retriable, naming the bytes and the limit
-    view, _ = client.recv()
     assert view.request_id == fit + 1 and isinstance(view.error, TooManyRequestsError)
     assert "bytes of requests in flight; with this one" in str(view.error)
     assert f"over its limit of {limit} bytes" in str(view.error)

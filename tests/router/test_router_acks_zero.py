@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from plinth import limits, protocol
 from plinth.errors import InvalidBatchError, TooManyRequestsError, UnavailableError
 from plinth.router.requests_in_flight import is_marked
-from tests.router.fakes import answer
+from tests.router.fakes import answer, send_one_maximal_produce_too_many
 from tests.support import wait_until
 
 
@@ -78,14 +78,10 @@ def test_acks_zero_produces_over_their_clients_request_bytes_are_refused_naming_
     rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
     shard = rig.shards["shard-0"]
     shard.holding = True
-    client = rig.client()
-    batch, limit = bytes(limits.BATCH_BYTES_MAX), limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
-    fit = limit // (len(batch) + 1)              # maximal batches, each with its header
+    client, limit = rig.client(), limits.CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX
     # When a client sends one maximal acks=0 produce more than fit its request bytes
-    for request_id in range(1, fit + 2):
-        client.send(protocol.encode_produce(request_id, "t", 0, 0), batch)
+    fit, batch, view = send_one_maximal_produce_too_many(client, acks=0)
     # Then the last one is refused at once, retriable, naming acks=0 produces and the limit
-    view, _ = client.recv()
     assert view.request_id == fit + 1 and isinstance(view.error, TooManyRequestsError)
     assert "bytes of acks=0 produces in flight; with this one" in str(view.error)
     assert f"over its limit of {limit} bytes" in str(view.error)
