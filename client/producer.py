@@ -33,8 +33,12 @@ Kafka's are), but the shard cannot tell a retry from a new batch: one whose
 reply was lost may be stored twice, and, with several requests in flight, a
 retry may be stored after a later batch of the same partition.
 ``max_in_flight_requests_per_connection=1`` keeps each partition's order
-(Kafka's advice too), at the cost of one request at a time. With acks=0 nothing
-answers: only a send that fails (no router reachable) is retried.
+(Kafka's advice too), at the cost of one request at a time. With acks=0 a
+record's future completes once its batch is sent (offset -1) and only a send that
+fails (no router reachable) is retried; the batch's request still waits in the
+window of requests in flight until the shard has stored it, so a fast acks=0
+producer is held back to what the shards store, and ``flush`` waits for those
+answers too (client/sender.py).
 
 Partitioning: an explicit ``partition`` wins; else a key is hashed with
 Kafka's murmur2 (same partition number as Kafka's default partitioner);
@@ -380,7 +384,10 @@ class Producer(RecordSending):
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued and wait for every acknowledgement (or error);
-        PlinthTimeoutError after ``timeout`` seconds (None: no limit). Any thread;
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit). With acks=0 too:
+        the records' futures complete once sent, and the flush waits until the shards
+        have answered every request sent (or it had no answer within
+        request_timeout_ms), as Kafka's flush waits for its requests. Any thread;
         ClosedError once the producer is closed (its sender is gone: nothing would
         send, and close() already waited for what it could)."""
         timeout = checked_wait_s("flush timeout", timeout)
@@ -396,6 +403,10 @@ class Producer(RecordSending):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not result.wait(remaining):
                     raise PlinthTimeoutError(f"flush did not finish within {timeout} s")
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._sender.wait_acks0_answered(remaining):
+                raise PlinthTimeoutError(f"flush did not finish within {timeout} s: acks=0 "
+                                         f"requests sent still await the shards' answer")
         finally:
             self._accumulator.end_flush()
 

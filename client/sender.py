@@ -49,9 +49,25 @@ Kafka, a batch whose reply was lost (no reply within ``request_timeout_ms``, a
 dropped connection) may be stored twice, and a retry may be stored after a
 later batch of its partition that was already in flight: order holds only with
 one request in flight (``in_flight_max`` 1), Kafka's
-max.in.flight.requests.per.connection=1. With acks=0 nothing answers: a batch
-is complete once sent, and only a send that fails (no router reachable) is
-retried, which is safe, as nothing of it left.
+max.in.flight.requests.per.connection=1.
+
+acks=0. A batch's futures complete once it is sent (offset -1: acks=0 promises
+nothing, and no user code waits for the shard), and only a send that fails (no
+router reachable) is retried, which is safe, as nothing of it left. But the
+request goes on the wire as acks=1 and stays in the window of requests in flight
+(``in_flight_max``, and at most buffer_memory of batches) until the shard answers
+it: a fast acks=0 producer so sends no faster than the shards store, as Kafka's is
+held back by TCP and its max.in.flight window. Sent without waiting (as before),
+whatever went past the router's bounds for a client (CLIENT_REQUESTS_IN_FLIGHT_MAX,
+CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX) or a socket's queue was refused or dropped and
+lost: 10,000 to 51,000 of 200,000 records sent at once in some 1,400 batches of
+16 KiB, through the router or straight to the shards. An answer that is an
+error, no answer within ``request_timeout_ms``, or a dropped connection is not
+retried (the batch's records are gone from the producer): it is logged, a WARNING
+once per partition until one of its batches is stored again (with how many records
+were lost meanwhile), and counted in ``acks0_records_unconfirmed``. A flush waits
+for these answers too (Kafka's flush waits for its requests to complete), and so
+does a close, within its timeout.
 
 A batch a shard refuses as too large for its topic (recordTooLarge: the
 topic's max.message.bytes is below batch_bytes_max) is split in halves and the
@@ -113,6 +129,23 @@ CLOSED_BEFORE_ACKNOWLEDGED = ("producer closed before the record was acknowledge
                               "sent, so it may have been stored")
 
 
+class _Unanswered:
+    """An acks=0 request awaiting its answer: what the sender still needs of its batch,
+    whose futures are resolved and whose records are recycled. ``number``: its place
+    among the acks=0 requests sent (SenderCore.acks0_requests_sent)."""
+
+    __slots__ = ("topic", "partition", "record_count", "bytes", "sent_s", "number")
+
+    def __init__(self, topic: str, partition: int, record_count: int, bytes_: int,
+                 sent_s: float, number: int):
+        self.topic = topic
+        self.partition = partition
+        self.record_count = record_count
+        self.bytes = bytes_
+        self.sent_s = sent_s
+        self.number = number
+
+
 class SenderCore:
     """The sender's logic, without a thread or a wait: what to send, what a reply
     means, when a request or a batch has run out of time (sans-IO: every call
@@ -140,7 +173,26 @@ class SenderCore:
         self.retry_backoff_s = retry_backoff_ms / 1000
         self.retry_backoff_max_s = retry_backoff_max_ms / 1000
         self.in_flight_max = in_flight_max
+        # Requests awaiting an answer, by request id: their batches' futures unresolved.
         self._in_flight: dict[int, tuple[OpenBatch, float]] = {}
+        # acks=0 requests awaiting an answer, by request id, oldest first: their batches'
+        # futures resolved and their records recycled (the accumulator's), so kept apart
+        # from _in_flight, whose batches are live; both count in the window.
+        self._unanswered: dict[int, _Unanswered] = {}
+        self._unanswered_bytes = 0   # their batches' buffer bytes (OpenBatch.bytes)
+        # acks=0 requests sent so far (each numbered by it), and the highest number up to
+        # which every one has been answered or given up: a flush waits for it. Written
+        # by the driver only; read by any thread (an int, so a read is atomic).
+        self.acks0_requests_sent = 0
+        self.acks0_requests_settled = 0
+        # Called by the driver when acks0_requests_settled moves (its waiters wake).
+        self.on_acks0_settled = None
+        # Records of acks=0 batches whose request got an error, or no answer in time.
+        self.acks0_records_unconfirmed = 0
+        # Partitions whose acks=0 batches fail now: (batches, records) lost since their
+        # first failure; logged once as each starts and as it ends (at most one a
+        # partition).
+        self._acks0_losing: dict[tuple[str, int], list[int]] = {}
         # Batches not yet sent, or waiting to be retried, oldest first: per partition
         # without idempotence; with it, each partition's unacknowledged batches
         # (client/partition_pipeline.py).
@@ -162,7 +214,16 @@ class SenderCore:
 
     def finished(self) -> bool:
         """Closing, and nothing left to send or to wait for: the driver may stop."""
-        return self._closing and not self._in_flight and self.accumulator.empty()
+        return (self._closing and not self._in_flight and not self._unanswered
+                and self.accumulator.empty())
+
+    def acks0_settled(self, mark: int) -> bool:
+        """Whether every acks=0 request among the first ``mark`` sent
+        (``acks0_requests_sent`` then) has been answered or given up. Any thread."""
+        return self.acks0_requests_settled >= mark
+
+    def _requests_in_flight(self) -> int:
+        return len(self._in_flight) + len(self._unanswered)
 
     def work(self) -> None:
         """One round: read the replies there are, expire what waited too long, send
@@ -192,6 +253,9 @@ class SenderCore:
         if self._in_flight:
             deadline = min(deadline, min(self._request_deadline_s(batch, sent)
                                          for batch, sent in self._in_flight.values()))
+        if self._unanswered:   # the oldest first: all wait request_timeout_ms
+            oldest = next(iter(self._unanswered.values()))
+            deadline = min(deadline, oldest.sent_s + self.request_timeout_s)
         if self._waiting_deadline_s is not None:
             deadline = min(deadline, self._waiting_deadline_s)
         return max(0, int((deadline - now) * 1000) + 1)
@@ -230,14 +294,24 @@ class SenderCore:
         for queue in self._queues.values():
             # A batch waiting for its retry's backoff holds back the ones after it.
             while (queue and queue[0].retry_at_s <= now
-                   and len(self._in_flight) < self.in_flight_max):
+                   and self._requests_in_flight() < self.in_flight_max
+                   and self._acks0_room(queue[0])):
                 self._send(queue.popleft())
         for pipeline in self._pipelines.values():
-            while len(self._in_flight) < self.in_flight_max:
+            while self._requests_in_flight() < self.in_flight_max:
                 batch = pipeline.next_to_send(now)
                 if batch is None:
                     break
                 self._send(batch, pipeline)
+
+    def _acks0_room(self, batch: OpenBatch) -> bool:
+        """Whether ``batch`` may go now as far as bytes go: with acks=0, while the batches
+        awaiting an answer and it count at most buffer_memory (one always may when none
+        waits), as the futures of acks 1 and "all" hold their bytes in buffer_memory
+        until answered; so a producer never has more in flight than the router takes of
+        one client (CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX)."""
+        return (self.acks != 0 or not self._unanswered or
+                self._unanswered_bytes + batch.bytes <= self.accumulator.buffer_bytes_max)
 
     def _send(self, batch: OpenBatch, pipeline: PartitionPipeline | None = None) -> None:
         """Send one batch (the one its pipeline names when idempotent). One that cannot
@@ -247,11 +321,11 @@ class SenderCore:
             if batch.encoded is None:
                 self._encode(batch, pipeline)
             request_id = self._conn.next_request_id()
-            header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks,
-                                             self._batch_format)
+            # acks=0 goes as acks=1, so that the shard answers it (see the module).
+            header = protocol.encode_produce(request_id, batch.topic, batch.partition,
+                                             self.acks or 1, self._batch_format)
             batch.attempts += 1
-            self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded,
-                               expects_reply=self.acks != 0)
+            self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded)
             batch.ever_sent = True
         except UnavailableError as exc:   # no router reachable right now
             self._not_sent(batch, exc)
@@ -267,8 +341,7 @@ class SenderCore:
             self._not_sent(batch, exc)
             return
         if self.acks == 0:
-            self.outages.recovered(batch)
-            self._complete(batch, -1)
+            self._sent_unanswered(request_id, batch)
             return
         self._in_flight[request_id] = (batch, time.monotonic())
         if pipeline is not None:
@@ -302,7 +375,7 @@ class SenderCore:
     # --- Outcomes ------------------------------------------------------------------
 
     def _read_replies(self) -> None:
-        while self._in_flight:
+        while self._in_flight or self._unanswered:
             try:
                 got = self._conn.recv(0)
             except MalformedReplyError as exc:   # its request times out and is retried
@@ -312,16 +385,18 @@ class SenderCore:
                 return
             view, _ = got
             entry = self._in_flight.pop(view.request_id, None)
-            if entry is None:
-                continue   # a reply to a request that already timed out
-            self._settle(entry[0], view.base_offset, view.error)
+            if entry is not None:
+                self._settle(entry[0], view.base_offset, view.error)
+            elif view.request_id in self._unanswered:
+                self._answered(view.request_id, view.error)
+            # else: a reply to a request that already timed out
 
     def _refused(self) -> None:
         """Fail the batches in flight with the refusal once the broker has ended the
         connection's handshake for good (they would wait out request_timeout_ms, then be
         retried in vain). Batches sent later fail at their send. Once a reply has come,
         this costs no look at the watch (the sender's loop runs per batch)."""
-        if not self._in_flight or self._conn.handshake_settled:
+        if not (self._in_flight or self._unanswered) or self._conn.handshake_settled:
             return
         refusal = self._conn.handshake_refusal()
         if refusal is None:
@@ -330,6 +405,9 @@ class SenderCore:
             del self._in_flight[request_id]
             self._conn.forget(request_id)
             self._settle(batch, None, refusal)
+        for request_id in list(self._unanswered):
+            self._conn.forget(request_id)
+            self._answered(request_id, refusal)
 
     def _expire(self, now: float) -> None:
         for request_id, (batch, sent) in list(self._in_flight.items()):
@@ -342,6 +420,64 @@ class SenderCore:
                     f"no acknowledgement from {self._conn.url} for {batch.topic}-"
                     f"{batch.partition} within {waited}: waited {(now - sent) * 1000:.0f} ms "
                     f"(request_timeout_ms={self.request_timeout_s * 1000:.0f})"))
+        while self._unanswered:   # oldest first: all wait request_timeout_ms
+            request_id, unanswered = next(iter(self._unanswered.items()))
+            if now < unanswered.sent_s + self.request_timeout_s:
+                break
+            self._conn.forget(request_id)
+            self._answered(request_id, PlinthTimeoutError(
+                f"no answer from {self._conn.url} within request_timeout_ms="
+                f"{self.request_timeout_s * 1000:.0f}: waited "
+                f"{(now - unanswered.sent_s) * 1000:.0f} ms; it may have been stored"))
+
+    # --- acks=0 requests awaiting an answer ----------------------------------------
+
+    def _sent_unanswered(self, request_id: int, batch: OpenBatch) -> None:
+        """An acks=0 batch left as ``request_id``: its futures complete now (offset -1),
+        and its request waits for the shard's answer in the window."""
+        self.outages.recovered(batch)
+        self.acks0_requests_sent += 1
+        self._unanswered[request_id] = _Unanswered(
+            batch.topic, batch.partition, batch.builder.record_count, batch.bytes,
+            time.monotonic(), self.acks0_requests_sent)
+        self._unanswered_bytes += batch.bytes
+        self._complete(batch, -1)
+
+    def _answered(self, request_id: int, error: BaseException | None) -> None:
+        """The outcome of an acks=0 request: an answer (``error`` None: stored), no answer
+        in time, or a dropped connection. Never retried: its records are recycled, and
+        acks=0 promises nothing. A failure is logged once per partition until a batch of
+        it is stored again."""
+        unanswered = self._unanswered.pop(request_id)
+        self._unanswered_bytes -= unanswered.bytes
+        self._note_acks0_settled()
+        tp = (unanswered.topic, unanswered.partition)
+        if error is None:
+            losing = self._acks0_losing.pop(tp, None)
+            if losing is not None:
+                log.info("acks=0 produce to %s-%s stored again; %d records of %d batches were "
+                         "not confirmed meanwhile", *tp, losing[1], losing[0])
+            return
+        self.acks0_records_unconfirmed += unanswered.record_count
+        losing = self._acks0_losing.get(tp)
+        if losing is None:
+            losing = self._acks0_losing[tp] = [0, 0]
+            log.warning("acks=0 produce to %s-%s of %d records not confirmed: %s: %s; not "
+                        "retried (acks=0: its futures completed when it was sent); later ones "
+                        "of %s-%s are not logged until one is stored", *tp,
+                        unanswered.record_count, type(error).__name__, error, *tp)
+        losing[0] += 1
+        losing[1] += unanswered.record_count
+
+    def _note_acks0_settled(self) -> None:
+        """Move ``acks0_requests_settled`` up to just below the oldest request still
+        awaiting an answer, and wake its waiters if it moved."""
+        oldest = next(iter(self._unanswered.values()), None)
+        settled = self.acks0_requests_sent if oldest is None else oldest.number - 1
+        if settled != self.acks0_requests_settled:
+            self.acks0_requests_settled = settled
+            if self.on_acks0_settled is not None:
+                self.on_acks0_settled()
 
     def _expire_waiting(self, now: float) -> None:
         """Fail every batch that waits to be sent (or retried) past its delivery deadline,
@@ -501,6 +637,8 @@ class SenderCore:
         if self.accumulator is None:   # never started: nothing was sent
             return
         sent_error = error if sent_error is None else sent_error
+        for request_id in list(self._unanswered):   # acks=0: their futures completed
+            self._answered(request_id, sent_error)
         waiting = [batch for batch, _ in self._in_flight.values()]
         self._in_flight.clear()
         waiting += [batch for queue in self._queues.values() for batch in queue]
@@ -543,6 +681,9 @@ class Sender(SenderCore):
             compression=compression)
         self._wakeup = Wakeup()
         self._abort = False          # close() ran out of time: stop now
+        # Notified by the sender thread when acks=0 requests settle (wait_acks0_answered).
+        self._acks0_settled_cond = threading.Condition()
+        self.on_acks0_settled = self._wake_acks0_waiters
         self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
 
     def start(self, accumulator: RecordAccumulator) -> None:
@@ -552,6 +693,20 @@ class Sender(SenderCore):
     def wake(self) -> None:
         """Any thread: make the sender look at the accumulator now."""
         self._wakeup.wake()
+
+    def wait_acks0_answered(self, timeout_s: float | None) -> bool:
+        """Wait until every acks=0 request sent so far has been answered or given up (no
+        answer within request_timeout_ms, the sender stopped), at most ``timeout_s``
+        (None: no limit); whether it was. Any thread but the sender's (the producer's
+        flush); True at once with acks 1 or "all"."""
+        mark = self.acks0_requests_sent
+        with self._acks0_settled_cond:
+            return self._acks0_settled_cond.wait_for(lambda: self.acks0_settled(mark),
+                                                     timeout_s)
+
+    def _wake_acks0_waiters(self) -> None:
+        with self._acks0_settled_cond:
+            self._acks0_settled_cond.notify_all()
 
     def close(self, timeout_s: float | None) -> None:
         """Stop after sending what is pending, waiting up to ``timeout_s``; then fail

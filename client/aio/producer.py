@@ -140,6 +140,7 @@ class AIOProducer:
         self._abort = False
         self._room = asyncio.Event()
         self._room_waiters = 0
+        self._acks0_settled = asyncio.Event()   # set (and replaced) as acks=0 requests settle
         self._sender_due = False   # the accumulator woke the sender since send last yielded
         # The question of a topic's partition count in flight, which its senders share.
         self._asking: dict[str, asyncio.Task] = {}
@@ -167,6 +168,7 @@ class AIOProducer:
             in_flight_max=o["in_flight_max"], idempotent=o["idempotent"],
             delivery_timeout_ms=o["delivery_timeout_ms"], retry_backoff_ms=o["retry_backoff_ms"],
             retry_backoff_max_ms=o["retry_backoff_max_ms"], compression=self._codec)
+        self._core.on_acks0_settled = self._wake_acks0_waiters
         self._wakeup = Wakeup()
         self._wakeup_fd_open = True
         # max_block_ms=0: the accumulator never blocks the loop; send awaits room.
@@ -233,6 +235,7 @@ class AIOProducer:
         error = wrong_loop_error("AIOProducer", "stop", loop, f"Its sockets are closed; {lost}")
         self._abort = True   # should that loop ever run again, its sender task ends
         self._core._closing = True
+        self._core.on_acks0_settled = None   # no flush awaits on this loop
         self._core._fail_all(error)
         self._wakeup_fd_open = False
         self._wakeup.close()
@@ -389,6 +392,9 @@ class AIOProducer:
         await self._flush(timeout)
 
     async def _flush(self, timeout: float | None) -> None:
+        """Await every pending batch's outcome, then (acks=0) the shards' answers to every
+        request sent (client/producer.py Producer.flush), within ``timeout`` s."""
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         pending = self._accumulator.begin_flush()
         try:
             waiting = [result.waiter() for result in pending if not result.done()]
@@ -396,8 +402,23 @@ class AIOProducer:
                 _, late = await asyncio.wait(waiting, timeout=timeout)
                 if late:
                     raise PlinthTimeoutError(f"flush did not finish within {timeout} s")
+            mark = self._core.acks0_requests_sent
+            while not self._core.acks0_settled(mark):
+                settled = self._acks0_settled
+                remaining_s = None if deadline_s is None else deadline_s - time.monotonic()
+                try:
+                    await asyncio.wait_for(settled.wait(), remaining_s)
+                except asyncio.TimeoutError:
+                    raise PlinthTimeoutError(
+                        f"flush did not finish within {timeout} s: acks=0 requests sent "
+                        f"still await the shards' answer") from None
         finally:
             self._accumulator.end_flush()
+
+    def _wake_acks0_waiters(self) -> None:
+        """acks=0 requests settled: flushes awaiting them look again. Sender task."""
+        self._acks0_settled.set()
+        self._acks0_settled = asyncio.Event()
 
     @property
     def pipelined_sends(self) -> int:

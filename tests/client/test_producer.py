@@ -284,9 +284,11 @@ def test_no_bad_call_leaves_a_trace_and_every_good_send_resolves_to_where_it_is_
 # --- acks ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, wire", [({}, -1), ({"acks": "all"}, -1), ({"acks": -1}, -1),
-                                           ({"acks": 1}, 1), ({"acks": 0}, 0)])
+                                           ({"acks": 1}, 1), ({"acks": 0}, 1)])
 def test_acks_all_is_the_default_and_each_choice_reaches_the_wire(broker, options, wire):
-    # Given a producer with Kafka's acks option (or none: "all", as in Kafka 3.0+)
+    # Given a producer with Kafka's acks option (or none: "all", as in Kafka 3.0+); acks=0
+    # goes as acks=1, so that the shard answers it and the sender's window holds it
+    # until then (client/sender.py)
     with Producer(broker=broker.url, linger_ms=0, **options) as producer:
         # When it sends a record
         producer.send("t", b"v", partition=0)
@@ -294,6 +296,22 @@ def test_acks_all_is_the_default_and_each_choice_reaches_the_wire(broker, option
     # Then its produce request carries the wire's acks
     wait_until_true(lambda: broker.produces())
     assert {arrival.request.acks for arrival in broker.produces()} == {wire}
+
+
+def test_an_acks_0_flush_waits_until_the_shard_has_answered_every_request_sent(broker):
+    # Given an acks=0 producer, and a broker that holds its answers
+    with Producer(broker=broker.url, acks=0, linger_ms=0) as producer:
+        broker.hold()
+        # When records are sent: their futures complete at once, with offset -1
+        futures = [producer.send("t", b"%d" % i, partition=i % PARTITIONS) for i in range(8)]
+        assert {f.get(GET_TIMEOUT_S).offset for f in futures} == {-1}
+        # Then a flush does not return while the shard has not answered them
+        with pytest.raises(PlinthTimeoutError, match="acks=0 requests sent still await"):
+            producer.flush(0.3)
+        # And when the broker answers, the flush returns, every record stored
+        broker.release()
+        producer.flush(GET_TIMEOUT_S)
+        assert broker.record_count() == 8
 
 
 @pytest.mark.parametrize("acks", [2, -2, "ALL", "1", "one", None, True, 1.0])

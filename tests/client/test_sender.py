@@ -24,7 +24,7 @@ from plinth.errors import (ClosedError, DiskReserveRefusedError, NotLeaderError,
                            RecordTooLargeError, StorageError, UnavailableError)
 from plinth.format.kafka_batch import summarize_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
-from plinth.format.record_batch import summarize_batch
+from plinth.format.record_batch import RECORD_OVERHEAD_BYTES, summarize_batch
 from tests.client.produce_broker import DROP, GARBAGE, LOSE_REPLY, ProduceBroker
 from tests.format.kafka_batches import header as kafka_header
 
@@ -48,12 +48,12 @@ def make_sender(broker):
     senders = []
 
     def make(linger_ms: float = 0, batch_bytes_max: int = 1 << 20, url: str | None = None,
-             **options) -> tuple[Sender, RecordAccumulator]:
+             buffer_bytes_max: int = 1 << 26, **options) -> tuple[Sender, RecordAccumulator]:
         settings = {**SENDER_DEFAULTS, **options}
         acks = settings.pop("acks")
         sender = Sender(url or broker.url, acks, **settings)
         accumulator = RecordAccumulator(batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
-                                        buffer_bytes_max=1 << 26, max_block_ms=5_000,
+                                        buffer_bytes_max=buffer_bytes_max, max_block_ms=5_000,
                                         wake=sender.wake)
         accumulator.add_topic("t", 2)
         sender.start(accumulator)
@@ -171,7 +171,7 @@ def test_a_batch_not_acknowledged_within_delivery_timeout_fails_and_the_next_get
 
 def test_acks_0_sends_each_batch_once_and_resolves_without_waiting_for_a_reply(
         broker, make_sender):
-    # Given a sender with acks=0 (the broker stores and never answers)
+    # Given a sender with acks=0
     _, accumulator = make_sender(acks=0)
     # When records are sent / Then their futures resolve to offset -1
     futures = [send(accumulator, b"%d" % i) for i in range(3)]
@@ -180,6 +180,118 @@ def test_acks_0_sends_each_batch_once_and_resolves_without_waiting_for_a_reply(
     wait_until(lambda: broker.record_count() == 3)
     assert [r.value for r in broker.records("t", 0)] == [b"0", b"1", b"2"]
     assert {produced(a) for a in broker.produces()} == {(-1, -1)}
+
+
+# --- acks=0: futures complete once sent; requests stay in the window until answered ------
+
+ACKS0_RECORD_VALUE = b"x" * 200   # fills a batch of batch_bytes_max 100 on its own
+
+
+def produces_answered(broker) -> int:
+    return sum(a.request.request_id in broker.answered_at_s for a in broker.produces())
+
+
+def most_outstanding_at_the_broker(broker) -> int:
+    """The most produce requests the broker had received and not yet answered at once
+    (each arrival against the answers sent before it): at most what the client had in
+    flight, as a client counts a request from before it arrives until after its answer."""
+    arrivals = broker.produces()
+    return max(sum(1 for other in arrivals[:i + 1]
+                   if broker.answered_at_s.get(other.request.request_id, float("inf"))
+                   > arrival.at_s)
+               for i, arrival in enumerate(arrivals))
+
+
+def test_acks_0_requests_go_as_acks_1_and_at_most_in_flight_max_await_their_answer(
+        broker, make_sender):
+    # Given an acks=0 sender of at most 3 requests in flight, and a broker that holds
+    # its answers
+    _, accumulator = make_sender(acks=0, in_flight_max=3, batch_bytes_max=100)
+    broker.hold()
+    # When 10 records are sent, each its own batch
+    futures = [send(accumulator, ACKS0_RECORD_VALUE) for _ in range(10)]
+    # Then 3 requests go, and their records' futures complete at once, with offset -1,
+    # while the shard has answered none of them
+    wait_until(lambda: len(broker.produces()) == 3)
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures[:3]] == [-1, -1, -1]
+    assert produces_answered(broker) == 0
+    # And the fourth waits for an answer (its future too: it was not sent)
+    assert not futures[3].done()
+    # When the broker answers
+    broker.release()
+    # Then every record is sent and stored, never more than 3 awaiting an answer at once
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [-1] * 10
+    wait_until(lambda: produces_answered(broker) == 10)
+    assert broker.record_count() == 10
+    assert most_outstanding_at_the_broker(broker) == 3
+    # And every request asked for an answer: acks=1 on the wire
+    assert {arrival.request.acks for arrival in broker.produces()} == {1}
+
+
+def test_acks_0_batches_awaiting_an_answer_count_at_most_buffer_memory(broker, make_sender):
+    # Given an acks=0 sender whose buffer_memory holds three and a half records, 32
+    # requests in flight allowed, and a broker that holds its answers
+    record_bytes = len(ACKS0_RECORD_VALUE) + RECORD_OVERHEAD_BYTES
+    _, accumulator = make_sender(acks=0, batch_bytes_max=100,
+                                 buffer_bytes_max=record_bytes * 7 // 2)
+    broker.hold()
+    # When 6 records are sent, each its own batch
+    futures = [send(accumulator, ACKS0_RECORD_VALUE) for _ in range(6)]
+    # Then 3 go (their futures complete) and the fourth waits: 4 would be over
+    # buffer_memory, though their futures freed their buffer bytes once sent
+    wait_until(lambda: len(broker.produces()) == 3)
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures[:3]] == [-1, -1, -1]
+    assert not futures[3].done()
+    # When the broker answers / Then all go, never more than 3 at once
+    broker.release()
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [-1] * 6
+    wait_until(lambda: produces_answered(broker) == 6)
+    assert most_outstanding_at_the_broker(broker) == 3
+
+
+def test_an_acks_0_request_answered_with_an_error_is_not_retried_and_is_logged_once_a_streak(
+        broker, make_sender, caplog):
+    # Given an acks=0 sender, and a broker that refuses the next two produces with an
+    # error a producer with acks 1 or "all" retries
+    sender, accumulator = make_sender(acks=0)
+    broker.faults.extend([NotLeaderError("moved"), NotLeaderError("moved again")])
+    with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
+        # When three records are sent, one at a time, each once the last was answered
+        for i, value in enumerate([b"a", b"b", b"c"]):
+            assert send(accumulator, value).get(GET_TIMEOUT_S).offset == -1
+            wait_until(lambda: sender.acks0_requests_settled == i + 1)
+    # Then each was sent once: the two refused were not sent again, and only the third
+    # is stored
+    assert len(broker.produces()) == 3
+    assert [r.value for r in broker.records("t", 0)] == [b"c"]
+    assert sender.acks0_records_unconfirmed == 2
+    # And the log said so once as t-0 started failing, and once as it was stored again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "NotLeaderError: moved" in warnings[0], warnings
+    assert "not retried" in warnings[0]
+    assert "acks=0 produce to t-0 stored again; 2 records of 2 batches were not confirmed" \
+        in caplog.text
+
+
+def test_an_acks_0_request_without_an_answer_leaves_the_window_at_request_timeout_unretried(
+        broker, make_sender):
+    # Given an acks=0 sender of one request in flight, and a broker that loses the next
+    # produce
+    sender, accumulator = make_sender(acks=0, in_flight_max=1, request_timeout_ms=200)
+    broker.faults.append(DROP)
+    # When two records are sent, each its own batch
+    lost = send(accumulator, b"lost")
+    assert lost.get(GET_TIMEOUT_S).offset == -1
+    wait_until(lambda: len(broker.produces()) == 1)
+    after = send(accumulator, b"after")
+    # Then the second goes once the first waited request_timeout_ms, which is not
+    # sent again
+    assert after.get(GET_TIMEOUT_S).offset == -1
+    wait_until(lambda: broker.record_count() == 1)
+    first, second = broker.produces()
+    assert second.at_s - first.at_s >= 0.2
+    assert [r.value for r in broker.records("t", 0)] == [b"after"]
+    assert sender.acks0_records_unconfirmed == 1
 
 
 # --- Several batches in flight per partition ------------------------------------------

@@ -201,6 +201,26 @@ def test_flush_awaits_every_acknowledgement_and_times_out_naming_the_seconds(bro
     run(scenario())
 
 
+def test_an_acks_0_flush_awaits_the_shards_answer_to_every_request_sent(broker):
+    async def scenario():
+        # Given an acks=0 AIOProducer, and a broker that holds its answers
+        async with AIOProducer(broker=broker.url, acks=0, linger_ms=0) as producer:
+            broker.hold()
+            # When records are sent: their futures complete once sent, with offset -1
+            futures = [await producer.send("t", b"%d" % i, partition=i % PARTITIONS)
+                       for i in range(8)]
+            assert {(await f).offset for f in futures} == {-1}
+            # Then a flush does not return while the shard has not answered them
+            with pytest.raises(PlinthTimeoutError, match="acks=0 requests sent still await"):
+                await producer.flush(0.3)
+            # And when the broker answers, the flush returns, every record stored
+            broker.release()
+            await producer.flush(10)
+            assert broker.record_count() == 8
+
+    run(scenario())
+
+
 def test_flush_after_stop_raises_closed_error(broker):
     async def scenario():
         producer = AIOProducer(broker=broker.url, linger_ms=0)
