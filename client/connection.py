@@ -341,11 +341,11 @@ class Connection:
             if attempt == 1 or not self.socket.poll(wait_ms, zmq.POLLOUT):
                 raise self._unsendable(wait_ms)
 
-    def send_to(self, tp: tuple[str, int], request_id: int, header: bytes, payload=None,
-                expects_reply: bool = True) -> None:
+    def send_to(self, tp: tuple[str, int], request_id: int, header: bytes,
+                payload=None) -> None:
         """Send a produce or fetch request for partition ``tp``: to its leader's direct
-        socket if known and connected, else through the router. ``expects_reply``:
-        False for an acks=0 produce (nothing to wait for)."""
+        socket if known and connected, else through the router. Every one gets a reply
+        (the producer asks acks=0 as acks=1: client/sender.py)."""
         direct = self._direct
         if direct is None:
             self.send(header, payload)
@@ -367,8 +367,7 @@ class Connection:
                 direct.not_sendable(tp, sock)
         if not path:
             self.send(header, payload)
-        if expects_reply:
-            direct.sent(tp, request_id, path)
+        direct.sent(tp, request_id, path)
 
     def forget(self, request_id: int) -> None:
         """The caller gave up waiting for ``request_id`` (its own timeout); any thread

@@ -35,8 +35,8 @@ the first success through the router for such a partition (the election is
 over) brings the next ask forward to the minimum wait. Requests keep their ids
 on either path. A partition's requests stay on one path while any of them is
 in flight, so that pipelined requests (a producer without idempotence) keep
-their order; acks=0 produces, which get no reply, are not tracked and may be
-reordered once when a route changes.
+their order (the producer asks its acks=0 produces as acks=1, so they are
+tracked too: client/sender.py).
 """
 
 from __future__ import annotations
