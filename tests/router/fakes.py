@@ -410,3 +410,18 @@ def send_one_maximal_produce_too_many(client, acks: int):
         client.send(protocol.encode_produce(request_id, "t", 0, acks), batch)
     view, _ = client.recv()
     return fit, batch, view
+
+
+def holding_shard_under_a_router_budget_of_three_batches(router_rig, monkeypatch):
+    """A rig whose router may hold three maximal batches with their headers
+    (ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX), topic t on shard-0, which holds every request
+    unanswered: returns (rig, that shard, a maximal batch, the budget)."""
+    from plinth import limits
+
+    batch = bytes(limits.BATCH_BYTES_MAX)
+    limit = 3 * (len(batch) + 1024)
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX", limit)
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    return rig, shard, batch, limit

@@ -19,8 +19,9 @@ from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderEr
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
 from tests.router import fakes
-from tests.router.fakes import (FakeShard, answer, send_one_maximal_produce_too_many,
-                                wait_for_reply)
+from tests.router.fakes import (FakeShard, answer,
+                                holding_shard_under_a_router_budget_of_three_batches,
+                                send_one_maximal_produce_too_many, wait_for_reply)
 from tests.support import wait_until
 
 FETCH_BYTES = 4 * 1024 * 1024
@@ -647,12 +648,8 @@ def test_every_clients_request_bytes_in_flight_together_are_bounded_per_router(r
                                                                                monkeypatch):
     # Given a router budget of three maximal batches (with their headers), and a shard
     # that holds every request unanswered
-    batch = bytes(limits.BATCH_BYTES_MAX)
-    limit = 3 * (len(batch) + 1024)
-    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX", limit)
-    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
-    shard = rig.shards["shard-0"]
-    shard.holding = True
+    rig, shard, batch, limit = holding_shard_under_a_router_budget_of_three_batches(
+        router_rig, monkeypatch)
     first, second = rig.client(), rig.client()
     # When two clients, each well within its own share, send two maximal produces each
     for client in (first, second):

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 from plinth import limits, protocol
 from plinth.errors import InvalidBatchError, TooManyRequestsError, UnavailableError
 from plinth.router.requests_in_flight import is_marked
-from tests.router.fakes import answer, send_one_maximal_produce_too_many
+from tests.router.fakes import (answer, holding_shard_under_a_router_budget_of_three_batches,
+                                send_one_maximal_produce_too_many)
 from tests.support import wait_until
 
 
@@ -98,12 +99,8 @@ def test_acks_zero_produces_count_toward_the_routers_request_bytes_of_every_clie
         router_rig, monkeypatch):
     # Given a router budget of three maximal batches (with their headers), and a shard
     # that holds every request unanswered
-    batch = bytes(limits.BATCH_BYTES_MAX)
-    limit = 3 * (len(batch) + 1024)
-    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_IN_FLIGHT_MAX", limit)
-    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
-    shard = rig.shards["shard-0"]
-    shard.holding = True
+    rig, shard, batch, limit = holding_shard_under_a_router_budget_of_three_batches(
+        router_rig, monkeypatch)
     producer, other = rig.client(), rig.client()
     # When one client has two maximal acks=0 produces at the shard
     for request_id in (1, 2):
