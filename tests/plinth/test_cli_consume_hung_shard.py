@@ -18,11 +18,17 @@ from click.testing import CliRunner
 from plinth import cli, limits, protocol
 from tests.client.scripted_broker import ScriptedBroker
 
-# What a consume of 3 s ends in when a fetch has gone unanswered all along: WAITED is
-# how long, the rest as the test's partitions fill it in.
+# How long each consume runs: a fetch sent at its start is overdue after 2.5 s (the
+# fetch's wait and the margin), so 1.5 s is left for the broker's first answers and a
+# retry's backoff on a loaded machine (with 0.5 s, CI once saw a retried fetch not yet
+# overdue).
+TIMEOUT_MS = 4000
+
+# What a consume of TIMEOUT_MS ends in when a fetch has gone unanswered all along: WAITED
+# is how long, the rest as the test's partitions fill it in.
 OVERDUE = re.compile(
     r"error: PlinthTimeoutError: no answer for (?P<waited>\d+) ms or more, when --timeout-ms "
-    r"3000 ended, to the fetches of (?P<named>.+): a shard answers within fetch_max_wait_ms "
+    rf"{TIMEOUT_MS} ended, to the fetches of (?P<named>.+): a shard answers within fetch_max_wait_ms "
     r"\(500 ms\) even with no record, so the records may be there, unread; is their shard "
     r"hung\? See `plinth status`")
 
@@ -46,10 +52,10 @@ def hung_broker():
 
 
 def consume(broker: ScriptedBroker, *args: str):
-    """``plinth consume orders ARGS --timeout-ms 3000``, with the default request timeout
-    (30 s): no request is given up on before --timeout-ms ends."""
+    """``plinth consume orders ARGS --timeout-ms TIMEOUT_MS``, with the default request
+    timeout (30 s): no request is given up on before --timeout-ms ends."""
     return CliRunner().invoke(cli.main, ["--broker", broker.url, "consume", "orders", *args,
-                                         "--timeout-ms", "3000"])
+                                         "--timeout-ms", str(TIMEOUT_MS)])
 
 
 def overdue_ms_min() -> int:
@@ -61,7 +67,7 @@ def overdue_ms_min() -> int:
 def test_a_consume_whose_fetch_goes_unanswered_past_its_wait_names_the_partition_and_exits_1(
         hung_broker):
     # Given a broker whose shard of orders-0 hangs: it never answers a fetch
-    # When offset 100 of orders-0 is consumed for 3 s
+    # When offset 100 of orders-0 is consumed for 4 s
     result = consume(hung_broker, "--partition", "0", "--offset", "100")
     # Then nothing is printed, and the last line names the partition, the fetch's offset
     # and how long it waited, past the fetch's wait and the margin; the status is 1
@@ -78,7 +84,7 @@ def test_a_consume_from_the_beginning_whose_shard_hangs_names_the_partitions_and
         hung_broker):
     # Given a broker whose shard of both partitions of orders hangs: the reset of their
     # positions (where the beginning is) is never answered (an offline partition)
-    # When the topic is consumed from the beginning for 3 s
+    # When the topic is consumed from the beginning for 4 s
     result = consume(hung_broker, "--from-beginning")
     # Then nothing is printed, and the last line names both partitions as waiting for
     # their start, and how long; the status is 1
@@ -95,7 +101,7 @@ def test_a_consume_from_the_beginning_whose_shard_hangs_names_the_partitions_and
 def test_a_group_consume_whose_coordinator_hangs_names_the_group_and_exits_1(hung_broker):
     # Given a broker whose group coordinator's shard hangs: it answers metadata, and
     # no heartbeat
-    # When the topic is consumed in group g for 3 s, with the default request timeout
+    # When the topic is consumed in group g for 4 s, with the default request timeout
     result = consume(hung_broker, "--group", "g")
     # Then nothing is printed, and the last line names the group and how long its
     # heartbeat waited; the status is 1
@@ -103,7 +109,7 @@ def test_a_group_consume_whose_coordinator_hangs_names_the_group_and_exits_1(hun
     assert result.stdout == ""
     line = re.fullmatch(
         r"error: PlinthTimeoutError: group g: no answer to its heartbeat for (\d+) ms when "
-        r"--timeout-ms 3000 ended: a coordinator answers at once, so the member may not have "
+        rf"--timeout-ms {TIMEOUT_MS} ended: a coordinator answers at once, so the member may not have "
         r"joined, nor read anything; is the group's coordinator shard hung\? See "
         r"`plinth status`", result.stderr.splitlines()[-1])
     assert line is not None, result.stderr
@@ -131,7 +137,7 @@ def test_a_consume_whose_fetch_failed_on_object_storage_then_hangs_names_the_sto
 
     broker = ScriptedBroker([answer] * 10_000)
     try:
-        # When offset 100 of orders-0 is consumed for 3 s
+        # When offset 100 of orders-0 is consumed for 4 s
         result = consume(broker, "--partition", "0", "--offset", "100")
     finally:
         broker.close()
