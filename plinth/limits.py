@@ -1194,6 +1194,9 @@ KAFKA_BACKEND_REQUEST_TIMEOUT_MS = 30_000
 # The longest a Kafka fetch may park (its max_wait_ms is capped here): Kafka
 # clients ask for 500 ms; a longer wait only holds a connection's turn.
 KAFKA_FETCH_WAIT_MS_MAX = 10_000
+# The partitions named in the log line of an acks=0 Produce that failed (its
+# connection is closed: api_produce.py); the rest are counted.
+PRODUCE_ACKS0_FAILURES_NAMED_MAX = 10
 # What a Kafka fetch's parked round (nothing was there at once) asks of each
 # partition. A parked Plinth fetch counts its maximum (at least
 # FETCH_BYTES_COUNTED_MIN) against the listener's fetch bytes in flight

@@ -27,6 +27,13 @@ with UNSUPPORTED_VERSION (a client cannot get that far).
 A produce the router or a shard refuses for its budgets (tooManyRequests) is
 answered NOT_ENOUGH_REPLICAS, retriable and not persisted in every client
 (``_produce_code``), with Plinth's message naming the budget.
+
+acks=0 gets no response, so a partition that failed is told the only way left:
+the connection is closed (``CloseConnection``, with a WARNING naming the
+partitions and their errors), as Kafka's KafkaApis.handleProduceRequest does,
+so that the client refreshes its metadata and learns of a leader moved or a
+topic gone. Answered nothing, it went on sending to a partition that dropped
+every batch.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ import logging
 import random
 import struct
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.errors import TooManyRequestsError
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
+from plinth.router.kafka.listener import CloseConnection
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 from plinth.router.kafka.request_values import partition_error
 
@@ -83,8 +91,28 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
                                      data["records"], answer))
     await asyncio.gather(*work)
     if acks == 0:
+        _close_if_any_failed(header, answers)
         return None
     return {"responses": answers, "throttle_time_ms": 0}
+
+
+def _close_if_any_failed(header, answers: list) -> None:
+    """Raises CloseConnection naming the partitions of an acks=0 produce that failed
+    (at most PRODUCE_ACKS0_FAILURES_NAMED_MAX, and how many more), if any did."""
+    failed = [f"{topic['name']}-{answer['index']}: {kafka.NAMES.get(answer['error_code'])}"
+              + (f" ({answer['error_message']})" if answer["error_message"] else "")
+              for topic in answers for answer in topic["partition_responses"]
+              if answer["error_code"] != kafka.NONE]
+    if not failed:
+        return
+    named = failed[:limits.PRODUCE_ACKS0_FAILURES_NAMED_MAX]
+    more = len(failed) - len(named)
+    raise CloseConnection(
+        f"a Produce with acks=0 (correlation id {header.correlation_id}, client id "
+        f"{header.client_id!r}) failed for {'; '.join(named)}"
+        + (f"; and {more} more partition(s)" if more else "")
+        + ": closed so that the client learns of it (it expects no response), as Kafka does",
+        close_reason="produce_acks0_failed", body={"responses": answers, "throttle_time_ms": 0})
 
 
 def _produce_code(error: BaseException | None) -> int:

@@ -48,6 +48,7 @@ CLOSE_REASONS = frozenset({
     "request_size",                # declared a request above the limit (or negative)
     "bad_request",                 # a request that does not decode, or a version refused
     "refused_by_handler",          # a request the gateway refused to serve on it (login)
+    "produce_acks0_failed",        # a Produce with acks=0 failed: no response tells it
     "handler_failed",              # a handler raised: a bug, logged with its stack
 })
 

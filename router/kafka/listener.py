@@ -94,7 +94,8 @@ connection. A handler that raises, or returns a body that does not encode,
 is a bug: it is logged and closes that connection.
 
 A handler that raises ``CloseConnection`` (the gateway, for a request before
-a SASL login) closes its connection with a log line naming why; a handler
+a SASL login; Produce, for a failed acks=0 one) closes its connection with a
+log line naming why; a handler
 may lower or lift its connection's ``request_bytes_max`` (see Frames).
 
 Counts. Every response's error codes, and every connection closed or refused
@@ -170,7 +171,16 @@ class ConnectionInfo:
 
 
 class CloseConnection(Exception):
-    """Raised by a handler: close this connection now (its message says why)."""
+    """Raised by a handler: close this connection now (its message says why). Counted
+    under ``close_reason`` (error_counts.CLOSE_REASONS); ``body``, if given, is the
+    response it stands for, whose error codes are counted as if it had been sent
+    (a Produce with acks=0 that failed: Kafka's closeConnection does the same)."""
+
+    def __init__(self, message: str, *, close_reason: str = "refused_by_handler",
+                 body: dict | None = None):
+        super().__init__(message)
+        self.close_reason = close_reason
+        self.body = body
 
 
 # async handle(connection, header, body) -> response body, or None for no
@@ -775,7 +785,9 @@ class _Connection:
             except ConnectionError:
                 return
             except CloseConnection as e:     # one kind per reason: the handler's few reasons
-                self.warn_closed("refused_by_handler", f"closed: {e}", "%s", e)
+                if e.body is not None:
+                    self.listener.counts.answered(header.api_key, e.body)
+                self.warn_closed(e.close_reason, f"closed: {e}", "%s", e)
                 return
             except Exception:
                 self.count_close("handler_failed")
