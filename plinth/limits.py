@@ -41,7 +41,11 @@ CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
 # every Kafka connection) at most the listener's KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX
 # of batches (each Plinth produce carries a batch of a Kafka request in flight)
 # and a header per request it may have in flight, so neither meets this bound;
-# one request always fits when nothing of its client's is in flight.
+# one request always fits when nothing of its client's is in flight. A client's
+# acks=0 produces are counted apart, against the same two bounds again
+# (router/requests_in_flight.py: their answers, errors only, never free a place in
+# the other count), so one client may have 2 × 256 requests and 2 × 144 MiB in
+# flight; the router's bound below holds both.
 CLIENT_REQUEST_BYTES_IN_FLIGHT_MAX = 144 * MiB
 # ... and of every client's together (held ones too): beyond it a request gets
 # tooManyRequests, as Kafka's queued.max.request.bytes bounds a broker's. Without
