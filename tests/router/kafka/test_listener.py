@@ -534,3 +534,69 @@ def test_a_connection_that_has_not_logged_in_takes_nothing_from_the_listener_s_b
         wait_for(lambda: listener.request_bytes_in_flight() == 0, "every byte given back")
     finally:
         listener.stop()
+
+
+class ClosingLastFirstHandler(TinyHandler):
+    """Refuses every Heartbeat with CloseConnection, the first one sent only once the
+    others have been refused: the write loop ends at the first, with the others
+    already finished behind it."""
+
+    def __init__(self, refusals: int):
+        super().__init__()
+        self.refused = 0
+        self.refusals = refusals
+        self.rest_refused = asyncio.Event()
+
+    async def __call__(self, connection, header, body):
+        from plinth.router.kafka.listener import CloseConnection
+
+        if header.api_key != HEARTBEAT.key:
+            return await super().__call__(connection, header, body)
+        if header.correlation_id == 0:
+            await asyncio.wait_for(self.rest_refused.wait(), WAIT_S)
+        self.refused += 1
+        if self.refused == self.refusals - 1:
+            self.rest_refused.set()
+        raise CloseConnection(f"request {header.correlation_id} refused")
+
+
+def close_at_the_first_of_four_refused_requests() -> None:
+    """Four pipelined requests whose handlers all close the connection, the first to
+    be answered finishing last; then the listener stops and everything is collected.
+    Run in a process of its own (``python -c``), logging to stderr: in pytest the
+    captured log records keep the first exception, and through it the connection
+    and the tasks queued behind it, alive until the test ends."""
+    import gc
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    handler = ClosingLastFirstHandler(refusals=4)
+    listener = KafkaListener("127.0.0.1", 0, handler)
+    address = listener.start()
+    try:
+        with connect(address) as sock:
+            sock.sendall(b"".join(request(HEARTBEAT, 4, i, {"generation_id": 0})
+                                  for i in range(4)))
+            assert closed_by_peer(sock)
+        wait_for(lambda: listener.connection_count() == 0, "the connection to go")
+    finally:
+        listener.stop()
+    gc.collect()   # an exception never retrieved is reported when its task is collected
+    print(f"refused {handler.refused}")
+
+
+def test_requests_refused_behind_the_one_that_closed_the_connection_log_no_error():
+    import sys
+
+    # Given four pipelined requests whose handlers all close the connection, the first
+    # to be answered finishing last
+    # When the connection is closed at the first, and everything is collected
+    done = subprocess.run(
+        [sys.executable, "-c", "from tests.router.kafka.test_listener import "
+         "close_at_the_first_of_four_refused_requests as run; run()"],
+        capture_output=True, text=True, timeout=60)
+    # Then one line says why, and no handler's exception is an error in the log
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "refused 4\n"
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("WARNING plinth.router.kafka.listener ") \
+        and lines[0].endswith("closed: request 0 refused"), done.stderr
