@@ -1400,7 +1400,9 @@ def _overdue_cause(consumer, overdue: list) -> str:
     errors = consumer.fetch_errors()
     for tp in overdue:
         error = errors.get(tp)
-        if error is not None and "object storage" in str(error):
+        # (A broker before Error.remoteStorage says so in the message only.)
+        if error is not None and (getattr(error, "remote_storage", False)
+                                  or "object storage" in str(error)):
             return (f"{tp.topic}-{tp.partition}'s fetch before failed on object storage "
                     f"({type(error).__name__}: {error}): is the tier store hung? See "
                     f"`plinth status` (tier store claim, upload errors)")

@@ -123,6 +123,7 @@ class BrokerError(PlinthError):
 
     code_name = "internalError"
     before_write = False
+    remote_storage = False   # from tiered storage's object store (Error.remoteStorage)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -274,7 +275,10 @@ class UnavailableError(BrokerError):
 
 class RemoteStorageError(StorageError):
     """Object storage (tiered storage, shards/tier/) refused a call for good: retrying
-    the same call will not help. Names the store's URL and the object."""
+    the same call will not help. Names the store's URL and the object. Its wire code
+    is storageError, with Error.remoteStorage set."""
+
+    remote_storage = True
 
 
 class RemoteObjectNotFoundError(RemoteStorageError):
@@ -292,7 +296,10 @@ class RemoteObjectExistsError(RemoteStorageError):
 class RemoteStorageUnavailableError(UnavailableError):
     """Object storage did not answer in time, could not be reached, or answered
     5xx (after the store's own bounded retries). Transient: a client retries it as
-    any "unavailable"; a shard's upload retries with backoff."""
+    any "unavailable"; a shard's upload retries with backoff. Its wire code is
+    unavailable, with Error.remoteStorage set."""
+
+    remote_storage = True
 
 
 class TierStoreNotOwnedError(UnavailableError):
@@ -598,10 +605,18 @@ BEFORE_WRITE_ERRORS: dict[str, type[BrokerError]] = {
 }
 
 
-def error_for_code(code_name: str, message: str, before_write: bool = False) -> BrokerError:
-    """The exception for a wire error code (and its Error's beforeWrite); unknown codes
-    become InternalError."""
+# The class for a wire code whose Error says remoteStorage (likewise).
+REMOTE_STORAGE_ERRORS: dict[str, type[BrokerError]] = {
+    cls.code_name: cls for cls in (RemoteStorageError, RemoteStorageUnavailableError)
+}
+
+
+def error_for_code(code_name: str, message: str, before_write: bool = False,
+                   remote_storage: bool = False) -> BrokerError:
+    """The exception for a wire error code (and its Error's beforeWrite and
+    remoteStorage); unknown codes become InternalError."""
     cls = BEFORE_WRITE_ERRORS.get(code_name) if before_write else None
+    cls = cls or (REMOTE_STORAGE_ERRORS.get(code_name) if remote_storage else None)
     cls = cls or BROKER_ERRORS.get(code_name, InternalError)
     return cls(message if cls is not InternalError or code_name == "internalError"
                else f"unknown error code {code_name!r}: {message}")

@@ -1068,6 +1068,7 @@ def encode_error(request_id: int, error: BrokerError) -> bytes:
     msg.error.code = error.code_name
     msg.error.message = error.message
     msg.error.beforeWrite = error.before_write
+    msg.error.remoteStorage = error.remote_storage
     msg.none = None
     return msg.to_bytes()
 
@@ -1245,7 +1246,8 @@ def _reply_view(rep) -> ReplyView:
                      throttle_time_ms=rep.throttleTimeMs)
     code = str(rep.error.code)
     if code != "none":
-        view.error = error_for_code(code, rep.error.message, rep.error.beforeWrite)
+        view.error = error_for_code(code, rep.error.message, rep.error.beforeWrite,
+                                    rep.error.remoteStorage)
         return view
     if view.kind == "produce":
         view.base_offset = rep.produce.baseOffset
@@ -1318,7 +1320,8 @@ def _reply_view(rep) -> ReplyView:
 def _error_or_none(error) -> BrokerError | None:
     """A result's own Error: None for code none."""
     code = str(error.code)
-    return None if code == "none" else error_for_code(code, error.message, error.beforeWrite)
+    return None if code == "none" else error_for_code(code, error.message, error.beforeWrite,
+                                                      error.remoteStorage)
 
 
 def _group_info(g) -> GroupInfo:

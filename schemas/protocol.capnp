@@ -655,6 +655,10 @@ struct Error {
   # where another storageError may follow a write or an fsync that failed. False
   # from a broker before it: a client then takes the write as maybe done.
   beforeWrite @2 :Bool;
+  # The error came from tiered storage's object store (a remote read or look-up),
+  # not from the shard's own log: an unavailable is the store down or slow, a
+  # storageError the store refusing for good. False from a broker before it.
+  remoteStorage @3 :Bool;
 }
 
 # The one registry of error codes, shared by router, shards and clients.

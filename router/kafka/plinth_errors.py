@@ -5,6 +5,16 @@ the Kafka error a Kafka client handles the same way: retriable where Plinth's
 is retriable (unavailable -> NOT_LEADER_OR_FOLLOWER, so the client refreshes
 its metadata and retries), fatal where it is fatal. The numbers are Kafka's
 (Errors.java); the names are those of router/kafka/error_codes.py.
+
+An error from tiered storage's object store (Error.remoteStorage: a fetch or a
+look-up by time below the local log start whose remote read failed) is
+UNKNOWN_SERVER_ERROR whatever its code, as Kafka answers a failed remote read
+(RemoteLogReader's error, through Errors.forException): the Java consumer and
+kafka-python log it and fetch again, librdkafka hands it to the application.
+As NOT_LEADER_OR_FOLLOWER (its code, unavailable) or KAFKA_STORAGE_ERROR, every
+client took it for a leader change and retried without a word: a consumer
+reading old offsets while the store was down got nothing and no error, for as
+long as it waited (tester T-rk, session 43).
 """
 
 from __future__ import annotations
@@ -72,7 +82,7 @@ def kafka_code(error: BaseException | None) -> int:
         return kafka.REQUEST_TIMED_OUT
     if isinstance(error, NotAuthorizedError):
         return _refused(str(error))
-    if isinstance(error, BrokerError):
+    if isinstance(error, BrokerError) and not error.remote_storage:
         return _BY_PLINTH_CODE.get(error.code_name, kafka.UNKNOWN_SERVER_ERROR)
     return kafka.UNKNOWN_SERVER_ERROR
 

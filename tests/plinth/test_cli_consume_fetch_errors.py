@@ -55,11 +55,11 @@ def test_a_consume_whose_fetches_still_fail_when_its_timeout_ends_says_so_and_ex
     # When offset 100 is consumed for at most 1 s
     result = consume(broker, "--timeout-ms", "1000")
     # Then nothing is printed, and the last line names the partition, the offset and the
-    # error (its wire code's class: unavailable), and the status is 1
+    # error (its class, the wire's Error.remoteStorage kept), and the status is 1
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        f"error: UnavailableError: orders-0: fetches at offset 100 were still "
+        f"error: RemoteStorageUnavailableError: orders-0: fetches at offset 100 were still "
         f"failing when --timeout-ms 1000 ended: {DOWN}")
 
 

@@ -9,6 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from plinth import limits, protocol
 from plinth.errors import (BROKER_ERRORS, DiskReserveRefusedError, MalformedReplyError,
+                           RemoteObjectNotFoundError, RemoteStorageError,
+                           RemoteStorageUnavailableError,
                            MalformedRequestError, OffsetOutOfRangeError, RequestTooLargeError,
                            StorageError, UnknownTopicError)
 from plinth.name_pages import NamesPage
@@ -235,6 +237,30 @@ def test_a_storage_error_refused_before_the_write_stays_one_and_an_older_brokers
     msg.error.code, msg.error.message = "storageError", "full"
     msg.none = None
     assert type(protocol.decode_reply(msg.to_bytes()).error) is StorageError
+
+
+@pytest.mark.parametrize("error, decoded_as", [
+    (RemoteStorageUnavailableError("object storage unavailable: get s3://b/p/t-0/0.log: "
+                                   "timed out"), RemoteStorageUnavailableError),
+    (RemoteObjectNotFoundError("s3://b/p/t-0/0.log: no such object"), RemoteStorageError),
+])
+def test_an_object_storage_error_stays_one_on_the_wire_and_an_older_brokers_is_its_code(
+        error, decoded_as):
+    # A remote read's failure says it came from object storage
+    decoded = protocol.decode_reply(protocol.encode_error(1, error)).error
+    assert type(decoded) is decoded_as and decoded.remote_storage
+    assert decoded.code_name == error.code_name and str(decoded) == str(error)
+    # And a broker before the field reads as its code's own class
+    msg = schema.Reply.new_message(requestId=2)
+    msg.error.code, msg.error.message = error.code_name, "down"
+    msg.none = None
+    old = protocol.decode_reply(msg.to_bytes()).error
+    assert type(old) is BROKER_ERRORS[error.code_name] and not old.remote_storage
+
+
+def test_an_error_of_the_shards_own_is_not_an_object_storage_one():
+    for cls in BROKER_ERRORS.values():
+        assert not protocol.decode_reply(protocol.encode_error(1, cls("m"))).error.remote_storage
 
 
 def test_delete_offsets_and_its_answer_round_trip_each_partitions_outcome():

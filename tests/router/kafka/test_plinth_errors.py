@@ -1,5 +1,7 @@
 """plinth_errors.py: the ACL's refusals (router/acl.py, its own messages) become
-Kafka's authorization error of the resource refused: topic, group or cluster."""
+Kafka's authorization error of the resource refused: topic, group or cluster; an
+object store's failure is UNKNOWN_SERVER_ERROR, as Kafka answers a failed remote
+read, not the leader change or disk failure its code alone would say."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import json
 import pytest
 
 from plinth import protocol, protocol_classic
-from plinth.errors import NotAuthorizedError
+from plinth.errors import (NotAuthorizedError, RemoteObjectNotFoundError,
+                           RemoteStorageUnavailableError, StorageError, UnavailableError)
 from plinth.router.acl import Acl
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.plinth_errors import kafka_code
@@ -53,3 +56,16 @@ def test_every_plinth_error_code_has_its_kafka_code_and_a_kept_offset_is_kafkas_
 
     assert set(_BY_PLINTH_CODE) == set(BROKER_ERRORS)
     assert kafka_code(GroupSubscribedToTopicError("t-0 kept")) == kafka.GROUP_SUBSCRIBED_TO_TOPIC
+
+
+@pytest.mark.parametrize("error, code", [
+    (RemoteStorageUnavailableError("object storage unavailable: timed out"),
+     kafka.UNKNOWN_SERVER_ERROR),
+    (RemoteObjectNotFoundError("s3://b/p/t-0/0.log: no such object"), kafka.UNKNOWN_SERVER_ERROR),
+    (UnavailableError("shard-1 restarting"), kafka.NOT_LEADER_OR_FOLLOWER),
+    (StorageError("EIO"), kafka.KAFKA_STORAGE_ERROR),
+])
+def test_an_object_stores_failure_after_the_wire_is_an_unknown_server_error(error, code):
+    # (decoded as the Kafka listener's backend gets it from the router)
+    relayed = protocol.decode_reply(protocol.encode_error(1, error)).error
+    assert kafka_code(relayed) == code
