@@ -206,11 +206,13 @@ def test_plinth_consume_of_remote_only_offsets_while_s3_is_down_says_so_and_exit
     # Then the consume warns as soon as the fetch fails, and ends in an error line naming
     # the partition, the offset and the store's error, with status 1, printing no record
     assert (down.returncode, down.stdout) == (1, ""), down
-    assert f"fetch of {topic}-0 at offset 100 failed: UnavailableError: " in down.stderr, down
+    assert (f"fetch of {topic}-0 at offset 100 failed: RemoteStorageUnavailableError: "
+            in down.stderr), down
     assert "retrying until it succeeds" in down.stderr, down
     last = down.stderr.splitlines()[-1]
-    assert last.startswith(f"error: UnavailableError: {topic}-0: fetches at offset 100 were "
-                           f"still failing when --timeout-ms 3000 ended: "), down.stderr
+    assert last.startswith(f"error: RemoteStorageUnavailableError: {topic}-0: fetches at "
+                           f"offset 100 were still failing when --timeout-ms 3000 ended: "
+                           ), down.stderr
     assert "object storage" in last or "s3://" in last, down.stderr
     # And with the server back, the same consume prints the record, with status 0
     up = subprocess.run(consume, text=True, capture_output=True, env=env, timeout=60)
