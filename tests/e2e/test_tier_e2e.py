@@ -11,6 +11,7 @@ Records name themselves (numbered_records.py), so every byte read back is checke
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -363,3 +364,48 @@ def test_a_topic_deleted_while_s3_is_down_keeps_the_restart_to_its_store_until_i
     wait_until(lambda: not store.list(prefix), timeout_s=60,
                explain=lambda: [info.key for info in store.list(prefix)])
     wait_until(lambda: not any(pending.iterdir()), timeout_s=60)
+
+
+def test_kafka_clients_reading_remote_offsets_while_the_store_is_gone_are_told_of_an_error(
+        broker_factory, tmp_path, caplog):
+    from confluent_kafka import Consumer as ConfluentConsumer
+    from confluent_kafka import TopicPartition as ConfluentTopicPartition
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaTimeoutError
+
+    from tests.support import free_port
+
+    # Given a Kafka listener, and a tiered topic whose first segments are only in a
+    # directory store
+    (tmp_path / "tier").mkdir()
+    kafka_address = f"127.0.0.1:{free_port()}"
+    broker = broker_factory(shards=1, extra_args=(
+        "--tier-url", f"file://{tmp_path}/tier", "--kafka-listen", kafka_address))
+    topic = tiered_topic(broker.url)
+    produce(broker.url, topic, 0, 20_000, PARTITIONS)
+    wait_for_local_retention(broker.data_dir, topic)
+    # When the store's directory goes away (every call of the store is unavailable)
+    (tmp_path / "tier").rename(tmp_path / "tier-away")
+    # Then kafka-python's look-up of the first record's time warns of the error Kafka
+    # gives a failed remote read (UNKNOWN_SERVER_ERROR), not of a leader change
+    consumer = KafkaConsumer(bootstrap_servers=kafka_address)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kafka"):
+            with pytest.raises(KafkaTimeoutError):
+                consumer.offsets_for_times({TopicPartition(topic, 0): 0}, timeout_ms=3_000)
+        warned = [r.getMessage() for r in caplog.records
+                  if r.name.startswith("kafka") and "Attempt to fetch offsets" in r.getMessage()]
+        assert warned and all(m.endswith("failed due to: UnknownError") for m in warned), warned
+    finally:
+        consumer.close()
+    # And librdkafka's consumer reading from the beginning hands it to the application
+    confluent = ConfluentConsumer({"bootstrap.servers": kafka_address, "group.id": "g",
+                                   "auto.offset.reset": "earliest"})
+    try:
+        confluent.assign([ConfluentTopicPartition(topic, 0, 0)])
+        errors = wait_until(lambda: [m.error() for m in [confluent.poll(1.0)]
+                                     if m is not None and m.error() is not None],
+                            timeout_s=30, explain=lambda: "no error polled")
+        assert "Unknown broker error" in str(errors[0]), errors
+    finally:
+        confluent.close()
