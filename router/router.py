@@ -95,7 +95,7 @@ from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
-                                             RequestsInFlight, is_marked, mark, unmark)
+                                             RequestsInFlight, Where, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.schemas import protocol as schema
@@ -347,7 +347,8 @@ class Router:
                 f"it has {partition_count} partitions (0 to {partition_count - 1})")))
             return
         if type(request) is protocol.FetchRequest:
-            self._forward(self._fetch_shard(topic, partition, request.offset), frames, request)
+            self._forward(self._fetch_shard(topic, partition, request.offset), frames, request,
+                          ("fetch", topic, partition, request.offset))
         elif type(request) is protocol.ListOffsetsRequest and \
                 self._routing.spans_shards(topic, partition):   # the controller merges them
             self._submit_admin(client_id, request)
@@ -359,7 +360,8 @@ class Router:
                 f"spans shards (its writes moved with plinth shards add/remove), and only "
                 f"its current shard would keep the new log start offset")))
         else:
-            self._forward(self._routing.owner(topic, partition), frames, request)
+            self._forward(self._routing.owner(topic, partition), frames, request,
+                          (request.kind, topic, partition, None))
 
     def _fetch_shard(self, topic: str, partition: int, offset: int) -> str:
         """The shard to fetch ``offset`` from: of a sealed range held by several replicas,
@@ -392,14 +394,16 @@ class Router:
                 return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
-        self._forward(shard_id, [*frames, client_key], request, slot)
+        # (a hashed group's coordinator leads nothing a routing table could move)
+        where = None if slot is None else (request.kind, topics.OFFSETS_TOPIC, slot, None)
+        self._forward(shard_id, [*frames, client_key], request, where)
 
-    def _forward(self, shard_id: str, frames: list, request, slot: int | None = None) -> None:
-        """Send the request to ``shard_id``, or answer it with why not. ``slot``: a group
-        request's slot of the offsets topic (None: a partition request's, or a group's
-        whose offsets are not replicated). Each is kept with the partition it waits
-        for, to be answered at once if its shard is deposed (``_answer_deposed``).
-        Loop thread.
+    def _forward(self, shard_id: str, frames: list, request, where: Where | None = None
+                 ) -> None:
+        """Send the request to ``shard_id``, or answer it with why not. ``where``: the
+        partition it waits for there (requests_in_flight.Where; a group request's: its
+        slot of the offsets topic), to be answered at once if a routing table deposes
+        ``shard_id`` (``_answer_deposed``); None: nothing can depose it. Loop thread.
 
         An acks=0 produce goes to the shard as acks=1, with its client's identity
         marked, and is counted under the marked identity until the shard answers
@@ -448,14 +452,6 @@ class Router:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
-        if slot is not None:
-            where = (request.kind, topics.OFFSETS_TOPIC, slot, None)
-        elif is_fetch:
-            where = ("fetch", request.topic, request.partition, request.offset)
-        elif isinstance(request, protocol.PARTITION_REQUESTS):
-            where = (request.kind, request.topic, request.partition, None)
-        else:   # a group's whose offsets are not replicated: hashed, no leader to lose
-            where = None
         self._in_flight.forwarded(shard_id, counted_as, request.request_id, where, size_bytes)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
@@ -615,7 +611,7 @@ class Router:
             self._answer_lost(shard_id, "moved to a new address (it restarted)")
         self._answer_deposed()
 
-    def _serves(self, shard_id: str, where) -> bool:
+    def _serves(self, shard_id: str, where: Where) -> bool:
         """Whether ``shard_id`` still serves what a request waiting there waits for
         (requests_in_flight.Where), by the routing table now: it leads the partition (a
         fetch: holds its offset). A topic the table no longer has: left to the shard."""
