@@ -34,15 +34,27 @@ fail a dead connection's requests the same way). A request id a client has in
 flight already is refused (ids must not be reused while in flight). Counts
 are also kept per client, so that the check costs one look-up.
 
-Group requests (heartbeats, commits, offset reads) are also kept with the slot
-of ``__consumer_offsets`` their group lives in (``deposed``): a
-group request gets unavailable when a routing table shows that its shard no
-longer leads that slot while the request waits there (the shard stopped, or
-its node is gone, and its connection has not dropped): a deposed leader cannot
-make a commit durable (its followers now follow the new leader, so its high
-watermark does not move), and membership is soft state, so the member may
-retry at the new coordinator at once. Such a request may still be answered by
-the old shard later; that second reply goes to the client, which drops it.
+Each is also kept with the partition it waits for (``Where``: its kind, topic,
+partition, and a fetch's offset; a group request of a replicated group: its
+group's slot of ``__consumer_offsets``, whose leader coordinates it), stored as
+the value of its shard's entry, so that keeping it costs no second insert. When
+a routing table shows that its shard no longer leads that partition (no longer
+holds a fetch's offset) while the request waits there (``deposed``: the shard
+stopped, or its node is gone, and its connection has not dropped), it is
+answered unavailable, retriable, at once. Without that, a Kafka client, whose
+partitions all share one connection answered in request order, had every other
+partition's replies held behind it until its request timed out (30 s; tester
+T-rk's F1), although the partition had a new leader within seconds. Each kind
+is safe to answer so: a deposed leader cannot commit an acks=all produce or a
+group's commit (its followers now follow the new leader, so its high watermark
+does not move), and its acks=1 tail is truncated when it follows; a produce
+may have been stored or not, and an idempotent producer's retry is
+deduplicated; fetches, offset look-ups and group membership (soft state) read
+nothing they would change, so they may be retried at the new leader at once.
+Such a request may still be answered by the old shard later: that answer
+counts nothing (``answered`` says so), an acks=0 produce's is dropped (its
+client heard of it once), any other is relayed and its client drops it (no
+request id of it is waiting any more).
 
 Requests are also counted by their bytes (every frame: a produce's batch above
 all), per client (``bytes_for``): a client may have
@@ -73,6 +85,10 @@ from collections.abc import Callable
 
 from plinth import limits
 
+# What a request waits for at its shard: (its kind, topic, partition, a fetch's offset
+# or None). A group request's: (its kind, "__consumer_offsets", its group's slot, None).
+Where = tuple[str, str, int, int | None]
+
 # [0x00]"uncounted"[0x00] + the client's identity: the envelope of an acks=0 produce.
 # (The name predates counting them: they are counted apart, under this identity.)
 UNCOUNTED_MARK = b"\x00uncounted\x00"
@@ -96,11 +112,10 @@ class RequestsInFlight:
     """Loop thread only."""
 
     def __init__(self) -> None:
-        # shard -> its unanswered (client, request id), in the order they were sent
-        self._by_shard: dict[str, dict[tuple[bytes, int], None]] = {}
+        # shard -> its unanswered (client, request id), in the order they were sent, and
+        # the partition each waits for (None: one whose shard cannot be deposed)
+        self._by_shard: dict[str, dict[tuple[bytes, int], Where | None]] = {}
         self._shard_of: dict[tuple[bytes, int], str] = {}
-        # group requests of a replicated group: (client, request id) -> its slot
-        self._slot_of: dict[tuple[bytes, int], int] = {}
         self._by_client: dict[bytes, int] = {}
         # counted request -> its bytes (every frame), and each client's sum of them
         self._bytes_of: dict[tuple[bytes, int], int] = {}
@@ -129,33 +144,32 @@ class RequestsInFlight:
                 f"must not be reused while in flight")
 
     def forwarded(self, shard_id: str, client: bytes, request_id: int,
-                  slot: int | None = None, size_bytes: int = 0) -> None:
+                  where: Where | None = None, size_bytes: int = 0) -> None:
         """A counted request of ``client``, of ``size_bytes`` (every frame), went to
-        ``shard_id`` (``refusal`` said None); ``slot``: a group request's slot of
-        ``__consumer_offsets`` (None: not one, or its group's offsets are not
-        replicated)."""
+        ``shard_id`` (``refusal`` said None); ``where``: the partition it waits for
+        there (None: a request no routing table can depose, e.g. of a group whose
+        offsets are not replicated)."""
         key = (client, request_id)
         if key in self._shard_of:
             raise AssertionError(f"request {request_id} of {client!r} counted twice")
-        self._by_shard.setdefault(shard_id, {})[key] = None
+        self._by_shard.setdefault(shard_id, {})[key] = where
         self._shard_of[key] = shard_id
-        if slot is not None:
-            self._slot_of[key] = slot
         self._by_client[client] = self._by_client.get(client, 0) + 1
         if size_bytes:
             self._bytes_of[key] = size_bytes
             self._bytes_by_client[client] = self._bytes_by_client.get(client, 0) + size_bytes
             self._total_bytes += size_bytes
 
-    def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
-        """``shard_id`` answered request ``request_id`` of ``client`` (an answer to one
-        not counted there, or sent before the shard was forgotten, counts nothing)."""
+    def answered(self, shard_id: str, client: bytes, request_id: int) -> bool:
+        """``shard_id`` answered request ``request_id`` of ``client``: whether that
+        uncounted it (an answer to one not counted there, e.g. sent before the shard
+        was forgotten or after it was deposed, counts nothing: False)."""
         key = (client, request_id)
         if self._shard_of.get(key) != shard_id:
-            return
+            return False
         del self._shard_of[key], self._by_shard[shard_id][key]
-        self._slot_of.pop(key, None)
         self._uncount(key)
+        return True
 
     def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
         """The requests sent to ``shard_id`` will never be answered (its connection
@@ -164,16 +178,18 @@ class RequestsInFlight:
         lost = list(self._by_shard.pop(shard_id, {}))
         for key in lost:
             del self._shard_of[key]
-            self._slot_of.pop(key, None)
             self._uncount(key)
         return lost
 
-    def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
-        """Uncount the group requests waiting at a shard that no longer leads their
-        group's slot (``leader_of(slot)``: its leader now) and return them, (shard,
-        client, request id, slot), oldest first."""
-        gone = [(self._shard_of[key], *key, slot) for key, slot in self._slot_of.items()
-                if leader_of(slot) != self._shard_of[key]]
+    def deposed(self, serves: Callable[[str, Where], bool]
+                ) -> list[tuple[str, bytes, int, Where]]:
+        """Uncount the requests waiting at a shard that no longer serves what they wait
+        for (``serves(shard, where)``: whether it still does, by the routing table now)
+        and return them, (shard, client, request id, where), oldest first at each
+        shard. Costs one ``serves`` per request in flight: for a new routing table."""
+        gone = [(shard_id, *key, where) for shard_id, waiting in self._by_shard.items()
+                for key, where in waiting.items()
+                if where is not None and not serves(shard_id, where)]
         for shard_id, client, request_id, _ in gone:
             self.answered(shard_id, client, request_id)
         return gone

@@ -25,8 +25,11 @@ ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
 Requests that can no longer be answered are not left to their clients'
 timeouts (30 s by default): when a shard's connection drops, or it moves, every
 request forwarded to it is answered unavailable at once (``_answer_lost``), and
-when a routing table shows that a shard no longer leads a group's slot, so are
-the group requests waiting there (requests_in_flight.py).
+when a routing table shows that a shard no longer leads a partition (or a
+group's slot), so are the requests waiting there for it (``_answer_deposed``,
+requests_in_flight.py says why that is safe): a Kafka client's partitions
+share one connection answered in order, so one stopped leader's requests would
+hold every other partition's replies behind them.
 
 Direct clients. A plaintext router on loopback names, in its metadata replies,
 each partition's leader's direct socket (admin_bridge.py), where clients may
@@ -92,7 +95,7 @@ from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
-                                             RequestsInFlight, is_marked, mark, unmark)
+                                             RequestsInFlight, Where, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.schemas import protocol as schema
@@ -344,7 +347,8 @@ class Router:
                 f"it has {partition_count} partitions (0 to {partition_count - 1})")))
             return
         if type(request) is protocol.FetchRequest:
-            self._forward(self._fetch_shard(topic, partition, request.offset), frames, request)
+            self._forward(self._fetch_shard(topic, partition, request.offset), frames, request,
+                          ("fetch", topic, partition, request.offset))
         elif type(request) is protocol.ListOffsetsRequest and \
                 self._routing.spans_shards(topic, partition):   # the controller merges them
             self._submit_admin(client_id, request)
@@ -356,7 +360,8 @@ class Router:
                 f"spans shards (its writes moved with plinth shards add/remove), and only "
                 f"its current shard would keep the new log start offset")))
         else:
-            self._forward(self._routing.owner(topic, partition), frames, request)
+            self._forward(self._routing.owner(topic, partition), frames, request,
+                          (request.kind, topic, partition, None))
 
     def _fetch_shard(self, topic: str, partition: int, offset: int) -> str:
         """The shard to fetch ``offset`` from: of a sealed range held by several replicas,
@@ -389,11 +394,16 @@ class Router:
                 return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
-        self._forward(shard_id, [*frames, client_key], request, slot)
+        # (a hashed group's coordinator leads nothing a routing table could move)
+        where = None if slot is None else (request.kind, topics.OFFSETS_TOPIC, slot, None)
+        self._forward(shard_id, [*frames, client_key], request, where)
 
-    def _forward(self, shard_id: str, frames: list, request, slot: int | None = None) -> None:
-        """Send the request to ``shard_id``, or answer it with why not. ``slot``: a group
-        request's slot of the offsets topic (see requests_in_flight.py). Loop thread.
+    def _forward(self, shard_id: str, frames: list, request, where: Where | None = None
+                 ) -> None:
+        """Send the request to ``shard_id``, or answer it with why not. ``where``: the
+        partition it waits for there (requests_in_flight.Where; a group request's: its
+        slot of the offsets topic), to be answered at once if a routing table deposes
+        ``shard_id`` (``_answer_deposed``); None: nothing can depose it. Loop thread.
 
         An acks=0 produce goes to the shard as acks=1, with its client's identity
         marked, and is counted under the marked identity until the shard answers
@@ -442,7 +452,7 @@ class Router:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
-        self._in_flight.forwarded(shard_id, counted_as, request.request_id, slot, size_bytes)
+        self._in_flight.forwarded(shard_id, counted_as, request.request_id, where, size_bytes)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
 
@@ -514,12 +524,14 @@ class Router:
         request_id = reply_header.request_id(frames[1].buffer)
         if request_id is None:   # not the canonical shape: decode it whole (rare)
             request_id = protocol.decode_reply(frames[1].buffer).request_id
-        self._in_flight.answered(shard_id, client, request_id)
+        # Not counted: a late answer to a request answered when its shard was deposed
+        # (the client may have reused its id since: its counts are not this one's)
+        counted = self._in_flight.answered(shard_id, client, request_id)
         if is_marked(client):   # an acks=0 produce's: its client hears of failures only
-            if _is_error(kind, frames[1]):
+            if counted and _is_error(kind, frames[1]):   # (a deposed one's, once)
                 self._relay([unmark(client), *frames[1:]])
             return
-        if self._fetch_bytes.bytes_for(client):
+        if counted and self._fetch_bytes.bytes_for(client):
             self._fetch_bytes.answered(client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
@@ -593,21 +605,46 @@ class Router:
         controller did not answer) keeps the current one."""
         if routing is None:
             return
-        self._routing = routing
+        before, self._routing = self._routing, routing
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
             self._answer_lost(shard_id, "moved to a new address (it restarted)")
-        self._answer_deposed_group_requests()
+        # (checking every request in flight takes ~20 ms at 65,536 of them: only for a
+        # table that moved a partition, not one that changed addresses or brokers alone)
+        if routing.owners != before.owners or routing.ranges != before.ranges:
+            self._answer_deposed()
 
-    def _answer_deposed_group_requests(self) -> None:
-        """Answer unavailable the group requests waiting at a shard that no longer leads
-        their group's slot (requests_in_flight.py says why that is safe)."""
-        slots = self._routing.owners.get(topics.OFFSETS_TOPIC, ())
-        deposed = self._in_flight.deposed(lambda slot: slots[slot] if slot < len(slots) else "")
-        for shard_id, client, request_id, slot in deposed:   # a late answer is relayed
+    def _serves(self, shard_id: str, where: Where) -> bool:
+        """Whether ``shard_id`` still serves what a request waiting there waits for
+        (requests_in_flight.Where), by the routing table now: it leads the partition (a
+        fetch: holds its offset). A topic the table no longer has: left to the shard."""
+        _, topic, partition, offset = where
+        owners = self._routing.owners.get(topic)
+        if owners is None:
+            return True
+        if partition >= len(owners):   # (the table shrank the internal topic)
+            return False
+        if offset is None:
+            return owners[partition] == shard_id
+        return shard_id in self._routing.holders(topic, partition, offset)
+
+    def _answer_deposed(self) -> None:
+        """Answer unavailable (retriable: a Kafka client's NOT_LEADER_OR_FOLLOWER) the
+        requests waiting at a shard that no longer leads their partition or their
+        group's slot, or holds their fetch's offset (requests_in_flight.py says why each
+        kind is safe to answer so). A late answer from that shard counts nothing: an
+        acks=0 produce's is dropped, any other relayed (``_on_shard_reply``)."""
+        for shard_id, client, request_id, where in self._in_flight.deposed(self._serves):
+            kind, topic, partition, _ = where
+            if is_marked(client):   # an acks=0 produce: its client hears of it, once
+                client = unmark(client)
+            else:
+                self._fetch_bytes.answered(client, request_id)   # (a parked fetch's)
+            stored = ("; it may or may not have been stored (an idempotent producer's "
+                      "retry is deduplicated)" if kind == "produce" else "")
             self._reply(client, protocol.encode_error(request_id, UnavailableError(
-                f"group request {request_id}: {topics.OFFSETS_TOPIC}-{slot} is no longer led "
-                f"by {shard_id}, which has not answered; retry at its new leader")))
+                f"{kind} request {request_id}: {topic}-{partition} is no longer led by "
+                f"{shard_id}, which has not answered{stored}; retry at its new leader")))
 
     def _answer_lost(self, shard_id: str, why: str) -> None:
         """Answer unavailable (retriable) every request in flight at ``shard_id``, which

@@ -3,11 +3,21 @@ keeps an uncounted request's reply from uncounting anything."""
 
 from __future__ import annotations
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.router.requests_in_flight import (FetchBytesInFlight, RequestsInFlight, counted_bytes,
                                              is_marked, mark, unmark)
 
 CLIENT, OTHER = b"\x00\x80\x00\x00\x01", b"\x00\x80\x00\x00\x02"
+
+
+def slot(number: int) -> tuple:
+    """Where a group request of a group in slot ``number`` waits."""
+    return ("groupHeartbeat", topics.OFFSETS_TOPIC, number, None)
+
+
+def leading(leaders: dict):
+    """``deposed``'s check: a shard serves a request if it leads what it waits for."""
+    return lambda shard_id, where: leaders.get(where[1:3]) == shard_id
 
 
 def test_a_marked_identity_is_recognised_and_unmarks_to_its_client():
@@ -83,7 +93,7 @@ def test_request_bytes_count_per_client_until_answered_forgotten_or_deposed():
     in_flight = RequestsInFlight()
     in_flight.forwarded("shard-0", CLIENT, 1, size_bytes=100)
     in_flight.forwarded("shard-1", CLIENT, 2, size_bytes=200)
-    in_flight.forwarded("shard-0", CLIENT, 3, slot=3, size_bytes=400)
+    in_flight.forwarded("shard-0", CLIENT, 3, slot(3), size_bytes=400)
     in_flight.forwarded("shard-0", OTHER, 1, size_bytes=50)
     assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (700, 50)
     assert in_flight.total_bytes == 750
@@ -92,7 +102,7 @@ def test_request_bytes_count_per_client_until_answered_forgotten_or_deposed():
     assert (in_flight.bytes_for(CLIENT), in_flight.bytes_for(OTHER)) == (600, 50)
     assert in_flight.total_bytes == 650
     # When slot 3 gets another leader / Then the group request's bytes leave
-    in_flight.deposed(lambda slot: "shard-1")
+    in_flight.deposed(lambda shard_id, where: shard_id == "shard-1")
     assert in_flight.bytes_for(CLIENT) == 200
     # When shard-1 is forgotten and shard-0 answers the other / Then nothing is left
     in_flight.forget_shard("shard-1")
@@ -149,18 +159,54 @@ def test_group_requests_at_a_shard_that_no_longer_leads_their_slot_are_deposed()
     # Given requests at shard-0 of groups in slots 0 and 1, of an unreplicated group and a
     # produce, and one at shard-1 in slot 0
     in_flight = RequestsInFlight()
-    in_flight.forwarded("shard-0", CLIENT, 1, 0)
-    in_flight.forwarded("shard-0", CLIENT, 2, 1)
+    in_flight.forwarded("shard-0", CLIENT, 1, slot(0))
+    in_flight.forwarded("shard-0", CLIENT, 2, slot(1))
     in_flight.forwarded("shard-0", OTHER, 3)
     in_flight.forwarded("shard-0", OTHER, 5)
-    in_flight.forwarded("shard-1", OTHER, 4, 0)
+    in_flight.forwarded("shard-1", OTHER, 4, slot(0))
     # When slot 0 is led by shard-1 now, slot 1 still by shard-0
-    leaders = {0: "shard-1", 1: "shard-0"}
+    leaders = leading({(topics.OFFSETS_TOPIC, 0): "shard-1", (topics.OFFSETS_TOPIC, 1): "shard-0"})
     # Then only shard-0's request in slot 0 is deposed, once, and no longer counted
-    assert in_flight.deposed(leaders.get) == [("shard-0", CLIENT, 1, 0)]
-    assert in_flight.deposed(leaders.get) == []
+    assert in_flight.deposed(leaders) == [("shard-0", CLIENT, 1, slot(0))]
+    assert in_flight.deposed(leaders) == []
     assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (1, 3)
     assert in_flight.forget_shard("shard-0") == [(CLIENT, 2), (OTHER, 3), (OTHER, 5)]
     assert in_flight.forget_shard("shard-1") == [(OTHER, 4)]
     # And a forgotten request is never deposed later
-    assert in_flight.deposed({0: "shard-9", 1: "shard-9"}.get) == []
+    assert in_flight.deposed(lambda shard_id, where: False) == []
+
+
+def test_partition_requests_at_a_shard_that_no_longer_leads_are_deposed_and_counts_stay_exact():
+    # Given a produce and a fetch of t-0 at shard-0 (its leader), a produce of t-1 at
+    # shard-1, another client's acks=0 produce of t-0 (counted marked), and a request
+    # that waits for no partition
+    in_flight = RequestsInFlight()
+    in_flight.forwarded("shard-0", CLIENT, 1, ("produce", "t", 0, None), size_bytes=1000)
+    in_flight.forwarded("shard-0", CLIENT, 2, ("fetch", "t", 0, 42), size_bytes=60)
+    in_flight.forwarded("shard-1", CLIENT, 3, ("produce", "t", 1, None), size_bytes=500)
+    in_flight.forwarded("shard-0", mark(OTHER), 1, ("produce", "t", 0, None), size_bytes=300)
+    in_flight.forwarded("shard-0", OTHER, 2, None, size_bytes=70)
+    # When t-0 is led by shard-2 now, t-1 still by shard-1
+    leaders = leading({("t", 0): "shard-2", ("t", 1): "shard-1"})
+    # Then the three requests waiting for t-0 at shard-0 are deposed, in the order they
+    # were sent, each with what it waited for, and once only
+    assert in_flight.deposed(leaders) == [
+        ("shard-0", CLIENT, 1, ("produce", "t", 0, None)),
+        ("shard-0", CLIENT, 2, ("fetch", "t", 0, 42)),
+        ("shard-0", mark(OTHER), 1, ("produce", "t", 0, None))]
+    assert in_flight.deposed(leaders) == []
+    # And only the others count, requests and bytes alike
+    assert (in_flight.count(CLIENT), in_flight.bytes_for(CLIENT)) == (1, 500)
+    assert (in_flight.count(mark(OTHER)), in_flight.bytes_for(mark(OTHER))) == (0, 0)
+    assert (in_flight.count(OTHER), in_flight.total_bytes) == (1, 570)
+    # When shard-0 answers the deposed ones late, after the client sent id 1 again to
+    # the new leader / Then the late answers count nothing (and say so), and the new
+    # request is uncounted by its own shard's answer only
+    in_flight.forwarded("shard-2", CLIENT, 1, ("produce", "t", 0, None), size_bytes=1000)
+    assert not in_flight.answered("shard-0", CLIENT, 1)
+    assert not in_flight.answered("shard-0", CLIENT, 2)
+    assert not in_flight.answered("shard-0", mark(OTHER), 1)
+    assert (in_flight.count(CLIENT), in_flight.bytes_for(CLIENT)) == (2, 1500)
+    assert in_flight.answered("shard-2", CLIENT, 1)
+    assert in_flight.answered("shard-1", CLIENT, 3) and in_flight.answered("shard-0", OTHER, 2)
+    assert (in_flight.count(CLIENT), in_flight.count(OTHER), in_flight.total_bytes) == (0, 0, 0)
