@@ -9,7 +9,6 @@ moto's S3 server on 127.0.0.1.
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 import time
 
