@@ -1089,6 +1089,21 @@ REMOTE_RESYNC_INTERVAL_S_MIN = 5 * REMOTE_UPLOAD_CHECK_INTERVAL_S
 # is answered unavailable without reading: its client is about to give up on it.
 REMOTE_FETCHES_QUEUED_MAX = 64
 REMOTE_FETCH_QUEUED_S_MAX = 10.0
+# A remote fetch waits at most this long for the reader (Kafka's
+# remote.fetch.max.wait.ms, its default), then is answered with no records, as an
+# empty fetch is, and its client fetches again: a hung store holds up no other
+# partition of the client's fetch for its timeouts. The read goes on and warms the
+# chunk cache (shards/tier/remote_fetch_waits.py).
+REMOTE_FETCH_WAIT_MS_MAX = 500
+# A fetch of an offset being read joins that read instead of queuing another, for
+# at most this long after it was queued: past it the read is taken as lost (its
+# answer dropped on the way back) and the next fetch queues a new one. Longer than
+# any read takes (the queue's wait, then the store's bounds).
+REMOTE_FETCH_JOIN_S_MAX = 60.0
+# A failed remote read (a fetch or a look-up by time) is logged at WARNING at most
+# once per partition per this interval (plinth/log_limit.py; the others are counted
+# in plinth_remote_fetch_errors_total and the dropped lines in the next one).
+REMOTE_FETCH_FAILED_LOG_INTERVAL_S = 60.0
 # The reader's store answers a consumer, who waits, where the uploader's store
 # may take its time: its calls are bounded tighter, so that a store that is down
 # fails a fetch well within the client's request timeout.
@@ -1703,6 +1718,11 @@ def _relations() -> list[tuple[str, bool]]:
          "timeout", 0 < REMOTE_FETCH_CONNECT_TIMEOUT_S <= REMOTE_FETCH_REQUEST_TIMEOUT_S
          and REMOTE_FETCH_QUEUED_S_MAX + REMOTE_FETCH_REQUEST_TIMEOUT_S
          + REMOTE_FETCH_RETRY_TIMEOUT_S < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
+        ("a remote fetch waits for the reader less than one store call may take, and a "
+         "read is joined for longer than any read takes", 0 < REMOTE_FETCH_WAIT_MS_MAX / 1000
+         < REMOTE_FETCH_REQUEST_TIMEOUT_S and REMOTE_FETCH_QUEUED_S_MAX
+         + REMOTE_FETCH_REQUEST_TIMEOUT_S + REMOTE_FETCH_RETRY_TIMEOUT_S
+         < REMOTE_FETCH_JOIN_S_MAX and REMOTE_FETCH_FAILED_LOG_INTERVAL_S > 0),
         ("the remote-fetch queue is one the loop's commands can answer",
          0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
         ("a topic deletion's cache drops never overflow the reader's pending drops",

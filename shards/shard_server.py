@@ -80,7 +80,9 @@ high watermark is parked until an append moves it or the fetch's wait ends;
 the parked places are shared fairly between clients (fetch_purgatory.py).
 A fetch below the local log start, in a segment in object storage
 (``Partition.remote``), goes to the reader thread of tier/remote_fetcher.py,
-whose answer comes back through ``_post`` and is sent by the loop; so does one
+whose answer comes back through ``_post`` and is sent by the loop, or, if it
+is not back within REMOTE_FETCH_WAIT_MS_MAX, the fetch is answered with no
+records and the read goes on (tier/remote_fetch_waits.py); so does one
 in a gap of the local log (a range that lived on another shard, since tiered:
 issue 14) that the remote log holds. While a tiered partition's remote view is
 not the store's yet (not listed since this shard began uploading or following
@@ -127,6 +129,7 @@ from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.shards import time_lookup
+from plinth.shards.tier.remote_fetch_waits import RemoteFetchWaits, fit
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, partition_read,
     remote_segment_for)
@@ -190,6 +193,7 @@ class ShardServer:
         tier.check()
         self.tier = tier
         self._remote_reader: RemoteFetcher | None = None   # started with a tier URL
+        self._remote_waits = RemoteFetchWaits()   # its fetches, each waiting a bounded time
         # Topic deletions of remote segments this shard cannot run (another store's, or
         # any without a tier URL), found at start: the controller refuses the start.
         self.stranded_deletions: dict = {}
@@ -1065,6 +1069,8 @@ class ShardServer:
 
     def _run_timers(self, now_s: float) -> None:
         self._purgatory.expire(now_s)
+        for fetch in self._remote_waits.expire(now_s):
+            self._answer_remote_wait_ended(fetch)
         self._groups.run_timers(now_s)
         self._replication.run_timers(now_s)
         if self._tier is not None:
@@ -1081,7 +1087,8 @@ class ShardServer:
             return 0
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
-                       self._groups.next_timer_s(), self._replication.next_timer_s()):
+                       self._groups.next_timer_s(), self._replication.next_timer_s(),
+                       self._remote_waits.next_deadline_s()):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -1390,8 +1397,11 @@ class ShardServer:
 
     def _fetch_remote(self, envelope: list, request_id: int, part: Partition, offset: int,
                       bytes_max: int) -> None:
-        """Hand a fetch below the local log start to the remote reader; answered by
-        ``_remote_fetched`` (tier/remote_fetcher.py). Loop thread."""
+        """Hand a fetch below the local log start to the remote reader, or have it wait
+        for the read of its offset already pending; answered by ``_remote_fetched``
+        (tier/remote_fetcher.py), or empty by ``_answer_remote_wait_ended`` if the read
+        is not back within REMOTE_FETCH_WAIT_MS_MAX (tier/remote_fetch_waits.py).
+        Loop thread."""
         if part.remote.segment_for_offset(offset) is None:
             self._require_listed(part, offset)   # a hole the store may fill: not out of range
         segment = remote_segment_for(part, offset)   # a hole: OffsetOutOfRangeError
@@ -1400,11 +1410,15 @@ class ShardServer:
                                f"{self.shard_id} has no --tier-url to read it from")
         read = RemoteRead(envelope, request_id, part.key, segment, offset, bytes_max,
                           min(segment.end_offset, part.high_watermark), self._received_s)
+        now_s = time.monotonic()
+        if self._remote_waits.join(read, now_s):
+            return   # the client's retry of a read still under way: no second read queued
         try:
             self._remote_reader.submit(read)
         except BrokerError:
             self.stats.remote.errors += 1
             raise
+        self._remote_waits.add(read, now_s)
 
     def _remote_segments_gone(self, part: Partition, segment_ids: tuple[str, ...],
                               why: str) -> None:
@@ -1414,24 +1428,47 @@ class ShardServer:
             self._remote_reader.drop_segments(part.name, segment_ids, why)
 
     def _remote_fetched(self, result: RemoteReadResult | RemoteTimeResult) -> None:
-        """The reader's answer to a remote fetch, posted to the loop: reply, count. Loop thread."""
+        """The reader's answer to a remote read, posted to the loop: count it, and reply
+        to the fetches still waiting for it (none: their waits ended, they were
+        answered empty, and the read only warmed the chunk cache). Loop thread."""
         if type(result) is RemoteTimeResult:
             self._remote_time_found(result)
             return
         read = result.read
-        latency_s = time.monotonic() - read.received_s
-        self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
-                                  result.cache_hits, result.cache_misses, result.cache_bytes)
-        part, error = self._remote_read_outcome(read, result.error)
-        if error is not None:
-            self.stats.error(error.code_name)
-            self._reply(read.envelope, protocol.encode_error(read.request_id, error))
+        now_s = time.monotonic()
+        self.stats.remote_fetched(len(result.data), result.error is not None,
+                                  now_s - read.received_s, result.cache_hits,
+                                  result.cache_misses, result.cache_bytes)
+        waiting = self._remote_waits.settle(read)
+        if not waiting:
             return
-        header = protocol.encode_fetch_reply(read.request_id, part.high_watermark,
-                                             part.log_start_offset)
-        self._reply(read.envelope, header, result.data)
-        self.stats.fetched(part.key, len(result.data), records_from(result.data, read.offset))
-        self.stats.observe("fetch", latency_s)
+        part, error = self._remote_read_outcome(read, result.error)
+        for fetch in waiting:
+            if error is not None:
+                self.stats.error(error.code_name)
+                self._reply(fetch.envelope, protocol.encode_error(fetch.request_id, error))
+                continue
+            # A fetch that joined the read may take fewer bytes, or end sooner.
+            data = result.data if fetch is read else fit(fetch, result.data)
+            header = protocol.encode_fetch_reply(fetch.request_id, part.high_watermark,
+                                                 part.log_start_offset)
+            self._reply(fetch.envelope, header, data)
+            self.stats.fetched(part.key, len(data), records_from(data, fetch.offset))
+            self.stats.observe("fetch", now_s - fetch.received_s)
+
+    def _answer_remote_wait_ended(self, fetch: RemoteRead) -> None:
+        """A remote fetch waited REMOTE_FETCH_WAIT_MS_MAX for its read: answered with no
+        records and the partition's high watermark and log start, as an empty fetch is
+        (its client fetches again; the read goes on). Loop thread."""
+        part, error = self._remote_read_outcome(fetch, None)
+        if error is not None:   # the partition went meanwhile
+            self.stats.error(error.code_name)
+            self._reply(fetch.envelope, protocol.encode_error(fetch.request_id, error))
+            return
+        self._reply(fetch.envelope, protocol.encode_fetch_reply(
+            fetch.request_id, part.high_watermark, part.log_start_offset), b"")
+        self.stats.fetched(part.key, 0, 0)
+        self.stats.observe("fetch", time.monotonic() - fetch.received_s)
 
     def _remote_time_found(self, result: RemoteTimeResult) -> None:
         """The reader's answer to a look-up by time (``_find_time_remotely``), checked as

@@ -18,6 +18,25 @@ this module's one reader thread per shard:
     ShardServer._remote_fetched  <----  ``done(RemoteReadResult)``: the server
       replies with _reply, counts it      posts it to the loop (ShardServer._post)
 
+The loop does not wait for the reader's answer longer than
+REMOTE_FETCH_WAIT_MS_MAX (Kafka's remote.fetch.max.wait.ms): past that the
+fetch is answered with no records and the read goes on, its late result only
+warming the chunk cache; and a fetch of an offset already being read joins
+that read rather than queuing another (remote_fetch_waits.py, loop thread):
+
+    loop thread                         reader thread
+    ---------------------------------   --------------------------------------
+    RemoteFetchWaits.join(read)?
+      (joined: nothing queued)
+    submit(read); RemoteFetchWaits.add ---->  reads (a hung store: seconds)
+    _run_timers: the wait ended:
+      answered empty, the read goes on
+    _remote_fetched: RemoteFetchWaits  <----  done(result): a failed read is
+      .settle: the fetches still            logged at WARNING (rate-limited:
+      waiting, if any, are answered         REMOTE_FETCH_FAILED_LOG_INTERVAL_S
+      (none: the result is dropped)         per partition), naming the partition,
+                                            the offset, the store and the error
+
 What a remote fetch answers: whole entries starting with the one that holds
 the offset, up to ``bytes_max`` (the first entry always whole), never past the
 segment's end (the consumer asks again for the rest, and the next segment may
@@ -96,6 +115,7 @@ from plinth.errors import (
     BrokerError, CorruptDataError, InternalError, OffsetOutOfRangeError, RemoteObjectNotFoundError,
     RemoteStorageUnavailableError, StorageError, TooManyRequestsError, UnavailableError)
 from plinth.format.log_entry import scan_whole_entries
+from plinth.log_limit import LogLimit
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.time_index import TimeIndex
 from plinth.shards.time_lookup import TimeLookup
@@ -219,6 +239,9 @@ class RemoteFetcher:
         self._drops: list[_CacheDrop] = []   # under _drops_lock; after_reads never decreasing
         self._drops_lock = threading.Lock()
         self._wake_queued = False   # under _drops_lock: a _WAKE is in the queue
+        # Failed reads, one WARNING per partition per interval: a store that is down
+        # fails every consumer's fetch, several times a second.
+        self._failures_log = LogLimit(log, interval_s=limits.REMOTE_FETCH_FAILED_LOG_INTERVAL_S)
 
     @classmethod
     def open(cls, shard_id: str, url: str, data_dir: Path, cache_bytes: int,
@@ -372,12 +395,15 @@ class RemoteFetcher:
 
     def _serve(self, read: RemoteRead) -> tuple[bytes | memoryview, BrokerError | None]:
         """(data, None) or (b"", the error to answer with)."""
-        late = self._waited_too_long(read, f"remote fetch of offset {read.offset}")
+        what = f"remote fetch of offset {read.offset}"
+        late = self._waited_too_long(read, what)
         if late is not None:
+            self._log_failed(read, what, late)
             return b"", late
         try:
             return self.read(read.segment, read.offset, read.bytes_max, read.end_offset_max), None
         except BrokerError as error:
+            self._log_failed(read, what, error)
             return b"", error
         except Exception as error:   # a bug or an unexpected OS error: answered, logged
             log.exception("%s: remote fetch of offset %d of %s", self.shard_id, read.offset,
@@ -390,15 +416,27 @@ class RemoteFetcher:
         what = f"look-up of time {read.timestamp_ms} ms from offset {read.offset}"
         late = self._waited_too_long(read, what)
         if late is not None:
+            self._log_failed(read, what, late)
             return None, late
         try:
             return self.find_time(read.segment, read.timestamp_ms, read.offset), None
         except BrokerError as error:
+            self._log_failed(read, what, error)
             return None, error
         except Exception as error:   # a bug or an unexpected OS error: answered, logged
             log.exception("%s: %s in %s", self.shard_id, what, read.segment.describe())
             return None, InternalError(f"{self.shard_id}: {what} in {read.segment.describe()}: "
                                        f"{type(error).__name__}: {error}")
+
+    def _log_failed(self, read: RemoteRead | RemoteTimeRead, what: str,
+                    error: BrokerError) -> None:
+        """A WARNING for a failed read, at most one per partition per
+        REMOTE_FETCH_FAILED_LOG_INTERVAL_S (Kafka's RemoteLogReader logs each: here a
+        store that is down would write one per consumer fetch). Reader thread."""
+        name = f"{read.key[0]}-{read.key[1]}"
+        self._failures_log.warning(
+            name, "%s: %s of %s failed, reading %s from the store %s: %s: %s", self.shard_id,
+            what, name, read.segment.describe(), self._store.url, error.code_name, error)
 
     def find_time(self, segment: RemoteSegment, timestamp_ms: int,
                   from_offset: int) -> TimeLookup | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from plinth.shards.tier.remote_store import open_remote_store
@@ -61,3 +63,13 @@ def stopped_moto(monkeypatch):
         moto.stop()
     yield moto, url
     moto.stop()
+
+
+@pytest.fixture
+def black_hole():
+    """A port on 127.0.0.1 that takes connections and never answers (a store that hangs)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    yield listener.getsockname()[1]
+    listener.close()

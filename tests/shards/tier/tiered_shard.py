@@ -111,9 +111,10 @@ class TieredShard:
         _, header, *payload = self.socket.recv_multipart()
         return protocol.decode_reply(header), payload[0] if payload else b""
 
-    def fetch(self, offset: int, bytes_max: int = 1 << 20) -> tuple[protocol.ReplyView, bytes]:
+    def fetch(self, offset: int, bytes_max: int = 1 << 20,
+              wait_s: float = REPLY_WAIT_S) -> tuple[protocol.ReplyView, bytes]:
         request_id = self.send_fetch(offset, bytes_max)
-        reply, payload = self.reply()
+        reply, payload = self.reply(wait_s)
         assert reply.request_id == request_id, (reply, request_id)
         return reply, payload
 
