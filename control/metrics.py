@@ -69,7 +69,8 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset",
 
 # Fetches read from object storage, and the shard's cache of remote chunks (ShardStats.remote).
 _REMOTE_FETCH_COUNTERS = (
-    ("fetches", "plinth_remote_fetches", "Fetches answered from object storage"),
+    ("fetches", "plinth_remote_fetches", "Reads from object storage answered by the shard's "
+                                         "remote reader (fetches of one offset share one)"),
     ("bytes", "plinth_remote_fetch_bytes", "Log bytes returned by fetches from object storage"),
     ("errors", "plinth_remote_fetch_errors", "Fetches and look-ups by time from object storage "
                                              "answered with an error"),
