@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from plinth.shards.tier.remote_store import open_remote_store
+from tests.shards.tier.tiered_shard import TieredShard
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +74,16 @@ def black_hole():
     listener.listen(128)
     yield listener.getsockname()[1]
     listener.close()
+
+
+@pytest.fixture
+def shard_at(tmp_path):
+    """``shard_at(url)``: a TieredShard (tiered_shard.py) on that store; closed at the end."""
+    shards = []
+
+    def make(url: str) -> TieredShard:
+        shards.append(TieredShard(tmp_path / "shard", url))
+        return shards[-1]
+    yield make
+    for shard in shards:
+        shard.close()

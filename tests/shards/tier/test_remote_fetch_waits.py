@@ -26,19 +26,6 @@ WAIT_S = limits.REMOTE_FETCH_WAIT_MS_MAX / 1000
 LATE_S = 1.0   # how much later than its wait a fetch may be answered on two busy cores
 
 
-@pytest.fixture
-def shard_at(tmp_path):
-    """``shard_at(url)``: a TieredShard on that store; closed at the end."""
-    shards = []
-
-    def make(url: str) -> TieredShard:
-        shards.append(TieredShard(tmp_path / "shard", url))
-        return shards[-1]
-    yield make
-    for shard in shards:
-        shard.close()
-
-
 class GatedStore:
     """The shard reader's store, held: each get waits until ``open`` is set (at most
     30 s), then raises ``fail`` if it is set. ``gets`` counts them."""

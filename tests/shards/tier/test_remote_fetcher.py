@@ -33,19 +33,6 @@ from tests.support import wait_until
 
 
 
-@pytest.fixture
-def shard_at(tmp_path):
-    """``shard_at(url)``: a TieredShard on that store; closed at the end."""
-    shards = []
-
-    def make(url: str) -> TieredShard:
-        shards.append(TieredShard(tmp_path / "shard", url))
-        return shards[-1]
-    yield make
-    for shard in shards:
-        shard.close()
-
-
 def test_a_fetch_from_offset_zero_reads_every_record_byte_for_byte_through_the_remote_and_local_segments(
         tier_url, shard_at, tmp_path):
     # Given a partition whose first segments are only in object storage
