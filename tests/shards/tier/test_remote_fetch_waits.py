@@ -70,7 +70,7 @@ def reads_submitted(shard: TieredShard) -> int:
 
 
 def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_within_the_wait(
-        shard_at, tmp_path, monkeypatch, black_hole):
+        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
     # Given a partition uploaded to a file:// store, whose shard reads it from an S3
     # endpoint that takes connections and never answers (the reader's own timeouts)
     for key, value in MotoS3().env.items():
@@ -97,7 +97,7 @@ def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_with
 
 
 def test_a_later_fetch_of_an_offset_still_being_read_joins_the_read_and_queues_no_second(
-        shard_at, s3_url, tmp_path):
+        shard_at, s3_url, tmp_path, real_remote_fetch_wait):
     # Given a partition whose first segments are only in object storage, and a reader
     # whose store holds its gets
     shard = shard_at(s3_url)
@@ -119,7 +119,7 @@ def test_a_later_fetch_of_an_offset_still_being_read_joins_the_read_and_queues_n
 
 
 def test_the_late_result_of_a_read_sends_no_second_reply_and_warms_the_chunk_cache(
-        shard_at, s3_url, tmp_path):
+        shard_at, s3_url, tmp_path, real_remote_fetch_wait):
     # Given a partition whose first segments are only in object storage, and a reader
     # whose store holds its gets
     shard = shard_at(s3_url)

@@ -201,7 +201,7 @@ def test_a_store_that_is_down_answers_remote_fetches_unavailable_quickly_and_ser
 
 
 def test_a_store_that_never_answers_holds_up_no_local_fetch_and_a_full_queue_is_refused_at_once(
-        shard_at, tmp_path, monkeypatch, black_hole):
+        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
     # Given a partition uploaded to a file:// store, whose shard reads it from an S3
     # endpoint that accepts connections and never answers (each call given 3 s)
     monkeypatch.setattr(limits, "REMOTE_FETCH_REQUEST_TIMEOUT_S", 3.0)
