@@ -49,8 +49,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from plinth import limits
-from plinth.format.log_entry import scan_whole_entries
-from plinth.shards.tier.remote_fetcher import RemoteRead
+from plinth.shards.tier.remote_fetcher import RemoteRead, entries_within
 
 __all__ = ["RemoteFetchWaits", "fit"]
 
@@ -146,10 +145,4 @@ def fit(fetch: RemoteRead, data: bytes | memoryview) -> bytes | memoryview:
     """The leading entries of ``data`` (whole, checked, from ``fetch.offset``'s entry)
     that ``fetch`` may be answered with: starting before its ``end_offset_max``, and
     within its ``bytes_max`` (the first entry always, as a read answers)."""
-    end = 0
-    for position, header, _ in scan_whole_entries(data, False):
-        entry_end = position + header.entry_bytes
-        if header.base_offset >= fetch.end_offset_max or (end and entry_end > fetch.bytes_max):
-            break
-        end = entry_end
-    return data if end == len(data) else data[:end]
+    return entries_within(data, fetch.end_offset_max, fetch.bytes_max)

@@ -467,7 +467,7 @@ class RemoteFetcher:
                 self._cache.discard(segment.segment_id)
             self._indexes.pop(segment.segment_id, None)
             raise
-        return _entries_before(data, end_offset_max)
+        return entries_within(data, end_offset_max)
 
     def _index(self, segment: RemoteSegment) -> OffsetIndex:
         return _cached(self._indexes, segment, lambda: load_remote_index(self._store, segment))
@@ -490,11 +490,16 @@ def _cached(indexes: OrderedDict, segment: RemoteSegment, load: Callable[[], obj
     return index
 
 
-def _entries_before(data: bytes | memoryview, end_offset_max: int) -> bytes | memoryview:
-    """The leading entries of ``data`` (whole, checked) that start before ``end_offset_max``."""
+def entries_within(data: bytes | memoryview, end_offset_max: int,
+                   bytes_max: int | None = None) -> bytes | memoryview:
+    """The leading entries of ``data`` (whole, checked) that start before
+    ``end_offset_max`` and, if ``bytes_max`` is given, end within it (the first entry
+    always, as a read answers). Any thread."""
     end = 0
     for position, header, _ in scan_whole_entries(data, False):
-        if header.base_offset >= end_offset_max:
+        entry_end = position + header.entry_bytes
+        if header.base_offset >= end_offset_max or \
+                (bytes_max is not None and end and entry_end > bytes_max):
             break
-        end = position + header.entry_bytes
+        end = entry_end
     return data if end == len(data) else data[:end]
