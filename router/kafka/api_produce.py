@@ -44,10 +44,12 @@ import random
 import struct
 
 from plinth import limits, protocol
+from plinth.counted import counted
 from plinth.errors import TooManyRequestsError
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
+from plinth.router.kafka.error_counts import error_name
 from plinth.router.kafka.listener import CloseConnection
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 from plinth.router.kafka.request_values import partition_error
@@ -99,7 +101,7 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
 def _close_if_any_failed(header, answers: list) -> None:
     """Raises CloseConnection naming the partitions of an acks=0 produce that failed
     (at most PRODUCE_ACKS0_FAILURES_NAMED_MAX, and how many more), if any did."""
-    failed = [f"{topic['name']}-{answer['index']}: {kafka.NAMES.get(answer['error_code'])}"
+    failed = [f"{topic['name']}-{answer['index']}: {error_name(answer['error_code'])}"
               + (f" ({answer['error_message']})" if answer["error_message"] else "")
               for topic in answers for answer in topic["partition_responses"]
               if answer["error_code"] != kafka.NONE]
@@ -110,7 +112,7 @@ def _close_if_any_failed(header, answers: list) -> None:
     raise CloseConnection(
         f"a Produce with acks=0 (correlation id {header.correlation_id}, client id "
         f"{header.client_id!r}) failed for {'; '.join(named)}"
-        + (f"; and {more} more partition(s)" if more else "")
+        + (f"; and {counted(more, 'more partition')}" if more else "")
         + ": closed so that the client learns of it (it expects no response), as Kafka does",
         close_reason="produce_acks0_failed", body={"responses": answers, "throttle_time_ms": 0})
 

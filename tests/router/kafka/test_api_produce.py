@@ -99,7 +99,7 @@ def test_an_acks_0_produce_that_failed_closes_its_connection_naming_the_partitio
     assert "t-3 moved to shard 2" in str(error)
     assert f"t-{limits.PRODUCE_ACKS0_FAILURES_NAMED_MAX - 1}: " in str(error)
     assert f"t-{limits.PRODUCE_ACKS0_FAILURES_NAMED_MAX}: " not in str(error)
-    assert "; and 2 more partition(s): closed so that the client learns of it" in str(error)
+    assert "; and 2 more partitions: closed so that the client learns of it" in str(error)
 
 
 def test_a_real_listener_closes_the_connection_of_a_failed_acks_0_produce_and_counts_it():
