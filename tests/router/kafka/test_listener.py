@@ -14,6 +14,7 @@ import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -593,7 +594,8 @@ def test_requests_refused_behind_the_one_that_closed_the_connection_log_no_error
     done = subprocess.run(
         [sys.executable, "-c", "from tests.router.kafka.test_listener import "
          "close_at_the_first_of_four_refused_requests as run; run()"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[3])   # the repository: ``tests`` imports
     # Then one line says why, and no handler's exception is an error in the log
     assert done.returncode == 0, done.stderr
     assert done.stdout == "refused 4\n"
