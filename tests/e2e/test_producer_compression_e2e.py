@@ -97,9 +97,8 @@ def confluent_read(broker, topic: str) -> list[tuple]:
                               "group.id": unique_topic("g"), "enable.auto.commit": False})
     got = []
 
-    def poll() -> int:
-        message = consumer.poll(0.2)
-        if message is not None:
+    def poll() -> int:   # every message librdkafka holds: wait_until sleeps between calls
+        for message in consumer.consume(num_messages=RECORDS, timeout=0.2):
             assert message.error() is None, message.error()
             got.append((message.key(), message.value(), message.timestamp()[1]))
         return len(got)
