@@ -175,9 +175,11 @@ def test_a_wrong_password_fails_the_login_cleanly_and_is_logged_without_the_pass
     assert errors[0].code() == KafkaError._AUTHENTICATION, errors
     # And kafka-python (SCRAM-SHA-256, as bob: the log keeps one line per user and
     # mechanism a minute) sees Kafka's SaslAuthenticationFailedError and gives up
+    # (its bootstrap retries for bootstrap_timeout_ms, 30 s by default)
     with pytest.raises(KafkaTimeoutError):
         KafkaProducer(**_kafka_python(secure_kafka, "bob", "SCRAM-SHA-256",
-                                      password="wrong-again"), max_block_ms=3_000)
+                                      password="wrong-again"), max_block_ms=3_000,
+                      bootstrap_timeout_ms=3_000)
     assert "SaslAuthenticationFailedError" in caplog.text
     # And the broker logged each failure with the user and the peer, never the password
     wait_until(lambda: secure_kafka.log().count("SASL login failed") >= 3, TIMEOUT_S)
