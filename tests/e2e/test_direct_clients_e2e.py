@@ -57,7 +57,9 @@ def produce_and_consume(url: str, topic: str, count: int, direct: bool,
                 counted()
             for i in range(phase_count):
                 producer.send(topic, b"%s-%d" % (phase.encode(), i)).get(30)
-            values = [record.value for record, _ in zip(consumer, range(phase_count))]
+            # (range first: zip stops at it without asking the consumer for one more
+            # record, which would wait out consumer_timeout_ms)
+            values = [record.value for _, record in zip(range(phase_count), consumer)]
     return values
 
 
