@@ -79,15 +79,22 @@ def reads_submitted(shard: TieredShard) -> int:
     return shard.server.call(lambda: shard.server._remote_reader._reads_submitted)
 
 
-def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_within_the_wait(
-        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
-    # Given a partition uploaded to a file:// store, whose shard reads it from an S3
-    # endpoint that takes connections and never answers (the reader's own timeouts)
+def tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch, black_hole, stamp=None):
+    """(shard, end offset, local start): a partition uploaded to a file:// store, whose
+    shard reads it from an S3 endpoint that takes connections and never answers (the
+    reader's own timeouts)."""
     for key, value in MotoS3().env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{black_hole}")
     shard = shard_at("s3://plinth-tier/hangs")
-    end_offset, local_start = tiered(shard, f"file://{tmp_path}/store", tmp_path)
+    return shard, *tiered(shard, f"file://{tmp_path}/store", tmp_path, stamp=stamp)
+
+
+def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_within_the_wait(
+        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
+    # Given a partition whose shard reads its remote segments from a store that hangs
+    shard, end_offset, local_start = tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch,
+                                                            black_hole)
     # When a consumer fetches a remote offset, and then a local one
     started_s = time.monotonic()
     remote = shard.send_fetch(0)
@@ -230,13 +237,9 @@ def test_a_failed_remote_read_is_logged_at_warning_once_per_interval_naming_the_
 
 def test_a_look_up_by_time_while_the_store_hangs_is_answered_request_timed_out_within_its_wait(
         shard_at, tmp_path, monkeypatch, black_hole, real_remote_time_lookup_wait):
-    # Given a partition uploaded to a file:// store, whose shard reads it from an S3
-    # endpoint that takes connections and never answers (the reader's own timeouts)
-    for key, value in MotoS3().env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{black_hole}")
-    shard = shard_at("s3://plinth-tier/hangs")
-    _, local_start = tiered(shard, f"file://{tmp_path}/store", tmp_path, stamp=stamp)
+    # Given a partition whose shard reads its remote segments from a store that hangs
+    shard, _, local_start = tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch, black_hole,
+                                                   stamp)
     segment = shard.on_loop(lambda part: part.remote.segment_for_offset(10))
     # When a client asks for the time of a remote record, and then of a local one
     started_s = time.monotonic()
