@@ -68,14 +68,26 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset",
 
 
 # Fetches read from object storage, and the shard's cache of remote chunks (ShardStats.remote).
+# Reads are counted once however many requests joined them (remote_fetch_waits.py), so a
+# store that fails every read moves plinth_remote_fetch_errors, never the other two.
 _REMOTE_FETCH_COUNTERS = (
-    ("fetches", "plinth_remote_fetches", "Reads from object storage answered by the shard's "
-                                         "remote reader (fetches of one offset share one)"),
+    ("fetches", "plinth_remote_fetches", "Reads for fetches from object storage that the "
+     "shard's remote reader answered with data (fetches of one offset share one read; "
+     "failed reads are in plinth_remote_fetch_errors)"),
     ("bytes", "plinth_remote_fetch_bytes", "Log bytes returned by fetches from object storage"),
-    ("errors", "plinth_remote_fetch_errors", "Fetches and look-ups by time from object storage "
-                                             "answered with an error"),
+    ("errors", "plinth_remote_fetch_errors", "Reads from object storage that failed, for "
+     "fetches and look-ups by time, and those requests refused by a full reader queue"),
     ("time_lookups", "plinth_remote_time_lookups",
-     "Look-ups by time (ListOffsets, offsets_for_times) answered from object storage"),
+     "Reads for look-ups by time (ListOffsets, offsets_for_times) that object storage "
+     "answered, with a record or none in the segment (look-ups of one segment, time and "
+     "floor share one read; failed reads are in plinth_remote_fetch_errors)"),
+    ("fetch_waits_expired", "plinth_remote_fetch_waits_expired",
+     "Fetches from object storage answered with no records because their read was not "
+     f"back within {limits.REMOTE_FETCH_WAIT_MS_MAX} ms: the store is slow"),
+    ("time_lookup_waits_expired", "plinth_remote_time_lookup_waits_expired",
+     "Look-ups by time in object storage answered requestTimedOut (retriable) because "
+     f"their read was not back within {limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX} ms: the store "
+     "is slow"),
     ("cache_hits", "plinth_tier_cache_hits", "Remote chunks read from the shard's cache"),
     ("cache_misses", "plinth_tier_cache_misses", "Ranged gets from object storage"))
 

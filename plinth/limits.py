@@ -1100,6 +1100,20 @@ REMOTE_FETCH_WAIT_MS_MAX = 500
 # answer dropped on the way back) and the next fetch queues a new one. Longer than
 # any read takes (the queue's wait, then the store's bounds).
 REMOTE_FETCH_JOIN_S_MAX = 60.0
+# A look-up by time in object storage (ListOffsets by timestamp, Kafka's
+# offsets_for_times; shards/tier/remote_time_lookup.py) waits at most this long for
+# the reader, then is answered requestTimedOut (Kafka's REQUEST_TIMED_OUT, which
+# its clients retry): it has no empty answer. Kafka's bound,
+# remote.list.offsets.request.timeout.ms (KIP-1075), is 30 s, its clients' whole
+# request timeout, because a Kafka retry reads again; here a retry joins the read
+# still pending (as a fetch's does, for REMOTE_FETCH_JOIN_S_MAX), so a short bound
+# loses nothing and the client hears within seconds, not by its own timeout, that
+# the store is slow. 2 s: a look-up is three reads in series (the time index, the
+# offset index, one chunk) where a fetch is one, so three remote fetch waits, and
+# some room on loaded cores; below one store call's timeout (a hung store's answer
+# comes before its own error) and below the controller's status call (its
+# partition look-ups by time get this error, not "the shard did not answer").
+REMOTE_TIME_LOOKUP_WAIT_MS_MAX = 2_000
 # A failed remote read (a fetch or a look-up by time) is logged at WARNING at most
 # once per partition per this interval (plinth/log_limit.py; the others are counted
 # in plinth_remote_fetch_errors_total and the dropped lines in the next one).
@@ -1723,6 +1737,10 @@ def _relations() -> list[tuple[str, bool]]:
          < REMOTE_FETCH_REQUEST_TIMEOUT_S and REMOTE_FETCH_QUEUED_S_MAX
          + REMOTE_FETCH_REQUEST_TIMEOUT_S + REMOTE_FETCH_RETRY_TIMEOUT_S
          < REMOTE_FETCH_JOIN_S_MAX and REMOTE_FETCH_FAILED_LOG_INTERVAL_S > 0),
+        ("a look-up by time waits for the reader at least three fetches' waits, less than "
+         "one store call may take, and is answered before the controller's status call "
+         "gives up on its shard", 3 * REMOTE_FETCH_WAIT_MS_MAX <= REMOTE_TIME_LOOKUP_WAIT_MS_MAX
+         < 1000 * min(REMOTE_FETCH_REQUEST_TIMEOUT_S, STATUS_CALL_TIMEOUT_S)),
         ("the remote-fetch queue is one the loop's commands can answer",
          0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
         ("a topic deletion's cache drops never overflow the reader's pending drops",

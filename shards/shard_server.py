@@ -82,7 +82,9 @@ A fetch below the local log start, in a segment in object storage
 (``Partition.remote``), goes to the reader thread of tier/remote_fetcher.py,
 whose answer comes back through ``_post`` and is sent by the loop, or, if it
 is not back within REMOTE_FETCH_WAIT_MS_MAX, the fetch is answered with no
-records and the read goes on (tier/remote_fetch_waits.py); so does one
+records and the read goes on (tier/remote_fetch_waits.py; a look-up by time
+whose record is in object storage likewise waits REMOTE_TIME_LOOKUP_WAIT_MS_MAX,
+then is answered requestTimedOut, retriable); so does one
 in a gap of the local log (a range that lived on another shard, since tiered:
 issue 14) that the remote log holds. While a tiered partition's remote view is
 not the store's yet (not listed since this shard began uploading or following
@@ -107,8 +109,8 @@ import zmq
 from plinth import limits, protocol, topics
 from plinth.cluster_keys import DIRECT_IPC_SUFFIX, ClusterAuthenticator, ClusterKeys
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
-                           OffsetOutOfRangeError, StorageError, TooManyRequestsError,
-                           UnavailableError, UnknownTopicError)
+                           OffsetOutOfRangeError, RequestTimedOutError, StorageError,
+                           TooManyRequestsError, UnavailableError, UnknownTopicError)
 from plinth.format import batch_formats
 from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
@@ -194,6 +196,7 @@ class ShardServer:
         self.tier = tier
         self._remote_reader: RemoteFetcher | None = None   # started with a tier URL
         self._remote_waits = RemoteFetchWaits()   # its fetches, each waiting a bounded time
+        self._time_waits = RemoteFetchWaits.for_time_lookups()   # and its look-ups by time
         # Topic deletions of remote segments this shard cannot run (another store's, or
         # any without a tier URL), found at start: the controller refuses the start.
         self.stranded_deletions: dict = {}
@@ -754,7 +757,8 @@ class ShardServer:
             else:
                 future.set_result(info)
 
-        self._partition_info_then(topic, partition, timestamp_ms, answer)
+        # Received now: no request came with it (self._received_s is another's).
+        self._partition_info_then(topic, partition, timestamp_ms, answer, time.monotonic())
         return future
 
     def _list_offsets(self, envelope: list, request: protocol.ListOffsetsRequest) -> None:
@@ -767,17 +771,21 @@ class ShardServer:
             else:
                 self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
 
-        self._partition_info_then(request.topic, request.partition, request.timestamp_ms, answer)
+        self._partition_info_then(request.topic, request.partition, request.timestamp_ms, answer,
+                                  self._received_s)
 
     def _partition_info_then(self, topic: str, partition: int, timestamp_ms: int,
                              answer: Callable[[protocol.PartitionInfo | BrokerError], None],
-                             from_offset: int = 0) -> None:
+                             received_s: float, from_offset: int = 0) -> None:
         """``answer(partition_info)`` with, if ``timestamp_ms`` is not NO_TIME_LOOKUP
         (>= 0 or MAX_TIMESTAMP), the first record at or after ``from_offset`` stamped
         at or after it (time_lookup.py): now if the local log or no record holds it,
         else once the remote reader has read it from object storage
-        (tier/remote_time_lookup.py), or with that read's error. Errors found before
-        anything is queued are raised. Loop thread (``answer`` is called on it)."""
+        (tier/remote_time_lookup.py), or with that read's error, or requestTimedOut
+        if the read is not back within REMOTE_TIME_LOOKUP_WAIT_MS_MAX of
+        ``received_s`` (when the loop got the request, time.monotonic()). Errors
+        found before anything is queued are raised. Loop thread (``answer`` is
+        called on it)."""
         part = self._require(topic, partition)
         if timestamp_ms == protocol.NO_TIME_LOOKUP:
             answer(self.partition_info(topic, partition))
@@ -785,14 +793,18 @@ class ShardServer:
         self._require_remote_view_for_time(part, timestamp_ms)
         found = time_lookup.record_at_time(part, timestamp_ms, from_offset)
         if isinstance(found, time_lookup.InRemoteSegment):
-            self._find_time_remotely(part, found, answer)
+            self._find_time_remotely(part, found, answer, received_s)
         else:
             answer(self.partition_info(topic, partition, found))
 
     def _find_time_remotely(self, part: Partition, where: time_lookup.InRemoteSegment,
-                            answer: Callable[[protocol.PartitionInfo | BrokerError], None]) -> None:
-        """Queue the look-up of ``where`` for the remote reader; its result comes back
-        through ``_remote_fetched`` to ``found``, below. Loop thread."""
+                            answer: Callable[[protocol.PartitionInfo | BrokerError], None],
+                            received_s: float) -> None:
+        """Queue the look-up of ``where`` for the remote reader, or have it join the read
+        of the same segment, time and floor already pending (a client's retry); the
+        read's result comes back through ``_remote_fetched`` to ``found``, below, or
+        ``_answer_time_wait_ended`` answers it requestTimedOut once it has waited
+        REMOTE_TIME_LOOKUP_WAIT_MS_MAX (tier/remote_fetch_waits.py). Loop thread."""
         if self._remote_reader is None:
             raise StorageError(f"{part.name}: the record at {where.timestamp_ms} ms is in "
                                f"{where.segment.describe()}, and {self.shard_id} has no "
@@ -802,16 +814,32 @@ class ShardServer:
             try:
                 if error is not None:
                     raise error
-                if record is None:   # none at or after the floor in it: the next one has
+                if record is None:   # none at or after the floor in it: the next one has,
+                    # within what is left of the same wait
                     self._partition_info_then(part.topic, part.partition, where.timestamp_ms,
-                                              answer, where.segment.end_offset)
+                                              answer, received_s, where.segment.end_offset)
                 else:
                     answer(self.partition_info(part.topic, part.partition, record))
             except BrokerError as exc:
                 answer(exc)
 
-        self._remote_reader.submit(RemoteTimeRead(part.key, where.segment, where.timestamp_ms,
-                                                  where.from_offset, self._received_s, found))
+        lookup = RemoteTimeRead(part.key, where.segment, where.timestamp_ms, where.from_offset,
+                                received_s, found)
+        self._queue_remote(lookup, self._time_waits)
+
+    def _queue_remote(self, read: RemoteRead | RemoteTimeRead, waits: RemoteFetchWaits) -> None:
+        """Have ``read`` (a fetch or a look-up by time) join the read of the same thing
+        pending in ``waits``, else submit it to the reader and wait in ``waits``. A full
+        reader queue raises TooManyRequestsError (counted). Loop thread."""
+        now_s = time.monotonic()
+        if waits.join(read, now_s):
+            return   # the client's retry of a read still under way: no second read queued
+        try:
+            self._remote_reader.submit(read)
+        except BrokerError:
+            self.stats.remote.errors += 1
+            raise
+        waits.add(read, now_s)
 
     def _delete_records(self, envelope: list, request: protocol.DeleteRecordsRequest) -> None:
         """Kafka's DeleteRecords for a partition led here (or of one copy): no record
@@ -1071,6 +1099,8 @@ class ShardServer:
         self._purgatory.expire(now_s)
         for fetch in self._remote_waits.expire(now_s):
             self._answer_remote_wait_ended(fetch)
+        for lookup in self._time_waits.expire(now_s):
+            self._answer_time_wait_ended(lookup)
         self._groups.run_timers(now_s)
         self._replication.run_timers(now_s)
         if self._tier is not None:
@@ -1088,7 +1118,7 @@ class ShardServer:
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
                        self._groups.next_timer_s(), self._replication.next_timer_s(),
-                       self._remote_waits.next_deadline_s()):
+                       self._remote_waits.next_deadline_s(), self._time_waits.next_deadline_s()):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -1410,15 +1440,7 @@ class ShardServer:
                                f"{self.shard_id} has no --tier-url to read it from")
         read = RemoteRead(envelope, request_id, part.key, segment, offset, bytes_max,
                           min(segment.end_offset, part.high_watermark), self._received_s)
-        now_s = time.monotonic()
-        if self._remote_waits.join(read, now_s):
-            return   # the client's retry of a read still under way: no second read queued
-        try:
-            self._remote_reader.submit(read)
-        except BrokerError:
-            self.stats.remote.errors += 1
-            raise
-        self._remote_waits.add(read, now_s)
+        self._queue_remote(read, self._remote_waits)
 
     def _remote_segments_gone(self, part: Partition, segment_ids: tuple[str, ...],
                               why: str) -> None:
@@ -1465,6 +1487,7 @@ class ShardServer:
             self.stats.error(error.code_name)
             self._reply(fetch.envelope, protocol.encode_error(fetch.request_id, error))
             return
+        self.stats.remote.fetch_waits_expired += 1   # a slow store, for the operator
         self._reply(fetch.envelope, protocol.encode_fetch_reply(
             fetch.request_id, part.high_watermark, part.log_start_offset), b"")
         self.stats.fetched(part.key, 0, 0)
@@ -1473,11 +1496,26 @@ class ShardServer:
     def _remote_time_found(self, result: RemoteTimeResult) -> None:
         """The reader's answer to a look-up by time (``_find_time_remotely``), checked as
         a fetch's is: the partition may have gone, or the segment been deleted by
-        retention meanwhile (retriable). Loop thread."""
+        retention meanwhile (retriable). Counted once; it answers the look-ups still
+        waiting for it (none: their waits ended, each was answered requestTimedOut,
+        and the read only warmed the reader's indexes and chunk cache). Loop thread."""
         read = result.read
         _, error = self._remote_read_outcome(read, result.error)
         self.stats.remote_time_found(error is not None, time.monotonic() - read.received_s)
-        read.answer(result.found, error)
+        for lookup in self._time_waits.settle(read):
+            lookup.answer(result.found, error)
+
+    def _answer_time_wait_ended(self, lookup: RemoteTimeRead) -> None:
+        """A look-up by time waited REMOTE_TIME_LOOKUP_WAIT_MS_MAX for its read: it has no
+        empty answer, so requestTimedOut, retriable (Kafka's REQUEST_TIMED_OUT, as its
+        DelayedRemoteListOffsets answers): the client's retry joins the read, which
+        goes on. Loop thread."""
+        self.stats.remote.time_lookup_waits_expired += 1   # a slow store, for the operator
+        lookup.answer(None, RequestTimedOutError(
+            f"look-up of time {lookup.timestamp_ms} ms in {lookup.key[0]}-{lookup.key[1]} from "
+            f"offset {lookup.offset}: {lookup.segment.describe()} was not read from object "
+            f"storage within {self._time_waits.wait_ms} ms (the read goes on, and a retry "
+            f"joins it); the store is slow: retry"))
 
     def _remote_read_outcome(self, read, error: BrokerError | None
                              ) -> tuple[Partition | None, BrokerError | None]:

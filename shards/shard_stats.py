@@ -47,10 +47,22 @@ NO_RATES = (0.0, 0.0, 0.0, 0.0)
 
 @dataclass
 class RemoteFetchCounters:
-    fetches: int = 0        # answered with data (an empty answer included)
+    """Reads from object storage are counted once each, however many requests joined
+    one (shards/tier/remote_fetch_waits.py); requests answered by their wait's end,
+    each. So the "remote_fetch" latency histogram's count is ``fetches`` plus the
+    fetches' share of ``errors``, and "remote_time_lookup"'s is ``time_lookups`` plus
+    the look-ups' share (a read refused by a full queue is an error and no latency)."""
+
+    fetches: int = 0        # reads for fetches the reader answered with data (b"" included)
     bytes: int = 0
-    errors: int = 0         # answered with an error, a full queue's included (look-ups too)
-    time_lookups: int = 0   # look-ups by time answered from the store (found or none)
+    errors: int = 0         # reads failed (fetches' and look-ups'), and requests a full
+                            # reader queue refused
+    time_lookups: int = 0   # reads for look-ups by time the reader answered: a record, or
+                            # none in the segment (failed ones are in ``errors``)
+    fetch_waits_expired: int = 0         # fetches answered with no records: their wait
+                                         # (REMOTE_FETCH_WAIT_MS_MAX) ended before the read
+    time_lookup_waits_expired: int = 0   # look-ups answered requestTimedOut: likewise
+                                         # (REMOTE_TIME_LOOKUP_WAIT_MS_MAX)
     cache_hits: int = 0     # chunks read from the cache
     cache_misses: int = 0   # ranged gets from the store
     cache_bytes: int = 0    # on disk now
@@ -112,8 +124,9 @@ class ShardStats:
 
     def remote_fetched(self, nbytes: int, failed: bool, latency_s: float, cache_hits: int,
                        cache_misses: int, cache_bytes: int) -> None:
-        """A remote fetch answered (its latency goes to the "remote_fetch" histogram), and
-        its reader's cache counters after it."""
+        """The reader answered a read for a remote fetch (once, however many fetches
+        joined it; its latency goes to the "remote_fetch" histogram), and its reader's
+        cache counters after it."""
         remote = self.remote
         if failed:
             remote.errors += 1
@@ -125,8 +138,9 @@ class ShardStats:
         self.observe("remote_fetch", latency_s)
 
     def remote_time_found(self, failed: bool, latency_s: float) -> None:
-        """A look-up by time in a remote segment answered (its latency goes to the
-        "remote_time_lookup" histogram)."""
+        """The reader answered a read for a look-up by time in a remote segment (once,
+        however many look-ups joined it): ``time_lookups`` or ``errors`` counts it, and
+        its latency goes to the "remote_time_lookup" histogram."""
         if failed:
             self.remote.errors += 1
         else:

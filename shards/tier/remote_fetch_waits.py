@@ -1,4 +1,4 @@
-"""Remote fetches waiting for the reader: a bounded wait, and one read per offset.
+"""Remote reads waiting for the reader: a bounded wait, and one read per offset (or time).
 
 Runs in a shard actor, on its loop thread only (shard_server.py); no locks.
 
@@ -32,15 +32,31 @@ A joined fetch may ask for fewer bytes than the read it joined, or (after a
 leader change) have a lower high watermark: ``fit`` trims the read's entries
 to what it may be answered with.
 
+Look-ups by time (``RemoteTimeRead``, remote_time_lookup.py: ListOffsets by
+timestamp whose record is in object storage) are bounded and joined alike, in
+a RemoteFetchWaits of their own (``for_time_lookups``; one wait per instance
+keeps its deadlines in arrival order). A look-up of the same partition,
+segment, time and floor offset as one pending joins its read. It waits at
+most REMOTE_TIME_LOOKUP_WAIT_MS_MAX (2 s; plinth/limits.py says why), and as
+it has no empty answer, the loop then answers it requestTimedOut, retriable
+(Kafka's DelayedRemoteListOffsets answers REQUEST_TIMED_OUT, KIP-1075). The
+client's retry joins the read still pending, so once the store answers, the
+retry waiting gets the record; a result that finds nobody waiting (every wait
+ended, no retry yet) answers nobody, and only warmed the reader's indexes and
+chunk cache for the next look-up.
+
     loop thread: a fetch below the local start          reader thread
+    (or a look-up by time in a remote segment)
     ------------------------------------------------    --------------------
     RemoteFetchWaits.join(read): a read of that offset
-      pending? the fetch waits on it; else
+      (and time) pending? the request waits on it; else
     RemoteFetcher.submit(read), RemoteFetchWaits.add  ->  reads (perhaps for
-    _run_timers: ``expire(now)``: the fetches whose        seconds)
-      wait ended are answered empty                   <-  done(result)
-    _remote_fetched: ``settle(read)``: the fetches
-      still waiting get the data or the error; none: dropped
+    _run_timers: ``expire(now)``: the requests whose       seconds)
+      wait ended are answered: a fetch empty, a
+      look-up requestTimedOut; the read goes on       <-  done(result)
+    _remote_fetched: ``settle(read)``: the requests
+      still waiting get its data, record or error;
+      none: the result is dropped
 """
 
 from __future__ import annotations
@@ -50,45 +66,62 @@ from collections.abc import Hashable
 
 from plinth import limits
 from plinth.shards.tier.remote_fetcher import RemoteRead, entries_within
+from plinth.shards.tier.remote_time_lookup import RemoteTimeRead
 
 __all__ = ["RemoteFetchWaits", "fit"]
 
+Read = RemoteRead | RemoteTimeRead
 
-def join_key(read: RemoteRead) -> Hashable:
-    """What makes two fetches the same read: partition, topic id, segment and offset."""
-    return read.key, read.segment.topic_id, read.segment.segment_id, read.offset
+
+def join_key(read: Read) -> Hashable:
+    """What makes two requests the same read: partition, topic id, segment and offset
+    (for a look-up by time, the floor offset), and a look-up's time."""
+    key = read.key, read.segment.topic_id, read.segment.segment_id, read.offset
+    return key + (read.timestamp_ms,) if type(read) is RemoteTimeRead else key
 
 
 class _Pending:
-    """One read queued or being read, and the fetches waiting for it (by id)."""
+    """One read queued or being read, and the requests waiting for it (by id)."""
 
     __slots__ = ("read", "submitted_s", "waiting", "settled")
 
-    def __init__(self, read: RemoteRead, submitted_s: float):
+    def __init__(self, read: Read, submitted_s: float):
         self.read = read
         self.submitted_s = submitted_s
-        self.waiting: dict[int, RemoteRead] = {id(read): read}   # in arrival order
+        self.waiting: dict[int, Read] = {id(read): read}   # in arrival order
         self.settled = False
 
 
 class RemoteFetchWaits:
-    """The pending remote reads of one shard. Loop thread only, every method."""
+    """The pending remote reads of one shard, of one kind: fetches (the default, each
+    waiting REMOTE_FETCH_WAIT_MS_MAX) or look-ups by time (``for_time_lookups``).
+    Loop thread only, every method."""
 
     def __init__(self, wait_s: float | None = None, join_s_max: float | None = None):
         self._wait_s = limits.REMOTE_FETCH_WAIT_MS_MAX / 1000 if wait_s is None else wait_s
         self._join_s_max = limits.REMOTE_FETCH_JOIN_S_MAX if join_s_max is None else join_s_max
         self._pending: dict[Hashable, _Pending] = {}   # join key -> read, oldest first
-        # (deadline_s, pending, fetch) in deadline order: every fetch waits the same
-        # time from when the loop received it, and the loop receives them in order.
-        self._deadlines: deque[tuple[float, _Pending, RemoteRead]] = deque()
+        # (deadline_s, pending, request) in deadline order: every request waits the
+        # same time from when the loop received it, and the loop receives them in order.
+        self._deadlines: deque[tuple[float, _Pending, Read]] = deque()
+
+    @classmethod
+    def for_time_lookups(cls) -> RemoteFetchWaits:
+        """The look-ups by time of one shard, each waiting REMOTE_TIME_LOOKUP_WAIT_MS_MAX."""
+        return cls(wait_s=limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX / 1000)
+
+    @property
+    def wait_ms(self) -> int:
+        """How long each request waits for its read, in ms (for error messages)."""
+        return round(self._wait_s * 1000)
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def join(self, fetch: RemoteRead, now_s: float) -> bool:
-        """Whether ``fetch`` joined a read of its partition, segment and offset already
-        pending (then nothing is to be queued); False: the caller submits it and then
-        calls ``add``."""
+    def join(self, fetch: Read, now_s: float) -> bool:
+        """Whether ``fetch`` (a fetch or a look-up) joined a read of its partition,
+        segment and offset (and time) already pending (then nothing is to be queued);
+        False: the caller submits it and then calls ``add``."""
         pending = self._pending.get(join_key(fetch))
         if pending is None or now_s - pending.submitted_s > self._join_s_max:
             return False
@@ -96,8 +129,8 @@ class RemoteFetchWaits:
         self._deadlines.append((fetch.received_s + self._wait_s, pending, fetch))
         return True
 
-    def add(self, read: RemoteRead, now_s: float) -> None:
-        """``read`` was submitted to the reader; its fetch waits for it. A pending read
+    def add(self, read: Read, now_s: float) -> None:
+        """``read`` was submitted to the reader; its request waits for it. A pending read
         of the same offset taken as lost (``join`` said False) is forgotten."""
         key = join_key(read)
         lost = self._pending.pop(key, None)
@@ -106,8 +139,8 @@ class RemoteFetchWaits:
         pending = self._pending[key] = _Pending(read, now_s)
         self._deadlines.append((read.received_s + self._wait_s, pending, read))
 
-    def settle(self, read: RemoteRead) -> list[RemoteRead]:
-        """The reader answered ``read``: the fetches still waiting for it, which the
+    def settle(self, read: Read) -> list[Read]:
+        """The reader answered ``read``: the requests still waiting for it, which the
         caller answers with its result (none: their waits ended, or the read was
         taken as lost and replaced)."""
         key = join_key(read)
@@ -118,10 +151,10 @@ class RemoteFetchWaits:
         pending.settled = True
         return list(pending.waiting.values())
 
-    def expire(self, now_s: float) -> list[RemoteRead]:
-        """The fetches whose wait ended by ``now_s``, which the caller answers empty
-        (their reads go on); and forgets reads pending past REMOTE_FETCH_JOIN_S_MAX
-        (lost) that no fetch waits for."""
+    def expire(self, now_s: float) -> list[Read]:
+        """The requests whose wait ended by ``now_s``, which the caller answers (a fetch
+        empty, a look-up requestTimedOut; their reads go on); and forgets reads
+        pending past REMOTE_FETCH_JOIN_S_MAX (lost) that no request waits for."""
         expired = []
         deadlines = self._deadlines
         while deadlines and (deadlines[0][1].settled or deadlines[0][0] <= now_s):
@@ -137,7 +170,7 @@ class RemoteFetchWaits:
         return expired
 
     def next_deadline_s(self) -> float | None:
-        """The earliest wait's end (perhaps of a fetch answered already), or None."""
+        """The earliest wait's end (perhaps of a request answered already), or None."""
         return self._deadlines[0][0] if self._deadlines else None
 
 

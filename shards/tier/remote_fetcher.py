@@ -22,20 +22,24 @@ The loop does not wait for the reader's answer longer than
 REMOTE_FETCH_WAIT_MS_MAX (Kafka's remote.fetch.max.wait.ms): past that the
 fetch is answered with no records and the read goes on, its late result only
 warming the chunk cache; and a fetch of an offset already being read joins
-that read rather than queuing another (remote_fetch_waits.py, loop thread):
+that read rather than queuing another (remote_fetch_waits.py, loop thread).
+A look-up by time (below) is joined alike, waits at most
+REMOTE_TIME_LOOKUP_WAIT_MS_MAX and is then answered requestTimedOut
+(retriable: its client's retry joins the read still going on):
 
     loop thread                         reader thread
     ---------------------------------   --------------------------------------
     RemoteFetchWaits.join(read)?
       (joined: nothing queued)
     submit(read); RemoteFetchWaits.add ---->  reads (a hung store: seconds)
-    _run_timers: the wait ended:
-      answered empty, the read goes on
+    _run_timers: the wait ended: a
+      fetch answered empty, a look-up
+      requestTimedOut; the read goes on
     _remote_fetched: RemoteFetchWaits  <----  done(result): a failed read is
-      .settle: the fetches still            logged at WARNING (rate-limited:
+      .settle: the requests still           logged at WARNING (rate-limited:
       waiting, if any, are answered         REMOTE_FETCH_FAILED_LOG_INTERVAL_S
-      (none: the result is dropped)         per partition), naming the partition,
-                                            the offset, the store and the error
+      (none: the result is dropped,         per partition), naming the partition,
+      counted once all the same)            the offset, the store and the error
 
 What a remote fetch answers: whole entries starting with the one that holds
 the offset, up to ``bytes_max`` (the first entry always whole), never past the
@@ -93,9 +97,11 @@ hit and miss counts travel back with every result, so the loop's ShardStats
 Look-ups by time. The same queue also takes ``RemoteTimeRead``s
 (remote_time_lookup.py: ListOffsets by timestamp whose record is in object
 storage), served in turn with the reads, with the same bounds and errors, and
-answered with a ``RemoteTimeResult`` through the same ``done``. For them the
-reader also keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote time
-indexes in memory.
+answered with a ``RemoteTimeResult`` through the same ``done``; the loop joins
+and bounds them as it does fetches (remote_fetch_waits.py: one read per
+partition, segment, time and floor; REMOTE_TIME_LOOKUP_WAIT_MS_MAX). For them
+the reader also keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote
+time indexes in memory, so a retry after a late read is quick.
 """
 
 from __future__ import annotations

@@ -40,7 +40,11 @@ Errors are the remote fetch's (remote_fetcher.py), never a guess: the store
 down or slow, RemoteStorageUnavailableError (retriable); a bad entry or index,
 CorruptDataError naming the partition, the offset and the object (the
 segment's cached chunks and indexes are dropped first, so a retry reads the
-store again).
+store again). The loop waits at most REMOTE_TIME_LOOKUP_WAIT_MS_MAX for the
+reader, then answers RequestTimedOutError (retriable), and a look-up of the
+same partition, segment, time and floor joins the read pending
+(remote_fetch_waits.py), so a client retrying a slow store queues no second
+read and gets the record once the store answers.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ class RemoteTimeRead(NamedTuple):
     """One look-up by time for the reader, built by the loop thread. ``offset`` is
     the first offset that may answer (the segment's base, or deleteRecords' floor);
     ``answer`` is only carried back and called on the loop thread (the reader never
-    calls it). The fields ``key``, ``segment``, ``offset`` and ``received_s`` are
+    calls it), once: with the read's result, or with requestTimedOut when its wait
+    ended (remote_fetch_waits.py). The fields ``key``, ``segment``, ``offset`` and ``received_s`` are
     those of a RemoteRead, so the loop checks both alike (remote_fetcher.py)."""
 
     key: tuple[str, int]

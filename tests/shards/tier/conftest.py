@@ -37,6 +37,23 @@ def real_remote_fetch_wait():
     return limits.REMOTE_FETCH_WAIT_MS_MAX
 
 
+@pytest.fixture(autouse=True)
+def remote_time_lookup_wait_long(request, monkeypatch):
+    """A look-up by time waits up to 30 s for its read here
+    (REMOTE_TIME_LOOKUP_WAIT_MS_MAX), unless the test asks for the real bound
+    (``real_remote_time_lookup_wait``), for the reason ``remote_fetch_wait_long``
+    gives: a look-up's record or store error must not turn into requestTimedOut
+    because loaded cores were slow to read three objects."""
+    if "real_remote_time_lookup_wait" not in request.fixturenames:
+        monkeypatch.setattr(limits, "REMOTE_TIME_LOOKUP_WAIT_MS_MAX", 30_000)
+
+
+@pytest.fixture
+def real_remote_time_lookup_wait():
+    """The real REMOTE_TIME_LOOKUP_WAIT_MS_MAX, for the tests of the bound itself."""
+    return limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX
+
+
 @pytest.fixture(params=["memory", "file", "s3"])
 def store(request, tmp_path, monkeypatch):
     """An empty store: in memory, on the local disk, or a bucket of a real S3 API

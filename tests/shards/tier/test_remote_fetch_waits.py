@@ -1,5 +1,7 @@
-"""A remote fetch's bounded wait for the reader, one read per offset, and the WARNING of a
-failed remote read (shards/tier/remote_fetch_waits.py, remote_fetcher.py, shard_server.py).
+"""A remote fetch's bounded wait for the reader, one read per offset, the same for a look-up
+by time (answered requestTimedOut when its wait ends), the counters of waits that ended,
+and the WARNING of a failed remote read (shards/tier/remote_fetch_waits.py,
+remote_fetcher.py, shard_server.py).
 
 A real ShardServer with a tier URL and real sockets (tiered_shard.py). A store
 that hangs is an S3 endpoint that takes connections and never answers
@@ -16,13 +18,21 @@ import time
 import pytest
 
 from plinth import limits, protocol
-from plinth.errors import RemoteStorageUnavailableError, UnavailableError
+from plinth.control.metrics import BrokerCollector
+from plinth.errors import RemoteStorageUnavailableError, RequestTimedOutError, UnavailableError
 from tests.moto_s3 import MotoS3
 from tests.shards.tier.tiered_shard import (
     PARTITION, TOPIC, TieredShard, record_value, records_of, tiered)
 from tests.support import wait_until
 
 WAIT_S = limits.REMOTE_FETCH_WAIT_MS_MAX / 1000
+TIME_WAIT_S = limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX / 1000
+T0_MS = 1_700_000_000_000
+STEP_MS = 10   # record n is stamped T0_MS + STEP_MS * n
+
+
+def stamp(offset: int) -> int:
+    return T0_MS + STEP_MS * offset
 LATE_S = 1.0   # how much later than its wait a fetch may be answered on two busy cores
 
 
@@ -69,15 +79,22 @@ def reads_submitted(shard: TieredShard) -> int:
     return shard.server.call(lambda: shard.server._remote_reader._reads_submitted)
 
 
-def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_within_the_wait(
-        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
-    # Given a partition uploaded to a file:// store, whose shard reads it from an S3
-    # endpoint that takes connections and never answers (the reader's own timeouts)
+def tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch, black_hole, stamp=None):
+    """(shard, end offset, local start): a partition uploaded to a file:// store, whose
+    shard reads it from an S3 endpoint that takes connections and never answers (the
+    reader's own timeouts)."""
     for key, value in MotoS3().env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{black_hole}")
     shard = shard_at("s3://plinth-tier/hangs")
-    end_offset, local_start = tiered(shard, f"file://{tmp_path}/store", tmp_path)
+    return shard, *tiered(shard, f"file://{tmp_path}/store", tmp_path, stamp=stamp)
+
+
+def test_a_fetch_of_a_remote_offset_while_the_store_hangs_is_answered_empty_within_the_wait(
+        shard_at, tmp_path, monkeypatch, black_hole, real_remote_fetch_wait):
+    # Given a partition whose shard reads its remote segments from a store that hangs
+    shard, end_offset, local_start = tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch,
+                                                            black_hole)
     # When a consumer fetches a remote offset, and then a local one
     started_s = time.monotonic()
     remote = shard.send_fetch(0)
@@ -216,6 +233,142 @@ def test_a_failed_remote_read_is_logged_at_warning_once_per_interval_naming_the_
     assert "2 such lines of this source dropped" in line
 
 
+# --- Look-ups by time (ListOffsets by timestamp) in object storage ---------------------
+
+def test_a_look_up_by_time_while_the_store_hangs_is_answered_request_timed_out_within_its_wait(
+        shard_at, tmp_path, monkeypatch, black_hole, real_remote_time_lookup_wait):
+    # Given a partition whose shard reads its remote segments from a store that hangs
+    shard, _, local_start = tiered_on_a_hung_store(shard_at, tmp_path, monkeypatch, black_hole,
+                                                   stamp)
+    segment = shard.on_loop(lambda part: part.remote.segment_for_offset(10))
+    # When a client asks for the time of a remote record, and then of a local one
+    started_s = time.monotonic()
+    remote = shard.send_list_offsets(stamp(10))
+    local = shard.send_list_offsets(stamp(local_start + 1))
+    # Then the local one is answered at once, exactly
+    reply, _ = shard.reply()
+    assert reply.request_id == local and reply.error is None, reply
+    assert reply.offsets.found_offset == local_start + 1
+    # And the remote one with requestTimedOut (retriable) once its wait ends, not by the
+    # store's timeouts, naming the partition, the time, the segment and the wait
+    reply, _ = shard.reply(wait_s=TIME_WAIT_S + LATE_S)
+    answered_s = time.monotonic() - started_s
+    assert reply.request_id == remote and isinstance(reply.error, RequestTimedOutError), reply
+    assert TIME_WAIT_S * 0.9 <= answered_s < TIME_WAIT_S + LATE_S, answered_s
+    message = str(reply.error)
+    for part in (f"{TOPIC}-{PARTITION}", f"time {stamp(10)} ms", segment.describe(),
+                 f"within {limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX} ms",
+                 "the store is slow: retry"):
+        assert part in message, (part, message)
+    # And the shard counts the look-up whose wait ended, and its error reply
+    stats = shard.stats()
+    assert stats["remote_fetch"]["time_lookup_waits_expired"] == 1, stats["remote_fetch"]
+    assert stats["errors"].get("requestTimedOut") == 1, stats["errors"]
+
+
+def test_look_ups_of_the_same_time_share_one_read_and_each_is_answered_once_with_the_record(
+        shard_at, s3_url, tmp_path):
+    # Given a partition whose first segments are only in object storage, and a reader
+    # whose store holds its gets
+    shard = shard_at(s3_url)
+    tiered(shard, s3_url, tmp_path, stamp=stamp)
+    store = gated(shard)
+    try:
+        # When two look-ups of the same time come while its read is stuck, and one of
+        # another time
+        same = [shard.send_list_offsets(stamp(10))]
+        assert store.waiting.wait(30)
+        same.append(shard.send_list_offsets(stamp(10)))
+        other = shard.send_list_offsets(stamp(20))
+        time.sleep(0.3)   # the loop takes them before the store answers
+        # Then the second joined the first's read: only the other time queued another
+        assert reads_submitted(shard) == 2
+    finally:
+        store.open.set()
+    # And once the store answers, each is answered once, with its exact record
+    replies = {}
+    for _ in range(3):
+        reply, _ = shard.reply()
+        assert reply.error is None and reply.request_id not in replies, reply
+        replies[reply.request_id] = (reply.offsets.found_offset, reply.offsets.found_timestamp_ms)
+    assert replies == {same[0]: (10, stamp(10)), same[1]: (10, stamp(10)),
+                       other: (20, stamp(20))}
+    assert not shard.socket.poll(int(LATE_S * 1000)), "a second reply to a look-up"
+    # And the two reads are counted as two look-ups read from the store, not three
+    assert shard.stats()["remote_fetch"]["time_lookups"] == 2
+
+
+def test_a_retry_of_a_look_up_that_timed_out_joins_its_read_and_gets_the_record_once_the_store_answers(
+        shard_at, s3_url, tmp_path, real_remote_time_lookup_wait):
+    # Given a partition whose first segments are only in object storage, and a reader
+    # whose store holds its gets
+    shard = shard_at(s3_url)
+    tiered(shard, s3_url, tmp_path, stamp=stamp)
+    store = gated(shard)
+    try:
+        # When a look-up by time is answered requestTimedOut once its wait ends
+        first = shard.send_list_offsets(stamp(10))
+        reply, _ = shard.reply(wait_s=TIME_WAIT_S + LATE_S)
+        assert reply.request_id == first and isinstance(reply.error, RequestTimedOutError), reply
+        # And its client retries while the read is still stuck
+        retry = shard.send_list_offsets(stamp(10))
+        time.sleep(0.3)   # the loop takes the retry before the store answers
+        # Then the retry queued no second read
+        assert reads_submitted(shard) == 1 and store.gets == 1
+    finally:
+        # And when the store answers
+        store.open.set()
+    # Then the retry is answered with the exact record
+    reply, _ = shard.reply(wait_s=TIME_WAIT_S)
+    assert reply.request_id == retry and reply.error is None, reply
+    assert (reply.offsets.found_offset, reply.offsets.found_timestamp_ms) == (10, stamp(10))
+    # And the first look-up is not answered a second time
+    assert not shard.socket.poll(int(LATE_S * 1000)), "a second reply to the first look-up"
+    # And the shard counts one read, one wait that ended, one requestTimedOut
+    stats = shard.stats()
+    remote = stats["remote_fetch"]
+    assert (remote["time_lookups"], remote["time_lookup_waits_expired"], remote["errors"]) == \
+        (1, 1, 0), remote
+    assert stats["errors"].get("requestTimedOut") == 1, stats["errors"]
+
+
+def test_the_waits_that_ended_are_prometheus_counters_and_late_reads_are_still_counted(
+        shard_at, s3_url, tmp_path, real_remote_fetch_wait, real_remote_time_lookup_wait):
+    from tests.shards.tier.test_remote_fetcher import ControllerWithOneShard
+    # Given a partition whose first segments are only in object storage, and a reader
+    # whose store holds its gets
+    shard = shard_at(s3_url)
+    tiered(shard, s3_url, tmp_path, stamp=stamp)
+    store = gated(shard)
+    try:
+        # When a remote fetch is answered empty and a look-up by time requestTimedOut,
+        # each once its wait ends
+        reply, payload = shard.fetch(0, wait_s=WAIT_S + LATE_S)
+        assert reply.error is None and payload == b"", reply
+        request_id = shard.send_list_offsets(stamp(10))
+        reply, _ = shard.reply(wait_s=TIME_WAIT_S + LATE_S)
+        assert reply.request_id == request_id and isinstance(reply.error, RequestTimedOutError)
+    finally:
+        # And then the store answers both reads, which answer nobody
+        store.open.set()
+    wait_until(lambda: shard.stats()["remote_fetch"]["time_lookups"] == 1, timeout_s=30,
+               explain=lambda: shard.stats()["remote_fetch"])
+
+    def samples() -> dict:
+        return {(s.name, s.labels.get("kind")): s.value
+                for family in BrokerCollector(ControllerWithOneShard(shard)).collect()
+                for s in family.samples}
+    # Then the metrics show one wait ended of each kind
+    got = samples()
+    assert got[("plinth_remote_fetch_waits_expired_total", None)] == 1
+    assert got[("plinth_remote_time_lookup_waits_expired_total", None)] == 1
+    # And the reads that came back late still count, as their latencies do
+    assert got[("plinth_remote_fetches_total", None)] == 1
+    assert got[("plinth_remote_time_lookups_total", None)] == 1
+    assert got[("plinth_request_latency_seconds_count", "remote_time_lookup")] == 1
+    assert got[("plinth_remote_fetch_errors_total", None)] == 0
+
+
 # --- RemoteFetchWaits alone (loop-thread bookkeeping, no shard) -------------------------
 
 def fetch_of(segment, offset: int, received_s: float, bytes_max: int = 1 << 20,
@@ -275,3 +428,33 @@ def test_a_fetch_that_joined_a_read_is_answered_only_the_entries_its_bytes_and_h
     assert [r.offset for r in records_of(fit(fetch_of(segment, 0, 0.0, end_offset_max=4), data),
                                          0)] == list(range(6))
     assert fit(fetch_of(segment, 0, 0.0), data) is data
+
+
+def time_lookup_of(segment, timestamp_ms: int, offset: int, received_s: float):
+    from plinth.shards.tier.remote_time_lookup import RemoteTimeRead
+    return RemoteTimeRead((TOPIC, PARTITION), segment, timestamp_ms, offset, received_s,
+                          answer=None)
+
+
+def test_look_ups_by_time_join_only_a_read_of_the_same_time_and_floor_and_wait_their_own_bound(
+        segment, real_remote_fetch_wait, real_remote_time_lookup_wait):
+    from plinth.shards.tier.remote_fetch_waits import RemoteFetchWaits
+    _, segment = segment
+    waits = RemoteFetchWaits.for_time_lookups()
+    assert waits.wait_ms == limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX
+    # Given a look-up of time T from the segment's base, queued at time 0
+    first = time_lookup_of(segment, stamp(10), 0, 0.0)
+    waits.add(first, 0.0)
+    # When look-ups of another time, or of T from another floor, come: they do not join
+    assert not waits.join(time_lookup_of(segment, stamp(11), 0, 0.1), 0.1)
+    assert not waits.join(time_lookup_of(segment, stamp(10), 3, 0.1), 0.1)
+    # And one of T from the same floor does
+    same = time_lookup_of(segment, stamp(10), 0, 0.1)
+    assert waits.join(same, 0.1)
+    # Then each waits REMOTE_TIME_LOOKUP_WAIT_MS_MAX from when it came, not a fetch's wait
+    wait_s = limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX / 1000
+    assert waits.expire(limits.REMOTE_FETCH_WAIT_MS_MAX / 1000) == []
+    assert waits.expire(wait_s) == [first]
+    assert waits.expire(wait_s + 0.1) == [same]
+    # And the read's late result answers nobody
+    assert waits.settle(first) == []

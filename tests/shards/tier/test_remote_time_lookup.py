@@ -129,3 +129,25 @@ def test_an_owner_that_has_not_listed_the_store_answers_a_time_unavailable(
             list_at(owner.address, 5)
         # And without a time the offsets are answered as ever
         assert list_at(owner.address, protocol.NO_TIME_LOOKUP).end_offset == 51
+
+
+def test_the_controllers_look_up_by_time_waits_from_when_it_came_not_from_the_shards_last_request(
+        tmp_path, monkeypatch):
+    # Given a shard whose reader answers a read queued over 1 s ago without reading it,
+    # and t-0 whose first segments are only in a file:// store
+    monkeypatch.setattr(limits, "REMOTE_FETCH_QUEUED_S_MAX", 1.0)
+    store_url = f"file://{tmp_path}/store"
+    t0_ms = time.time_ns() // 1_000_000 - 3_600_000
+    stamp = stamps_from(t0_ms)
+    shard = TieredShard(tmp_path / "shard", store_url)
+    try:
+        tiered(shard, store_url, tmp_path, stamp=stamp)
+        # When the controller asks for a remote time (the actor's partition_infos, no
+        # request of its own) after the shard's last request is older than that
+        time.sleep(1.5)
+        call = shard.server.call(shard.server.partition_info_at_time, "t", 0, stamp(17))
+        # Then it is answered with the record: its read was not taken as waiting since then
+        found = call.result(timeout=30)
+        assert (found.found_offset, found.found_timestamp_ms) == (17, stamp(17))
+    finally:
+        shard.close()

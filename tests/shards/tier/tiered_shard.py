@@ -133,6 +133,13 @@ class TieredShard:
             offset = max(values) + 1 if values else offset
         raise AssertionError(f"read stopped at offset {offset} of {end_offset}")
 
+    def send_list_offsets(self, timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> int:
+        """Send listOffsets (by time, if ``timestamp_ms`` is given); its request id."""
+        request_id = self.next_id()
+        self.socket.send_multipart([CLIENT, protocol.encode_list_offsets(
+            request_id, TOPIC, PARTITION, timestamp_ms)])
+        return request_id
+
     def list_offsets(self) -> protocol.PartitionInfo:
         request_id = self.next_id()
         self.socket.send_multipart([CLIENT, protocol.encode_list_offsets(
