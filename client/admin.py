@@ -24,12 +24,18 @@ from plinth.client.arguments import (checked_bool, checked_int, checked_int_type
                                      checked_topic_id, checked_topic_names,
                                      checked_topic_partition, checked_topic_partitions)
 from plinth.client.broker_protocol import check_protocol
-from plinth.client.connection import Connection, broker_address
+from plinth.client.connection import RETRIED_ERRORS, Connection, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import (BrokerError, InternalError, InvalidTopicError, RequestTimedOutError,
                            UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
+
+# What list_offsets retries: a look-up by time in object storage answered
+# requestTimedOut (REMOTE_TIME_LOOKUP_WAIT_MS_MAX: the store is slow) changed nothing,
+# and the retry joins the shard's read still under way, as Kafka clients retry
+# REQUEST_TIMED_OUT.
+LIST_OFFSETS_RETRIED_ERRORS = RETRIED_ERRORS + (RequestTimedOutError,)
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
 TopicsPage = NamesPage
@@ -278,12 +284,12 @@ class Admin:
     def close(self) -> None:
         self._conn.close()
 
-    def _call(self, encode, *args, retry: bool = True):
+    def _call(self, encode, *args, retry: bool = True, retried: tuple = RETRIED_ERRORS):
         if not retry:
             request_id = self._conn.next_request_id()
             return self._conn.request(encode(request_id, *args), request_id, self.request_timeout_ms)[0]
         view, _ = self._conn.request_retrying(lambda request_id: encode(request_id, *args),
-                                              self.request_timeout_ms)
+                                              self.request_timeout_ms, retried)
         return view
 
     def _change(self, encode, *args, retry: bool = True):
@@ -570,6 +576,9 @@ class Admin:
         (ms since the epoch, or protocol.MAX_TIMESTAMP) also the first record stamped at
         or after it, in ``found_offset``/``found_timestamp_ms`` (-1: none). ValueError
         for another negative ``timestamp_ms``, TypeError or ValueError for any argument
-        of the wrong type or out of range, before anything is sent."""
+        of the wrong type or out of range, before anything is sent. Retried within
+        request_timeout_ms while a look-up in object storage is requestTimedOut (the
+        shard's bound on a slow store): the retry joins the read still under way."""
         return self._call(protocol.encode_list_offsets,
-                          *list_offsets_args(topic, partition, timestamp_ms)).offsets
+                          *list_offsets_args(topic, partition, timestamp_ms),
+                          retried=LIST_OFFSETS_RETRIED_ERRORS).offsets

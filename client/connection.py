@@ -56,6 +56,10 @@ from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
 
+# What request_retrying retries by default: answers that say "not now, here", which
+# any request may get and none has acted on.
+RETRIED_ERRORS = (UnavailableError, NotLeaderError)
+
 
 @dataclass(frozen=True)
 class BrokerAddress:
@@ -415,28 +419,29 @@ class Connection:
         self.send(header, payload)
         return self.wait_for(request_id, timeout_ms, give_up=give_up)
 
-    def request_retrying(self, encode, timeout_ms: float):
+    def request_retrying(self, encode, timeout_ms: float, retried: tuple = RETRIED_ERRORS):
         """``request(encode(request_id))``, retried with backoff while the answer is
         "unavailable" (a shard restarting, a consumer group moving to another shard)
         or "notLeader" (a partition's or group slot's leader changed: the router is
-        fetching the new one), until ``timeout_ms`` runs out; then the last error is
-        raised."""
+        fetching the new one), or another of ``retried`` (a read may add
+        requestTimedOut: Admin.list_offsets), until ``timeout_ms`` runs out; then the
+        last error is raised."""
         deadline = time.monotonic() + timeout_ms / 1000
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
-        retried = RetriedErrors()
+        tries = RetriedErrors()
         while True:
             request_id = self.next_request_id()
             remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
             try:
                 return self.request(encode(request_id), request_id, remaining_ms)
-            except (UnavailableError, NotLeaderError) as exc:
-                retried.note(exc)
+            except retried as exc:
+                tries.note(exc)
                 if time.monotonic() + backoff_s >= deadline:
                     raise
                 time.sleep(backoff_s)   # a backoff between retries, not a synchronisation
                 backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
             except PlinthTimeoutError as exc:
-                retried.raise_timeout(exc, timeout_ms)
+                tries.raise_timeout(exc, timeout_ms)
 
     def wait_for(self, request_id: int, timeout_ms: float, *, give_up=None):
         """The reply to ``request_id`` (view, payload); raises its error, or

@@ -23,9 +23,9 @@ import functools
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeout,
-                                 checked_config, check_names_page_args, check_new_topic,
-                                 checked_new_topics,
+from plinth.client.admin import (LIST_OFFSETS_RETRIED_ERRORS, NewTopic, alter_topic_args,
+                                 checked_admin_timeout, checked_config, check_names_page_args,
+                                 check_new_topic, checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
                                  lag_row, list_offsets_args, offset_deletions,
@@ -36,7 +36,7 @@ from plinth.client.arguments import (checked_bool, checked_offsets, checked_str,
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
 from plinth.client.broker_protocol import check_protocol
-from plinth.client.connection import broker_address
+from plinth.client.connection import RETRIED_ERRORS, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import BrokerError, InternalError, UnknownTopicError
@@ -109,7 +109,7 @@ class AIOAdmin:
             self._broker_protocol = view.protocol_version
         check_protocol(call, self._broker_protocol, self._conn.url)
 
-    async def _call(self, encode, *args, retry: bool = True):
+    async def _call(self, encode, *args, retry: bool = True, retried: tuple = RETRIED_ERRORS):
         self._check_loop(None)   # before the turn: the lock belongs to the admin's loop too
         async with self._turn:
             if not retry:
@@ -118,7 +118,7 @@ class AIOAdmin:
                                                          self.request_timeout_ms)
                 return view
             view, _ = await self._conn.request_retrying_async(
-                lambda request_id: encode(request_id, *args), self.request_timeout_ms)
+                lambda request_id: encode(request_id, *args), self.request_timeout_ms, retried)
             return view
 
     async def _change(self, encode, *args, retry: bool = True):
@@ -332,6 +332,7 @@ class AIOAdmin:
     @_on_its_loop
     async def list_offsets(self, topic: str, partition: int,
                            timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
-        """Admin.list_offsets."""
+        """Admin.list_offsets (requestTimedOut retried likewise)."""
         return (await self._call(protocol.encode_list_offsets,
-                                 *list_offsets_args(topic, partition, timestamp_ms))).offsets
+                                 *list_offsets_args(topic, partition, timestamp_ms),
+                                 retried=LIST_OFFSETS_RETRIED_ERRORS)).offsets

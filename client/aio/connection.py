@@ -30,8 +30,8 @@ import time
 import zmq
 
 from plinth import limits, protocol
-from plinth.client.connection import Connection, RetriedErrors
-from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
+from plinth.client.connection import RETRIED_ERRORS, Connection, RetriedErrors
+from plinth.errors import ClosedError, PlinthTimeoutError
 
 
 class AIOConnection(Connection):
@@ -165,21 +165,23 @@ class AIOConnection(Connection):
         self.send(header, payload)
         return await self.wait_for_async(request_id, timeout_ms, give_up=give_up)
 
-    async def request_retrying_async(self, encode, timeout_ms: float):
+    async def request_retrying_async(self, encode, timeout_ms: float,
+                                     retried: tuple = RETRIED_ERRORS):
         """``request_retrying``, awaiting: retried with backoff (on the loop) while the
-        answer is "unavailable" or "notLeader", until ``timeout_ms`` runs out."""
+        answer is "unavailable", "notLeader" or another of ``retried``, until
+        ``timeout_ms`` runs out."""
         deadline = time.monotonic() + timeout_ms / 1000
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
-        retried = RetriedErrors()
+        tries = RetriedErrors()
         while True:
             request_id = self.next_request_id()
             remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
             try:
                 return await self.request_async(encode(request_id), request_id, remaining_ms)
             except PlinthTimeoutError as exc:
-                retried.raise_timeout(exc, timeout_ms)
-            except (UnavailableError, NotLeaderError) as exc:
-                retried.note(exc)
+                tries.raise_timeout(exc, timeout_ms)
+            except retried as exc:
+                tries.note(exc)
                 if time.monotonic() + backoff_s >= deadline:
                     raise
                 await asyncio.sleep(backoff_s)   # a backoff between retries

@@ -29,6 +29,7 @@ import time
 
 from plinth import limits
 from plinth.client.admin import Admin, NewTopic, timed_change
+from plinth.client.connection import RETRIED_ERRORS
 from plinth.errors import PlinthTimeoutError, UnavailableError
 
 # The monotonic time (s) by which the current page must have its answers; None
@@ -76,13 +77,13 @@ class DeadlineAdmin(Admin):
         super().__init__(broker=broker, request_timeout_ms=request_timeout_ms)
         self._timeout_ms_max = self.request_timeout_ms
 
-    def _call(self, encode, *args, retry: bool = True):
+    def _call(self, encode, *args, retry: bool = True, retried: tuple = RETRIED_ERRORS):
         left_ms = min(self._timeout_ms_max, remaining_ms())
         if left_ms < 1:
             raise no_answer(self._conn.url, "nothing more is asked for this page")
         self.request_timeout_ms = left_ms
         try:
-            return super()._call(encode, *args, retry=retry)
+            return super()._call(encode, *args, retry=retry, retried=retried)
         except PlinthTimeoutError as exc:
             raise no_answer(self._conn.url, str(exc)) from None
 

@@ -31,6 +31,34 @@ def test_an_unavailable_answer_is_retried_within_the_request_timeout(scripted):
     assert [view.kind for _, view in broker.requests] == ["listTopicsPage"] * 3
 
 
+# A look-up by time in object storage, answered requestTimedOut by the shard's bound
+# (REMOTE_TIME_LOOKUP_WAIT_MS_MAX) while its read goes on, twice, then found.
+SLOW_STORE_LOOK_UP_SCRIPT = [RequestTimedOutError("t-0: the look-up by time 5 waited 2000 ms "
+                                                  "for the remote reader; the store is slow: "
+                                                  "retry")] * 2 + [
+    lambda view: [protocol.encode_offsets_reply(
+        view.request_id, protocol.PartitionInfo(0, found_offset=7, found_timestamp_ms=5))]]
+
+
+def test_a_look_up_by_time_the_store_is_slow_to_answer_is_retried_until_found(scripted):
+    # Given a broker whose look-up by time times out twice on a slow store, then finds it
+    broker = scripted(SLOW_STORE_LOOK_UP_SCRIPT)
+    # When the admin looks it up / Then it retries and gets the record's offset
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        assert admin.list_offsets("t", 0, 5).found_offset == 7
+    assert [view.kind for _, view in broker.requests] == ["listOffsets"] * 3
+
+
+def test_a_request_timed_out_is_not_retried_for_a_call_other_than_a_look_up(scripted):
+    # Given a broker answering a topic listing requestTimedOut (a shard did not answer)
+    broker = scripted([RequestTimedOutError("shard-1 did not answer"), page("orders")])
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        # When topics are listed / Then the error is raised at once, not retried
+        with pytest.raises(RequestTimedOutError, match="shard-1 did not answer"):
+            admin.list_topics()
+    assert len(broker.requests) == 1
+
+
 def test_listing_every_topic_walks_the_pages_from_the_last_name_of_each(scripted):
     # Given a broker whose list comes in two pages
     broker = scripted([page("a", "b", more=True), page("c")])

@@ -10,7 +10,8 @@ import pytest
 from plinth.client.aio.admin import AIOAdmin
 from plinth.errors import WrongEventLoopError
 from tests.client.test_admin import (BAD_ADMIN_OPTIONS, BAD_CALLS, DELETE_OFFSETS_SCRIPT,
-                                     LAG_SCRIPT, SUBSCRIBED_SAID, described)
+                                     LAG_SCRIPT, SLOW_STORE_LOOK_UP_SCRIPT, SUBSCRIBED_SAID,
+                                     described)
 
 
 @pytest.mark.parametrize("call, error, message", BAD_CALLS)
@@ -36,6 +37,17 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
             return await admin.group_lag("g")
 
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [("t", 0, 3, 10, 7)]
+
+
+def test_a_look_up_by_time_the_store_is_slow_to_answer_is_retried_until_found(scripted):
+    broker = scripted(SLOW_STORE_LOOK_UP_SCRIPT)
+
+    async def scenario():
+        async with AIOAdmin(broker=broker.url, request_timeout_ms=5_000) as admin:
+            return await admin.list_offsets("t", 0, 5)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)).found_offset == 7
+    assert [view.kind for _, view in broker.requests] == ["listOffsets"] * 3
 
 
 def test_deleting_group_offsets_asks_a_topic_at_a_time_and_answers_each_partition(scripted):
