@@ -114,6 +114,7 @@ from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
 from plinth.loopback import is_loopback
 from plinth.name_pages import NamesPage, page_of
+from plinth.shards.deleted_partitions import DeletedPartitions
 from plinth.shards.disk_reserve import DiskReserve
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
@@ -208,6 +209,9 @@ class ShardServer:
                                             limits.SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX)
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # Partitions deleted here with their topic, remembered a while: a request for one
+        # is answered "topic ... was deleted", not "retry" (shards/deleted_partitions.py).
+        self._deleted = DeletedPartitions()
         # Partitions reopened from the manifest whose partition.metadata names another
         # topic id than the manifest: (the manifest's id, the file's), until the
         # controller's id says which file is damaged (``_settle_topic_id``).
@@ -472,6 +476,7 @@ class ShardServer:
         for it). ``from_manifest``: ``topic_id`` is the shard's manifest's (the actor
         reopening it at its start), not the controller's.
         """
+        self._deleted.forget((topic, partition))   # (its topic created again)
         part = self._partitions.get((topic, partition))
         set_aside_now = False
         if part is not None and topic_id:
@@ -699,13 +704,17 @@ class ShardServer:
     def delete_partition(self, topic: str, partition: int, keep_remote: bool = False) -> bool:
         """Close and delete one partition's log; parked fetches get an error. Loop thread.
         With tiered storage its remote objects go too, unless ``keep_remote``: only
-        this copy goes (a pruned range, a replica moved away), not the partition."""
+        this copy goes (a pruned range, a replica moved away), not the partition;
+        without it the topic is gone, and requests for the partition are answered so
+        for a while (``_require``, shards/deleted_partitions.py)."""
         part = self._partitions.pop((topic, partition), None)
         self._disputed_ids.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")
             self._purgatory.fail(part.key, deleted)
+            if not keep_remote:
+                self._deleted.deleted(part.key, part.topic_id)
             if self._tier is not None:   # before the directory (and its journal) goes
                 self._tier.forget(part, path, keep_remote)
             if self._remote_reader is not None and part.topic_id:   # its cached remote chunks
@@ -936,9 +945,13 @@ class ShardServer:
         if part is None and self._recovering:   # (it may be one still to reopen)
             raise self._recovering_error()
         if part is None:
-            # The router's map was stale (a shard restarted on a port another one
-            # had, a partition moved, a topic was just deleted): retriable; once
-            # the routers refresh, a deleted topic is answered unknownTopic by them.
+            # The router's map was stale. A topic deleted here: for good, so said, as
+            # Kafka's unknownTopic (routers learn of it at their next refresh).
+            deleted = self._deleted.error_for(topic, partition, self.shard_id)
+            if deleted is not None:
+                raise deleted
+            # A shard restarted on a port another one had, a partition moved, a topic
+            # deleted long ago (or before a restart): retriable.
             raise UnavailableError(f"partition {topic}-{partition} is not on {self.shard_id}; "
                                    f"retry (the routers are refreshing their map)")
         return part
@@ -968,8 +981,11 @@ class ShardServer:
     # --- Groups and stats (loop thread, through call()) ----------------------
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
-        """Every topic's partition count, pushed by the controller. Loop thread."""
+        """Every topic's partition count, pushed by the controller. Loop thread. A
+        deleted topic named again was created again: its partitions are served (here
+        or elsewhere), not answered as deleted."""
         self._groups.set_partition_counts(counts)
+        self._deleted.forget_topics(counts)
 
     def group_names(self) -> list[str]:
         """The groups this shard coordinates. Loop thread."""
