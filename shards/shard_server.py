@@ -737,9 +737,13 @@ class ShardServer:
                        ) -> protocol.PartitionInfo:
         """A partition's offsets and sizes, local and remote (from the remote log view
         the loop holds: Partition.remote), with ``found``, the answer of a look-up by
-        time (``_partition_info_then``). Loop thread."""
+        time (``_partition_info_then``). Loop thread. A tiered partition whose view
+        is not the store's yet (a new leader that has not listed it, the store down)
+        says so (``remote_not_listed``): its remote fields may lack segments."""
         part = self._require(topic, partition)
         remote = part.remote
+        not_listed = ("" if self._tier is None or not part.log.config.remote_storage_enable
+                      else self._tier.not_listed(part))
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
             end_offset=part.high_watermark, high_watermark=part.high_watermark,
@@ -748,7 +752,8 @@ class ShardServer:
             remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
             else remote.log_start_offset,
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
-            found_offset=found.offset, found_timestamp_ms=found.timestamp_ms)
+            found_offset=found.offset, found_timestamp_ms=found.timestamp_ms,
+            remote_not_listed=not_listed)
 
     def partition_info_at_time(self, topic: str, partition: int,
                                timestamp_ms: int) -> concurrent.futures.Future:
