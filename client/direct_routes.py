@@ -17,7 +17,8 @@ Failures fall back to the router at once, never to a request's timeout:
 - a direct socket that is not connected (ZMQ_IMMEDIATE: a send there fails at
   once) sends through the router instead;
 - a reply from a direct socket saying notLeader or unavailable (the leader
-  changed, a partition moved) drops that partition's route;
+  changed, a partition moved), or unknownTopic (the shard deleted the topic:
+  shards/deleted_partitions.py), drops that partition's route;
 - a direct socket whose connection drops (its monitor's disconnect event; its
   ZMQ heartbeats notice a shard that stops answering within
   DIRECT_HEARTBEAT_TIMEOUT_MS) drops every route to it, and every request in
@@ -48,14 +49,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits, protocol
-from plinth.errors import NotLeaderError, UnavailableError
+from plinth.errors import NotLeaderError, UnavailableError, UnknownTopicError
 from plinth.socket_monitor import monitor_socket
 
 log = logging.getLogger(__name__)
 
 ROUTER = ""   # the path of a request sent through the router
 _MONITORED_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-_ROUTE_ERRORS = (NotLeaderError, UnavailableError)   # the leader is not where the route says
+# The leader is not where the route says; or the shard there deleted the topic (a
+# topic of the name created again is elsewhere, or the router answers it unknown).
+_ROUTE_ERRORS = (NotLeaderError, UnavailableError, UnknownTopicError)
 
 
 class DirectSocket:

@@ -2874,8 +2874,9 @@ def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
     """One PartitionInfo per partition from the infos of all its ranges: the first start
     (local, and remote where any range has remote segments), the last end (remote too),
-    the bytes of all (local and remote), the current owner. A look-up by time is
-    merged by _found_in_ranges."""
+    the bytes of all (local and remote), the current owner; not listed if any range's
+    remote view is not (its remote fields are then a lower bound). A look-up by time
+    is merged by _found_in_ranges."""
     merged: dict[int, protocol.PartitionInfo] = {}
     for info in infos:
         got = merged.get(info.partition)
@@ -2888,6 +2889,7 @@ def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> lis
         got.high_watermark = max(got.high_watermark, info.high_watermark)
         got.size_bytes += info.size_bytes
         got.remote_bytes += info.remote_bytes
+        got.remote_not_listed = got.remote_not_listed or info.remote_not_listed
         if info.has_remote:
             got.remote_start_offset = (info.remote_start_offset if not got.has_remote else
                                        min(got.remote_start_offset, info.remote_start_offset))

@@ -1086,14 +1086,27 @@ def topic_describe(ctx, name, as_json):
 def _echo_tiered(partition_info) -> None:
     """``topic describe``'s second table, for a tiered topic: where each partition's
     offsets are (start above is the log start, remote included). A segment both
-    uploaded and still within local retention counts in both byte columns."""
+    uploaded and still within local retention counts in both byte columns. A remote
+    log its shard has not listed yet (a new leader with the store down) is "?", not
+    "nothing remote", and a line under the table says why."""
     click.echo(f"tiered storage\n{'partition':>9}  {'local start':>12} {'local bytes':>14} "
                f"{'remote start':>12} {'remote end':>12} {'remote bytes':>14}")
     for p in partition_info:
-        remote_start, remote_end = ((p.remote_start_offset, p.remote_end_offset) if p.has_remote
-                                    else ("-", "-"))
+        remote_start, remote_end, remote_bytes = _remote_columns(p)
         click.echo(f"{p.partition:>9}  {p.local_start_offset:>12} {p.size_bytes:>14} "
-                   f"{remote_start:>12} {remote_end:>12} {p.remote_bytes:>14}")
+                   f"{remote_start:>12} {remote_end:>12} {remote_bytes:>14}")
+    for p in partition_info:
+        if p.remote_not_listed:
+            click.echo(f"partition {p.partition}: remote log unknown (?): {p.remote_not_listed}")
+
+
+def _remote_columns(p) -> tuple:
+    """(remote start, remote end, remote bytes) as ``_echo_tiered`` shows them."""
+    if p.remote_not_listed:
+        return "?", "?", "?"
+    if not p.has_remote:
+        return "-", "-", p.remote_bytes
+    return p.remote_start_offset, p.remote_end_offset, p.remote_bytes
 
 
 @topic.command("delete")

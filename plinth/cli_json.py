@@ -116,8 +116,10 @@ def topic_json(info: protocol.TopicInfo) -> dict:
 def partition_json(p: protocol.PartitionInfo) -> dict:
     """One partition of ``topic_json``. An offline partition (no leader) has no log
     anyone reads: its offsets and bytes are null, as the table's "-"; remote offsets
-    are null while nothing is in object storage."""
-    up, remote = bool(p.shard), p.has_remote
+    are null while nothing is in object storage, and all remote fields while its
+    shard has not listed the store (the table's "?"; ``remote_not_listed`` says why)."""
+    up, listed = bool(p.shard), not p.remote_not_listed
+    remote = p.has_remote and listed
     return {
         "partition": p.partition, "leader": _or_none(p.shard), "leader_epoch": p.leader_epoch,
         "replicas": list(p.replicas), "in_sync_replicas": list(p.in_sync_replicas),
@@ -126,7 +128,8 @@ def partition_json(p: protocol.PartitionInfo) -> dict:
         "local_start_offset": known(p.local_start_offset, up),
         "remote_start_offset": known(p.remote_start_offset, up and remote),
         "remote_end_offset": known(p.remote_end_offset, up and remote),
-        "remote_bytes": known(p.remote_bytes, up),
+        "remote_bytes": known(p.remote_bytes, up and listed),
+        "remote_not_listed": _or_none(p.remote_not_listed),
     }
 
 

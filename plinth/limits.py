@@ -143,6 +143,14 @@ CONFIG_ENTRIES_MAX = 64
 # so that the longest names fit a header (relation below) and the shards open their
 # partitions well within CONTROL_CALL_TIMEOUT_S.
 CREATE_TOPICS_BATCH_MAX = 100
+# A shard remembers the partitions it deleted with their topic (shards/deleted_partitions.py)
+# this long, this many at most (the oldest forgotten first): a request for one, from a
+# router or a direct client whose map predates the delete, is answered "topic ... was
+# deleted" (unknownTopic) instead of "not on this shard, retry". Routers refresh every
+# ROUTING_REFRESH_INTERVAL_S and clients' metadata ages PRODUCER_METADATA_MAX_AGE_MS_DEFAULT
+# at most, so a map that stale is rare after this; past it the answer is the old one.
+SHARD_DELETED_PARTITIONS_REMEMBERED_S = 600.0
+SHARD_DELETED_PARTITIONS_REMEMBERED_MAX = 10_000
 
 # --- Lines unauthenticated clients can cause (plinth/log_limit.py) --------
 # A refused CurveZMQ key, a failed SASL login, a connection over the limit: at most
@@ -1777,6 +1785,10 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= CHECK_UNWRITABLE_SAID_MAX <= 1000),
         ("plinth check quotes enough of a bad value to recognise it, within a line",
          20 <= CHECK_VALUE_CHARS_SAID_MAX <= 200),
+        ("a shard remembers its deleted partitions longer than a default client's metadata "
+         "ages, and at least one whole topic's",
+         PRODUCER_METADATA_MAX_AGE_MS_DEFAULT / 1000 <= SHARD_DELETED_PARTITIONS_REMEMBERED_S
+         and PARTITIONS_PER_TOPIC_MAX <= SHARD_DELETED_PARTITIONS_REMEMBERED_MAX <= 100_000),
     ]
 
 

@@ -433,10 +433,15 @@ class PartitionInfo:
     # OFFSET_NONE if none.
     found_offset: int = OFFSET_NONE
     found_timestamp_ms: int = TIMESTAMP_UNKNOWN
+    # describeTopic: why the remote fields may lack segments the store holds (its shard
+    # has not listed the store yet: a new leader, the store down); "" when they are the
+    # store's. Then they are a lower bound, shown as unknown.
+    remote_not_listed: str = ""
 
     @property
     def has_remote(self) -> bool:
-        """Whether any of the partition's offsets are in object storage."""
+        """Whether any of the partition's offsets are in object storage, as far as its
+        shard knows (``remote_not_listed``: it may not know yet)."""
         return self.remote_start_offset != NO_REMOTE_OFFSET
 
 
@@ -1413,7 +1418,8 @@ def _partition_info(p) -> PartitionInfo:
                          local_start_offset=p.localStartOffset,
                          remote_start_offset=p.remoteStartOffset,
                          remote_end_offset=p.remoteEndOffset, remote_bytes=p.remoteBytes,
-                         found_offset=p.foundOffset, found_timestamp_ms=p.foundTimestampMs)
+                         found_offset=p.foundOffset, found_timestamp_ms=p.foundTimestampMs,
+                         remote_not_listed=p.remoteNotListed)
 
 
 def _fill_config(entries, config: dict[str, str]) -> None:
@@ -1431,6 +1437,8 @@ def _fill_partition(out, info: PartitionInfo) -> None:
     out.localStartOffset, out.remoteBytes = info.local_start_offset, info.remote_bytes
     out.remoteStartOffset, out.remoteEndOffset = info.remote_start_offset, info.remote_end_offset
     out.foundOffset, out.foundTimestampMs = info.found_offset, info.found_timestamp_ms
+    if info.remote_not_listed:   # (most replies: none, and no bytes on the wire for it)
+        out.remoteNotListed = info.remote_not_listed
 
 
 # --- Replication: replicaFetch (shard to shard) --------------------------------

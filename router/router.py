@@ -540,12 +540,14 @@ class Router:
 
     def _refresh_if_not_leader(self, header) -> None:
         """A shard that answers notLeader no longer leads the partition the routing
-        table sent the request to: fetch the new table now (the client retries)."""
+        table sent the request to, one that answers unknownTopic deleted its topic
+        (shards/deleted_partitions.py): fetch the new table now (the client retries, or
+        asks for metadata, and is answered by it)."""
         try:
             error = protocol.decode_reply(header.buffer).error
         except MalformedReplyError:   # not a valid Reply: relayed as it is; the client decides
             return
-        if type(error) is NotLeaderError:
+        if type(error) is NotLeaderError or type(error) is UnknownTopicError:
             self._bridge.refresh_routing()
 
     def _relay(self, frames: list) -> None:

@@ -761,4 +761,11 @@ struct PartitionInfo {
   # storage: the first record is at or after it (shards/time_lookup.py).
   foundOffset @13 :Int64 = -1;
   foundTimestampMs @14 :Int64 = -1;
+  # Tiered storage (describeTopic): "" when the remote offsets and
+  # bytes above are the store's (or the topic is not tiered). Else the shard has not
+  # listed object storage since it began uploading or following the partition (a new
+  # leader after a failover, a restart, the store down): the store may hold segments
+  # its view lacks, so those fields are a lower bound, and this says why (the last
+  # listing's error). A broker before it sends "".
+  remoteNotListed @15 :Text;
 }

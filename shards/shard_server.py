@@ -116,6 +116,7 @@ from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
 from plinth.loopback import is_loopback
 from plinth.name_pages import NamesPage, page_of
+from plinth.shards.deleted_partitions import DeletedPartitions
 from plinth.shards.disk_reserve import DiskReserve
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
@@ -211,6 +212,9 @@ class ShardServer:
                                             limits.SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX)
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # Partitions deleted here with their topic, remembered a while: a request for one
+        # is answered "topic ... was deleted", not "retry" (shards/deleted_partitions.py).
+        self._deleted = DeletedPartitions()
         # Partitions reopened from the manifest whose partition.metadata names another
         # topic id than the manifest: (the manifest's id, the file's), until the
         # controller's id says which file is damaged (``_settle_topic_id``).
@@ -475,6 +479,7 @@ class ShardServer:
         for it). ``from_manifest``: ``topic_id`` is the shard's manifest's (the actor
         reopening it at its start), not the controller's.
         """
+        self._deleted.forget((topic, partition))   # (its topic created again)
         part = self._partitions.get((topic, partition))
         set_aside_now = False
         if part is not None and topic_id:
@@ -702,13 +707,17 @@ class ShardServer:
     def delete_partition(self, topic: str, partition: int, keep_remote: bool = False) -> bool:
         """Close and delete one partition's log; parked fetches get an error. Loop thread.
         With tiered storage its remote objects go too, unless ``keep_remote``: only
-        this copy goes (a pruned range, a replica moved away), not the partition."""
+        this copy goes (a pruned range, a replica moved away), not the partition;
+        without it the topic is gone, and requests for the partition are answered so
+        for a while (``_require``, shards/deleted_partitions.py)."""
         part = self._partitions.pop((topic, partition), None)
         self._disputed_ids.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")
             self._purgatory.fail(part.key, deleted)
+            if not keep_remote:
+                self._deleted.deleted(part.key, part.topic_id)
             if self._tier is not None:   # before the directory (and its journal) goes
                 self._tier.forget(part, path, keep_remote)
             if self._remote_reader is not None and part.topic_id:   # its cached remote chunks
@@ -731,9 +740,13 @@ class ShardServer:
                        ) -> protocol.PartitionInfo:
         """A partition's offsets and sizes, local and remote (from the remote log view
         the loop holds: Partition.remote), with ``found``, the answer of a look-up by
-        time (``_partition_info_then``). Loop thread."""
+        time (``_partition_info_then``). Loop thread. A tiered partition whose view
+        is not the store's yet (a new leader that has not listed it, the store down)
+        says so (``remote_not_listed``): its remote fields may lack segments."""
         part = self._require(topic, partition)
         remote = part.remote
+        not_listed = ("" if self._tier is None or not part.log.config.remote_storage_enable
+                      else self._tier.not_listed(part))
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
             end_offset=part.high_watermark, high_watermark=part.high_watermark,
@@ -742,7 +755,8 @@ class ShardServer:
             remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
             else remote.log_start_offset,
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
-            found_offset=found.offset, found_timestamp_ms=found.timestamp_ms)
+            found_offset=found.offset, found_timestamp_ms=found.timestamp_ms,
+            remote_not_listed=not_listed)
 
     def partition_info_at_time(self, topic: str, partition: int,
                                timestamp_ms: int) -> concurrent.futures.Future:
@@ -964,9 +978,13 @@ class ShardServer:
         if part is None and self._recovering:   # (it may be one still to reopen)
             raise self._recovering_error()
         if part is None:
-            # The router's map was stale (a shard restarted on a port another one
-            # had, a partition moved, a topic was just deleted): retriable; once
-            # the routers refresh, a deleted topic is answered unknownTopic by them.
+            # The router's map was stale. A topic deleted here: for good, so said, as
+            # Kafka's unknownTopic (routers learn of it at their next refresh).
+            deleted = self._deleted.error_for(topic, partition, self.shard_id)
+            if deleted is not None:
+                raise deleted
+            # A shard restarted on a port another one had, a partition moved, a topic
+            # deleted long ago (or before a restart): retriable.
             raise UnavailableError(f"partition {topic}-{partition} is not on {self.shard_id}; "
                                    f"retry (the routers are refreshing their map)")
         return part
@@ -996,8 +1014,11 @@ class ShardServer:
     # --- Groups and stats (loop thread, through call()) ----------------------
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
-        """Every topic's partition count, pushed by the controller. Loop thread."""
+        """Every topic's partition count, pushed by the controller. Loop thread. A
+        deleted topic named again was created again: its partitions are served (here
+        or elsewhere), not answered as deleted."""
         self._groups.set_partition_counts(counts)
+        self._deleted.forget_topics(counts)
 
     def group_names(self) -> list[str]:
         """The groups this shard coordinates. Loop thread."""

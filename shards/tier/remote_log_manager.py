@@ -200,6 +200,7 @@ class _TierState:
     resync_requests: int = 0       # request_resync calls so far
     listed_request: int = 0        # the latest of them a finished listing began after
     nudged: bool = False           # the controller was told it turned wholly remote
+    last_error: str = ""           # the last job's error ("": it succeeded), for describe
 
     def uploaded(self, part: Partition):
         """Which of ``part``'s local segments object storage holds (tier_policy)."""
@@ -240,6 +241,7 @@ class _FollowState:
     next_refresh_s: float = 0.0
     synced: bool = False           # a listing came back: part.remote is the store's
     failing: bool = False          # the last listing failed (logged once per streak)
+    last_error: str = ""           # its error, for describe
 
 
 @dataclass
@@ -424,6 +426,19 @@ class RemoteLogManager:
             return follow is not None and follow.synced
         return True
 
+    def not_listed(self, part: Partition) -> str:
+        """"" if ``part.remote`` is the store's (``view_synced``); else why it may lack
+        segments the store holds, for describe (loop thread): since when this shard has
+        not listed the store, and the last try's error, if one came back."""
+        if self.view_synced(part):
+            return ""
+        uploads = self.uploads(part)
+        state = self._states.get(part.key) if uploads else self._follows.get(part.key)
+        error = state.last_error if state is not None else ""
+        return (f"{self.shard_id} has not listed object storage since it began "
+                f"{'uploading' if uploads else 'following'} {part.name}: "
+                + (f"the last try failed: {error}" if error else "no listing has come back yet"))
+
     def wholly_remote(self, part: Partition) -> bool:
         """Whether every record of ``part``, a partition sealed here, is in object
         storage (loop thread): this shard uploads it and has listed the store, its
@@ -501,6 +516,7 @@ class RemoteLogManager:
         if state is None or part is None or state.epoch != epoch:
             return   # deleted, or it leads now
         state.in_flight = False
+        state.last_error = error or ""
         if error is not None:
             if not state.failing:
                 log.warning("%s: listing the remote segments of followed %s failed, next "
@@ -604,6 +620,7 @@ class RemoteLogManager:
         if state is None or part is None or state.epoch != epoch:
             return
         state.in_flight = False
+        state.last_error = error or ""
         now_s = time.monotonic()
         if error is None:
             if state.backoff_ms:

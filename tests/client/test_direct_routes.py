@@ -111,6 +111,23 @@ def test_a_lost_route_is_asked_for_again_when_a_reply_never_comes_or_is_an_error
     assert next_ask_s(routes, asked_s) is not None
 
 
+def test_a_direct_socket_that_deleted_the_topic_drops_the_route_and_the_router_is_asked(routes):
+    # Given a route to t-0's shard, which then deleted the topic (it answers unknownTopic:
+    # shards/deleted_partitions.py); a topic t created again may be on another shard
+    routes.asking("t", 1, 0.0)
+    answer(routes, 1, OLD_LEADER)
+    routes.sent(("t", 0), 100, OLD_LEADER)
+    routes.answered(protocol.ReplyView(100, "error", UnknownTopicError(
+        "topic 't' was deleted (at 2026-12-07T19:30:00Z)")), OLD_LEADER)
+    # Then t-0's requests go through the router, and t is asked for again
+    assert routes.socket_for(("t", 0)) is None
+    assert next_ask_s(routes, 10.0) is not None
+    # And once the router names the new topic's shard, t-0 goes there
+    routes.asking("t", 2, 10.0)
+    answer(routes, 2, NEW_LEADER)
+    assert routes.socket_for(("t", 0)).address == NEW_LEADER
+
+
 def test_a_partition_that_never_had_a_direct_address_is_not_asked_for_again(routes):
     # A broker that offers no direct sockets (CurveZMQ): the router is the route, for good
     routes.asking("t", 1, 0.0)

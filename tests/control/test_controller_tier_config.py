@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from plinth import protocol
 from plinth.errors import InvalidConfigError
 from plinth.shards.shard_handle import TierOptions
 from plinth.shards.tier.remote_log_view import RemoteLogView
@@ -127,6 +128,24 @@ def test_describe_merges_the_local_and_remote_offsets_and_bytes_of_every_range(b
     other = next(p for p in infos if p.partition != moved.partition)
     assert not other.has_remote and other.remote_bytes == 0
     assert other.local_start_offset == other.start_offset == 0
+
+
+@pytest.mark.parametrize("unlisted_first", [False, True])
+def test_describe_says_a_partitions_remote_log_is_not_listed_if_any_range_says_so(
+        unlisted_first):
+    from plinth.control.controller import _merge_ranges
+
+    # Given a partition whose old range's shard listed the store and whose new range's
+    # leader has not yet (a failover with the store down)
+    why = "shard-2 has not listed object storage since it began uploading t-0: ..."
+    old = protocol.PartitionInfo(0, "shard-0", 0, 3, 100, remote_start_offset=0,
+                                 remote_end_offset=2, remote_bytes=500)
+    new = protocol.PartitionInfo(0, "shard-2", 3, 4, 50, local_start_offset=3,
+                                 remote_not_listed=why)
+    # When describe merges the ranges' infos, in either order
+    merged = _merge_ranges([new, old] if unlisted_first else [old, new], ["shard-2"])[0]
+    # Then the partition's remote log is not listed, and says why
+    assert merged.remote_not_listed == why and merged.shard == "shard-2"
 
 
 def test_a_broker_records_the_store_of_its_tiered_topics_and_forgets_it_with_the_last(

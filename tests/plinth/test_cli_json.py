@@ -185,6 +185,24 @@ def test_an_offline_partitions_offsets_and_bytes_are_null(monkeypatch):
                                    "local_start_offset")] == [None] * 5
 
 
+def test_a_remote_log_not_listed_yet_has_null_remote_fields_and_says_why(monkeypatch):
+    # Given a tiered partition whose leader has not listed the store yet
+    class NotListedAdmin:
+        def describe_topic(self, name):
+            return protocol.TopicInfo(name, 1, {"remote.storage.enable": "true"}, [
+                protocol.PartitionInfo(0, "shard-2", end_offset=9, size_bytes=900,
+                                       remote_not_listed="shard-2 has not listed ...")])
+
+    # When it is described with --json
+    result = with_admin(monkeypatch, NotListedAdmin(), ["topic", "describe", "rt", "--json"])
+    partition = json.loads(result.stdout)["partitions"][0]
+    # Then its remote fields are null (unknown), not 0, and the reason is given
+    assert [partition[k] for k in ("remote_start_offset", "remote_end_offset",
+                                   "remote_bytes")] == [None] * 3
+    assert partition["remote_not_listed"] == "shard-2 has not listed ..."
+    assert partition["size_bytes"] == 900
+
+
 GROUPS = [f"g{i:03d}" for i in range(limits.ADMIN_LIST_PAGE_NAMES_MAX + 5)]
 
 

@@ -75,6 +75,25 @@ def test_remote_offsets_are_shown_even_if_the_config_is_not_in_the_reply(monkeyp
     assert lines[lines.index("tiered storage") + 2].split() == ["0", "5", "0", "0", "5", "64"]
 
 
+def test_a_remote_log_its_leader_has_not_listed_yet_is_shown_unknown_with_why(monkeypatch):
+    # Given a tiered topic whose partition 0 has a new leader that has not listed the
+    # store (it is down), and partition 1 whose remote log is listed
+    why = ("shard-2 has not listed object storage since it began uploading rt-0: the last "
+           "try failed: RemoteStorageUnavailableError: object storage unavailable")
+    info = protocol.TopicInfo("rt", 2, {"remote.storage.enable": "true"}, [
+        partition(0, end_offset=16927, size_bytes=9084474, remote_not_listed=why),
+        partition(1, end_offset=10, size_bytes=64, local_start_offset=5,
+                  remote_start_offset=0, remote_end_offset=5, remote_bytes=64)])
+    # When it is described
+    lines = describe(monkeypatch, info)
+    # Then partition 0's remote start, end and bytes are "?", not "nothing remote"
+    at = lines.index("tiered storage")
+    assert lines[at + 2].split() == ["0", "0", "9084474", "?", "?", "?"]
+    assert lines[at + 3].split() == ["1", "5", "64", "0", "5", "64"]
+    # And a line under the table says why
+    assert lines[at + 4] == f"partition 0: remote log unknown (?): {why}"
+
+
 def test_an_offline_partition_shows_dashes_where_its_offsets_and_bytes_would_be(monkeypatch):
     # Given partition 1 offline (no leader: its replicas are down), known to hold records
     info = protocol.TopicInfo("t", 2, {}, [

@@ -134,6 +134,19 @@ def test_describe_and_list_offsets_carry_the_local_start_and_the_remote_offsets_
     assert protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets == part
 
 
+def test_describe_carries_why_a_remote_log_is_not_listed_and_nothing_when_it_is():
+    # Given a tiered partition whose shard has not listed the store yet
+    why = "shard-2 has not listed object storage since it began uploading rt-0: ..."
+    part = protocol.PartitionInfo(0, "shard-2", 0, 16927, 9084474, remote_not_listed=why)
+    # When a describeTopic reply carries it / Then the reason comes back with it
+    described = protocol.decode_reply(protocol.encode_topics_reply(3, [protocol.TopicInfo(
+        "rt", 1, {}, [part])])).topics[0].partition_info[0]
+    assert described == part and described.remote_not_listed == why
+    # And a listed one's (as every broker's before the field) is ""
+    listed = protocol.decode_reply(protocol.encode_offsets_reply(4, protocol.PartitionInfo(0)))
+    assert listed.offsets.remote_not_listed == ""
+
+
 def test_list_offsets_carries_a_time_to_look_up_and_its_reply_the_record_found():
     # Given a look-up at a time, one of the largest timestamp, and one without a time
     at_time = protocol.decode_request(protocol.encode_list_offsets(5, "t", 9, 1_700_000_000_000))

@@ -963,6 +963,33 @@ def test_a_shard_that_no_longer_leads_makes_the_router_refresh_and_the_retry_rea
     assert [r.kind for r in rig.shards["shard-1"].requests()][-1] == "produce"
 
 
+def test_a_shard_that_deleted_the_topic_makes_the_router_refresh_and_answer_unknown_topic_itself(
+        router_rig, monkeypatch):
+    # Given a router whose table still has topic t on shard-0, which deleted it (it answers
+    # unknownTopic, shards/deleted_partitions.py), a controller that no longer has t, and
+    # no timed refresh for the test's length
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    deleted = lambda request: [protocol.encode_error(request.request_id, UnknownTopicError(
+        f"topic {request.topic!r} was deleted (at 2026-12-07T19:30:00Z)"))]
+    rig = router_rig(shards={"shard-0": {"handler": deleted}}, topics={"t": 1},
+                     owners={"t": ("shard-0",)})
+    client = rig.client()
+    calls_before = rig.controller.routing_calls
+    del rig.controller.topics["t"], rig.controller.owners["t"]
+    # When a client produces to t-0 / Then the shard's answer reaches it
+    first = client.request(protocol.encode_produce(1, "t", 0, 1), b"batch")
+    assert isinstance(first.error, UnknownTopicError) and "was deleted" in str(first.error)
+    # And the router fetched a new table at once (no timed refresh would have): it
+    # answers t's requests itself from then on, sending none to shard-0
+    wait_for_reply(client, lambda attempt: list_offsets(100 + attempt),
+                   lambda v: "unknown topic 't'" in str(v.error))
+    assert rig.controller.routing_calls > calls_before
+    sent_before = len(rig.shards["shard-0"].requests())
+    again = client.request(protocol.encode_produce(2, "t", 0, 1), b"batch")
+    assert isinstance(again.error, UnknownTopicError) and "unknown topic 't'" in str(again.error)
+    assert len(rig.shards["shard-0"].requests()) == sent_before
+
+
 def test_create_topic_reaches_the_controller_with_its_replication_factor(router_rig):
     # Given a router / When a client creates topics with a factor and without one
     rig = router_rig(topics={"t": 1})

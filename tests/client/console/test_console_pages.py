@@ -412,6 +412,21 @@ def test_a_tiered_partitions_remote_offsets_are_shown_with_both_ends_held():
     assert "end (next)" in html
 
 
+def test_a_remote_log_not_listed_yet_is_shown_unknown_with_why_not_as_nothing_remote():
+    # Given a tiered partition whose new leader has not listed the store (it is down)
+    from plinth import protocol
+    from plinth.client.console.context import make_templates
+
+    why = "shard-2 has not listed object storage since it began uploading rt-0: ..."
+    part = protocol.PartitionInfo(0, shard="shard-2", start_offset=0, end_offset=16_927,
+                                  size_bytes=9_084_474, remote_not_listed=why)
+    html = make_templates().env.get_template("topics/partitions.html").render(
+        rows=[(part, None)], tiered=True)
+    # Then its remote bytes and offsets are "?", the reason in their titles, not "—"
+    assert "? (not listed yet)" in html and f'title="{why}"' in html
+    assert html.count("—") == 1   # the rate's alone (none sampled), not the remote offsets'
+
+
 @pytest.mark.parametrize("form, phrase", [
     ({"name": "__consumer_offsets", "partitions": "1"}, "internal"),
     ({"name": "ok-review", "config": "segment.bytes=1"}, "segment.bytes"),
