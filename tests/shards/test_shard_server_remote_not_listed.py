@@ -13,8 +13,8 @@ import pytest
 from plinth import protocol
 from plinth.shards.partition_log import LogConfig
 from tests.moto_s3 import MotoS3
-from tests.shards.tier.test_remote_log_manager import WAIT_S, running_shard, tiered, write_log
-from tests.shards.tier.test_remote_log_takeover import upload_as_another_leader
+from tests.shards.tier.test_remote_log_manager import WAIT_S, running_shard, tiered
+from tests.shards.tier.test_remote_log_takeover import new_leader_with_the_store_down
 from tests.support import wait_until
 
 
@@ -25,36 +25,24 @@ def info_of(server) -> protocol.PartitionInfo:
 def test_a_new_leader_with_the_store_down_says_its_remote_log_is_not_listed_and_why(tmp_path):
     # Given a partition log whose first three segments another leader uploaded, and a
     # store then down
-    directory = tmp_path / "shard" / "t-0"
-    config = tiered()
-    rolled = write_log(directory, config, 20)
-    moto = MotoS3().start()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            store = moto.store(patch, prefix="not-listed")
-            upload_as_another_leader(store, directory, 3, tmp_path / "other-leader")
-            moto.stop()
-            # When a shard with no journal of it (a new leader) starts uploading it, and
-            # its first listing of the store fails
-            with running_shard(tmp_path / "shard", moto.url("not-listed"), config) as server:
-                wait_until(lambda: server.call(server.stats_snapshot)["tier"].get(
-                    ("t", 0), {}).get("upload_errors", 0) >= 1, timeout_s=WAIT_S)
-                # Then its partition info says the remote log is not listed, since when,
-                # and the store's error, rather than only "nothing remote"
-                info = info_of(server)
-                assert info.remote_not_listed.startswith(
-                    "shard-tier has not listed object storage since it began uploading t-0: "
-                    "the last try failed: "), info.remote_not_listed
-                assert not info.has_remote
-                # And once the store is back and listed, it tells the store's offsets and
-                # says nothing of a listing
-                moto.start()
-                listed = wait_until(lambda: (i := info_of(server)).remote_not_listed == ""
-                                    and i.has_remote and i, timeout_s=WAIT_S)
-                assert listed.remote_start_offset == rolled[0][0]
-                assert listed.remote_end_offset >= rolled[2][1] and listed.remote_bytes > 0
-    finally:
-        moto.stop()
+    # When a shard with no journal of it (a new leader) starts uploading it, and its
+    # first listing of the store fails
+    with new_leader_with_the_store_down(tmp_path, tiered(), "not-listed",
+                                        upload_errors=1) as (server, moto, _, rolled):
+        # Then its partition info says the remote log is not listed, since when, and
+        # the store's error, rather than only "nothing remote"
+        info = info_of(server)
+        assert info.remote_not_listed.startswith(
+            "shard-tier has not listed object storage since it began uploading t-0: "
+            "the last try failed: "), info.remote_not_listed
+        assert not info.has_remote
+        # And once the store is back and listed, it tells the store's offsets and says
+        # nothing of a listing
+        moto.start()
+        listed = wait_until(lambda: (i := info_of(server)).remote_not_listed == ""
+                            and i.has_remote and i, timeout_s=WAIT_S)
+        assert listed.remote_start_offset == rolled[0][0]
+        assert listed.remote_end_offset >= rolled[2][1] and listed.remote_bytes > 0
 
 
 def test_a_partition_that_is_not_tiered_never_says_its_remote_log_is_not_listed(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -75,31 +76,41 @@ def test_a_new_leader_adopts_the_segments_another_uploaded_and_uploads_only_past
         assert stats["uploads"] == len(rolled) - 3
 
 
-def test_a_new_leader_with_a_store_that_is_down_uploads_nothing_and_deletes_nothing(tmp_path):
-    # Given a partition log another leader uploaded in part, and a store then unreachable
+@contextmanager
+def new_leader_with_the_store_down(tmp_path, config: LogConfig, prefix: str,
+                                   upload_errors: int):
+    """A running shard with no journal of t-0 (a new leader) whose first three rolled
+    segments another leader uploaded, started with moto's S3 stopped, once it failed
+    ``upload_errors`` times to reach the store: yields (server, moto, store, rolled),
+    moto stopped (the caller may start it again)."""
     directory = tmp_path / "shard" / "t-0"
-    config = tiered(local_retention_bytes=0)
     rolled = write_log(directory, config, 20)
     moto = MotoS3().start()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            store = moto.store(patch, prefix="takeover")
+            store = moto.store(patch, prefix=prefix)
             upload_as_another_leader(store, directory, 3, tmp_path / "other-leader")
             moto.stop()
-            # When a shard with no journal starts uploading it
-            with running_shard(tmp_path / "shard", moto.url("takeover"), config) as server:
+            with running_shard(tmp_path / "shard", moto.url(prefix), config) as server:
                 wait_until(lambda: server.call(server.stats_snapshot)["tier"].get(
-                    ("t", 0), {}).get("upload_errors", 0) >= 2, timeout_s=WAIT_S)
-                server.call(server._enforce_retention)
-                # Then it kept every local segment (it does not know what is remote)
-                assert local_segments(server)[:-1] == rolled
-                # And once the store is back, it uploads only past the other's segments
-                moto.start()
-                wait_until(lambda: ranges_of(store, TOPIC_ID)[-1:] == rolled[-1:],
-                           timeout_s=WAIT_S)
-                assert ranges_of(store, TOPIC_ID) == rolled
+                    ("t", 0), {}).get("upload_errors", 0) >= upload_errors, timeout_s=WAIT_S)
+                yield server, moto, store, rolled
     finally:
         moto.stop()
+
+
+def test_a_new_leader_with_a_store_that_is_down_uploads_nothing_and_deletes_nothing(tmp_path):
+    # Given a partition log another leader uploaded in part, and a store then unreachable
+    # When a shard with no journal starts uploading it (and fails, twice)
+    with new_leader_with_the_store_down(tmp_path, tiered(local_retention_bytes=0), "takeover",
+                                        upload_errors=2) as (server, moto, store, rolled):
+        server.call(server._enforce_retention)
+        # Then it kept every local segment (it does not know what is remote)
+        assert local_segments(server)[:-1] == rolled
+        # And once the store is back, it uploads only past the other's segments
+        moto.start()
+        wait_until(lambda: ranges_of(store, TOPIC_ID)[-1:] == rolled[-1:], timeout_s=WAIT_S)
+        assert ranges_of(store, TOPIC_ID) == rolled
 
 
 def test_a_topic_created_again_never_sees_the_old_ones_segments_while_its_deletion_waits(
