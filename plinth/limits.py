@@ -1079,6 +1079,11 @@ REMOTE_DELETIONS_PENDING_MAX = 10_000
 # (remote_transfer.sync_with_store) are skipped; at most this many of them are
 # logged per sync, so that a store full of bad objects cannot flood the log.
 REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX = 10
+# Describe says why a tiered partition's remote view is not the store's yet with the
+# last listing's error (remote_log_manager.not_listed), cut to this many characters:
+# a store's error may quote a whole response, and every partition of a topic of
+# PARTITIONS_PER_TOPIC_MAX may carry one.
+REMOTE_NOT_LISTED_ERROR_CHARS_MAX = 300
 # A follower of a tiered partition lists the store's manifests of it this often
 # (its first listing at once), to learn the leader's uploads and apply local
 # retention to what the store holds. Each listing is a LIST call per followed

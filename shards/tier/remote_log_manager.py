@@ -435,6 +435,8 @@ class RemoteLogManager:
         uploads = self.uploads(part)
         state = self._states.get(part.key) if uploads else self._follows.get(part.key)
         error = state.last_error if state is not None else ""
+        if len(error) > limits.REMOTE_NOT_LISTED_ERROR_CHARS_MAX:
+            error = error[:limits.REMOTE_NOT_LISTED_ERROR_CHARS_MAX] + "..."
         return (f"{self.shard_id} has not listed object storage since it began "
                 f"{'uploading' if uploads else 'following'} {part.name}: "
                 + (f"the last try failed: {error}" if error else "no listing has come back yet"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.shards.partition_log import LogConfig
 from tests.moto_s3 import MotoS3
 from tests.shards.tier.test_remote_log_manager import WAIT_S, running_shard, tiered
@@ -43,6 +43,17 @@ def test_a_new_leader_with_the_store_down_says_its_remote_log_is_not_listed_and_
                             and i.has_remote and i, timeout_s=WAIT_S)
         assert listed.remote_start_offset == rolled[0][0]
         assert listed.remote_end_offset >= rolled[2][1] and listed.remote_bytes > 0
+
+
+def test_the_stores_error_in_a_not_listed_remote_log_is_cut_to_its_limit(tmp_path, monkeypatch):
+    # Given errors cut at 20 characters
+    monkeypatch.setattr(limits, "REMOTE_NOT_LISTED_ERROR_CHARS_MAX", 20)
+    # When a new leader's first listing fails with the store down
+    with new_leader_with_the_store_down(tmp_path, tiered(), "cut",
+                                        upload_errors=1) as (server, _, _, _):
+        # Then the reason quotes the error's first 20 characters only
+        _, error = info_of(server).remote_not_listed.split("the last try failed: ")
+        assert len(error) == 20 + len("...") and error.endswith("...")
 
 
 def test_a_partition_that_is_not_tiered_never_says_its_remote_log_is_not_listed(tmp_path):
