@@ -61,6 +61,7 @@ chunk cache for the next look-up.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Hashable
 
@@ -101,8 +102,8 @@ class RemoteFetchWaits:
         self._wait_s = limits.REMOTE_FETCH_WAIT_MS_MAX / 1000 if wait_s is None else wait_s
         self._join_s_max = limits.REMOTE_FETCH_JOIN_S_MAX if join_s_max is None else join_s_max
         self._pending: dict[Hashable, _Pending] = {}   # join key -> read, oldest first
-        # (deadline_s, pending, request) in deadline order: every request waits the
-        # same time from when the loop received it, and the loop receives them in order.
+        # (deadline_s, pending, request) in deadline order (``_wait``): every request
+        # waits the same time from when the loop received it.
         self._deadlines: deque[tuple[float, _Pending, Read]] = deque()
 
     @classmethod
@@ -126,7 +127,7 @@ class RemoteFetchWaits:
         if pending is None or now_s - pending.submitted_s > self._join_s_max:
             return False
         pending.waiting[id(fetch)] = fetch
-        self._deadlines.append((fetch.received_s + self._wait_s, pending, fetch))
+        self._wait(fetch, pending)
         return True
 
     def add(self, read: Read, now_s: float) -> None:
@@ -137,7 +138,20 @@ class RemoteFetchWaits:
         if lost is not None:
             lost.settled = True   # its result, if it ever comes, answers nobody
         pending = self._pending[key] = _Pending(read, now_s)
-        self._deadlines.append((read.received_s + self._wait_s, pending, read))
+        self._wait(read, pending)
+
+    def _wait(self, request: Read, pending: _Pending) -> None:
+        """``request`` waits for ``pending`` until its deadline, kept in deadline order.
+        Requests come in the order the loop received them, so nearly always at the
+        end; a look-up by time that found no record in one segment asks the next one
+        within its first wait (its ``received_s``), so it may go further in."""
+        deadline = (request.received_s + self._wait_s, pending, request)
+        deadlines = self._deadlines
+        if not deadlines or deadlines[-1][0] <= deadline[0]:
+            deadlines.append(deadline)
+        else:
+            deadlines.insert(bisect.bisect_right(deadlines, deadline[0], key=_deadline_s),
+                             deadline)
 
     def settle(self, read: Read) -> list[Read]:
         """The reader answered ``read``: the requests still waiting for it, which the
@@ -172,6 +186,10 @@ class RemoteFetchWaits:
     def next_deadline_s(self) -> float | None:
         """The earliest wait's end (perhaps of a request answered already), or None."""
         return self._deadlines[0][0] if self._deadlines else None
+
+
+def _deadline_s(deadline: tuple[float, _Pending, Read]) -> float:
+    return deadline[0]
 
 
 def fit(fetch: RemoteRead, data: bytes | memoryview) -> bytes | memoryview:

@@ -458,3 +458,22 @@ def test_look_ups_by_time_join_only_a_read_of_the_same_time_and_floor_and_wait_t
     assert waits.expire(wait_s + 0.1) == [same]
     # And the read's late result answers nobody
     assert waits.settle(first) == []
+
+
+def test_a_look_up_that_goes_on_to_the_next_segment_keeps_its_first_deadline(
+        segment, real_remote_time_lookup_wait):
+    from plinth.shards.tier.remote_fetch_waits import RemoteFetchWaits
+    _, segment = segment
+    waits = RemoteFetchWaits.for_time_lookups()
+    wait_s = limits.REMOTE_TIME_LOOKUP_WAIT_MS_MAX / 1000
+    # Given a look-up received at 1.0, waiting
+    later = time_lookup_of(segment, stamp(11), 0, 1.0)
+    waits.add(later, 1.0)
+    # When a look-up received before it, at 0.5, found no record in its first segment
+    # and asks again from that segment's end (queued now, its wait counted from 0.5)
+    earlier = time_lookup_of(segment, stamp(10), 3, 0.5)
+    waits.add(earlier, 1.2)
+    # Then its wait ends first, at 0.5 plus the wait, not after the later one's
+    assert waits.next_deadline_s() == 0.5 + wait_s
+    assert waits.expire(0.5 + wait_s) == [earlier]
+    assert waits.expire(1.0 + wait_s) == [later]
