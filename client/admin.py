@@ -27,15 +27,16 @@ from plinth.client.broker_protocol import check_protocol
 from plinth.client.connection import RETRIED_ERRORS, Connection, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.client.kafka_option_names import kafka_option_names
-from plinth.errors import (BrokerError, InternalError, InvalidTopicError, RequestTimedOutError,
-                           UnknownTopicError)
+from plinth.errors import (TRANSIENT_ERRORS, BrokerError, InternalError, InvalidTopicError,
+                           RequestTimedOutError, UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
 
-# What list_offsets retries: a look-up by time in object storage answered
-# requestTimedOut (REMOTE_TIME_LOOKUP_WAIT_MS_MAX: the store is slow) changed nothing,
-# and the retry joins the shard's read still under way, as Kafka clients retry
+# What list_offsets retries: every transient error, as the consumer's position resets
+# (the same request) do. A read changes nothing, and a look-up by time in object
+# storage answered requestTimedOut (REMOTE_TIME_LOOKUP_WAIT_MS_MAX: the store is slow)
+# joins the shard's read still under way on its retry, as Kafka clients retry
 # REQUEST_TIMED_OUT.
-LIST_OFFSETS_RETRIED_ERRORS = RETRIED_ERRORS + (RequestTimedOutError,)
+LIST_OFFSETS_RETRIED_ERRORS = TRANSIENT_ERRORS
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
 TopicsPage = NamesPage
