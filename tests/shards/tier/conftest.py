@@ -20,32 +20,29 @@ def file_store_directory(tmp_path):
     return directory
 
 
+# Each remote wait's limit, and the fixture a test asks for to keep its real value.
+_REMOTE_WAITS_REAL = {"REMOTE_FETCH_WAIT_MS_MAX": "real_remote_fetch_wait",
+                      "REMOTE_TIME_LOOKUP_WAIT_MS_MAX": "real_remote_time_lookup_wait"}
+
+
 @pytest.fixture(autouse=True)
-def remote_fetch_wait_long(request, monkeypatch):
-    """A remote fetch waits up to 30 s for its read here (REMOTE_FETCH_WAIT_MS_MAX),
-    unless the test asks for the real bound (``real_remote_fetch_wait``): the tests
-    whose subject is a read's data or error must get it, and on two loaded cores a
-    store's immediate error once came back to the loop after the 500 ms, answered
-    empty instead (CI, session 43). The shards under test run in this process."""
-    if "real_remote_fetch_wait" not in request.fixturenames:
-        monkeypatch.setattr(limits, "REMOTE_FETCH_WAIT_MS_MAX", 30_000)
+def remote_waits_long(request, monkeypatch):
+    """A remote fetch and a look-up by time wait up to 30 s for their reads here
+    (REMOTE_FETCH_WAIT_MS_MAX, REMOTE_TIME_LOOKUP_WAIT_MS_MAX), unless the test asks
+    for the real bound (``real_remote_fetch_wait``, ``real_remote_time_lookup_wait``):
+    the tests whose subject is a read's data, record or error must get it, and on two
+    loaded cores a store's immediate error once came back to the loop after the
+    500 ms, answered empty instead (CI, session 43). The shards under test run in this
+    process."""
+    for limit, real in _REMOTE_WAITS_REAL.items():
+        if real not in request.fixturenames:
+            monkeypatch.setattr(limits, limit, 30_000)
 
 
 @pytest.fixture
 def real_remote_fetch_wait():
     """The real REMOTE_FETCH_WAIT_MS_MAX, for the tests of the bound itself."""
     return limits.REMOTE_FETCH_WAIT_MS_MAX
-
-
-@pytest.fixture(autouse=True)
-def remote_time_lookup_wait_long(request, monkeypatch):
-    """A look-up by time waits up to 30 s for its read here
-    (REMOTE_TIME_LOOKUP_WAIT_MS_MAX), unless the test asks for the real bound
-    (``real_remote_time_lookup_wait``), for the reason ``remote_fetch_wait_long``
-    gives: a look-up's record or store error must not turn into requestTimedOut
-    because loaded cores were slow to read three objects."""
-    if "real_remote_time_lookup_wait" not in request.fixturenames:
-        monkeypatch.setattr(limits, "REMOTE_TIME_LOOKUP_WAIT_MS_MAX", 30_000)
 
 
 @pytest.fixture
