@@ -519,7 +519,7 @@ class Router:
         """A shard's reply: uncount its request, and relay it. Loop thread."""
         kind = reply_header.kind_code(frames[1].buffer)
         if kind == reply_header.NO_RESULT:
-            self._refresh_if_not_leader(frames[1])
+            self._refresh_if_misrouted(frames[1])
         client = frames[0].bytes
         request_id = reply_header.request_id(frames[1].buffer)
         if request_id is None:   # not the canonical shape: decode it whole (rare)
@@ -538,7 +538,7 @@ class Router:
             return
         self._relay(frames)
 
-    def _refresh_if_not_leader(self, header) -> None:
+    def _refresh_if_misrouted(self, header) -> None:
         """A shard that answers notLeader no longer leads the partition the routing
         table sent the request to, one that answers unknownTopic deleted its topic
         (shards/deleted_partitions.py): fetch the new table now (the client retries, or
