@@ -76,6 +76,7 @@ def test_a_direct_producers_request_after_the_delete_is_told_the_topic_was_delet
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, 1)
     [address] = direct_addresses(broker.url, topic)
+    assert address.startswith("tcp://127."), address
     direct = zmq.Context.instance().socket(zmq.DEALER)
     direct.setsockopt(zmq.LINGER, 0)
     direct.connect(address)
