@@ -134,11 +134,13 @@ def refuse_partial(kind: str, page: NamesPage) -> None:
             f"paged call lists the rest and names them in .unanswered")
 
 
-def list_offsets_args(topic: str, partition: int, timestamp_ms: int) -> tuple[str, int, int]:
+def list_offsets_args(topic: str, partition: int, timestamp_ms: int,
+                      require_listed: bool) -> tuple[str, int, int, bool]:
     """list_offsets' arguments checked (client side, either client)."""
     return (checked_str("topic", topic), checked_partition("partition", partition),
             checked_time_ms("timestamp_ms", timestamp_ms, protocol.NO_TIME_LOOKUP,
-                            protocol.MAX_TIMESTAMP))
+                            protocol.MAX_TIMESTAMP),
+            checked_bool("require_listed", require_listed))
 
 
 def checked_shard_count(count: int) -> int:
@@ -568,7 +570,8 @@ class Admin:
         return low_watermarks
 
     def list_offsets(self, topic: str, partition: int,
-                     timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
+                     timestamp_ms: int = protocol.NO_TIME_LOOKUP, *,
+                     require_listed: bool = False) -> protocol.PartitionInfo:
         """Start and end (high watermark) offsets of one partition, from its leader: a
         PartitionInfo whose offsets and sizes are set (``end_offset`` and
         ``high_watermark`` alike, the local and remote starts), while ``replicas``,
@@ -579,7 +582,14 @@ class Admin:
         for another negative ``timestamp_ms``, TypeError or ValueError for any argument
         of the wrong type or out of range, before anything is sent. Retried within
         request_timeout_ms while a look-up in object storage is requestTimedOut (the
-        shard's bound on a slow store): the retry joins the read still under way."""
+        shard's bound on a slow store): the retry joins the read still under way.
+
+        Of a tiered partition whose shard has not listed object storage yet (a new
+        leader, the store down: ``remote_not_listed`` says why), the start offset and
+        the remote offsets are what the shard knows, and the store may hold records
+        before that start. With ``require_listed`` (the consumer's reset to the
+        earliest offset, ``seek_to_beginning``) that is retried as UnavailableError
+        within request_timeout_ms instead; a look-up by time always is."""
         return self._call(protocol.encode_list_offsets,
-                          *list_offsets_args(topic, partition, timestamp_ms),
+                          *list_offsets_args(topic, partition, timestamp_ms, require_listed),
                           retried=LIST_OFFSETS_RETRIED_ERRORS).offsets

@@ -381,7 +381,7 @@ class Consumer(ConsumerBase):
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_open()
         for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
-            self.seek(*tp, self._admin.list_offsets(*tp).start_offset)
+            self.seek(*tp, self._admin.list_offsets(*tp, require_listed=True).start_offset)
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         self._check_open()
@@ -410,7 +410,7 @@ class Consumer(ConsumerBase):
         request each (kafka-python's call). The partitions need not be assigned; no
         position moves. Every partition is checked before any is asked."""
         self._check_open()
-        return {tp: self._admin.list_offsets(*tp).start_offset
+        return {tp: self._admin.list_offsets(*tp, require_listed=True).start_offset
                 for tp in checked_partitions("beginning_offsets", partitions)}
 
     def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
@@ -434,8 +434,9 @@ class Consumer(ConsumerBase):
     def _reset(self, tp: TopicPartition) -> None:
         """Give ``tp`` a position as ``auto_offset_reset`` says, now (``position``)."""
         self._refuse_without_reset(tp)
-        info = self._admin.list_offsets(tp.topic, tp.partition)
-        offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
+        earliest = self.auto_offset_reset == "earliest"
+        info = self._admin.list_offsets(tp.topic, tp.partition, require_listed=earliest)
+        offset = info.start_offset if earliest else info.end_offset
         self.seek(tp.topic, tp.partition, offset)
 
     # --- Polling -----------------------------------------------------------------

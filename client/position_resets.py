@@ -3,11 +3,13 @@
 Client side, on the consumer's thread (an AIOConsumer's: its loop's). A partition without a position (new to the
 consumer, or after offsetOutOfRange) starts where ``auto_offset_reset`` says:
 the start or the end of its log, which only its shard knows (a listOffsets
-request). The Consumer asked it with a blocking call inside ``poll()``, so a
-shard that hangs held every poll for request_timeout_ms, whatever its
-timeout_ms, then raised PlinthTimeoutError out of it: one hung shard stopped
-the reading of every partition. kafka-python's and the Java consumer's
-poll(timeout) bound the reset by the poll's timeout.
+request; for the start, one with ``require_listed``: a tiered partition whose
+shard has not listed object storage yet answers unavailable, retried as below,
+rather than a start that skips records in the store). The Consumer asked it
+with a blocking call inside ``poll()``, so a shard that hangs held every poll
+for request_timeout_ms, whatever its timeout_ms, then raised PlinthTimeoutError
+out of it: one hung shard stopped the reading of every partition. kafka-python's
+and the Java consumer's poll(timeout) bound the reset by the poll's timeout.
 
 Here the request goes on the consumer's own connection and its reply comes back
 with the fetch replies (``on_reply``); until then the Fetcher skips the
@@ -79,7 +81,7 @@ class PositionResets:
         request_id = self._conn.next_request_id()
         try:
             self._conn.send(protocol.encode_list_offsets(request_id, tp.topic, tp.partition,
-                                                         protocol.NO_TIME_LOOKUP))
+                                                         protocol.NO_TIME_LOOKUP, self._earliest))
         except TRANSIENT_ERRORS as exc:
             self._failed(tp, exc)
             return

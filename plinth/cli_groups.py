@@ -185,7 +185,7 @@ def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
     with admin_for(ctx) as admin:
         offsets, clamped = {}, []
         for partition in range(admin.partition_count(topic_name)):
-            info = admin.list_offsets(topic_name, partition)
+            info = admin.list_offsets(topic_name, partition, require_listed=to_earliest)
             if to_offset is None:
                 offset = info.start_offset if to_earliest else info.end_offset
             else:   # kafka-consumer-groups' --to-offset: within the log, saying so

@@ -83,6 +83,9 @@ class ListOffsetsRequest:
     # >= 0: also find the first record stamped at or after it; MAX_TIMESTAMP: the
     # one with the largest timestamp; NO_TIME_LOOKUP: start and end offsets only.
     timestamp_ms: int = -1
+    # The remote offsets (and so the start offset) must be the store's: unavailable
+    # while a tiered partition's remote log is not listed (PartitionRef.requireListed).
+    require_listed: bool = False
     kind: ClassVar[str] = "listOffsets"
 
 
@@ -758,15 +761,18 @@ def check_topic_stats_count(count: int) -> None:
 
 
 def encode_list_offsets(request_id: int, topic: str, partition: int,
-                        timestamp_ms: int = NO_TIME_LOOKUP) -> bytes:
+                        timestamp_ms: int = NO_TIME_LOOKUP, require_listed: bool = False) -> bytes:
     """A partition's start and end offsets; with ``timestamp_ms`` (>= 0, or
-    MAX_TIMESTAMP) also the first record stamped at or after it."""
+    MAX_TIMESTAMP) also the first record stamped at or after it; with
+    ``require_listed``, unavailable rather than remote offsets (and a start offset)
+    that the store may undercut (PartitionRef.requireListed)."""
     if timestamp_ms < 0 and timestamp_ms not in (NO_TIME_LOOKUP, MAX_TIMESTAMP):
         raise ValueError(f"timestamp_ms={timestamp_ms} is negative: a time is ms since the "
                          f"epoch, 0 or more ({MAX_TIMESTAMP}: the largest timestamp)")
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init("listOffsets")
     body.topic, body.partition, body.timestampMs = topic, partition, timestamp_ms
+    body.requireListed = require_listed
     return msg.to_bytes()
 
 
@@ -1018,7 +1024,8 @@ _REQUEST_DECODERS = {
     "fetch": lambda rid, b: FetchRequest(rid, b.topic, b.partition, b.offset, b.maxBytes,
                                          b.maxWaitMs),
     "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition,
-                                                     _lookup_timestamp_ms(b.timestampMs)),
+                                                     _lookup_timestamp_ms(b.timestampMs),
+                                                     b.requireListed),
     "deleteRecords": lambda rid, b: DeleteRecordsRequest(rid, b.topic, b.partition, b.offset),
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,

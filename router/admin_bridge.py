@@ -77,7 +77,7 @@ from plinth import limits, protocol, topics
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, RequestTimedOutError,
-                           UnknownTopicError)
+                           UnavailableError, UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
 from plinth.router.acl import ClientGrants
 from plinth.router.client_ordered_jobs import DEFAULT_LANE, ClientOrderedJobs
@@ -367,8 +367,12 @@ class AdminBridge:
                 return protocol.encode_topics_reply(rid, [controller.describe_topic(topic)])
             case protocol.ListOffsetsRequest(topic=topic, partition=partition,
                                              timestamp_ms=timestamp_ms):
-                return protocol.encode_offsets_reply(
-                    rid, controller.partition_offsets(topic, partition, timestamp_ms))
+                info = controller.partition_offsets(topic, partition, timestamp_ms)
+                if request.require_listed and info.remote_not_listed:
+                    raise UnavailableError(f"{topic}-{partition}: records before the log start "
+                                           f"offset {info.start_offset} may be in object storage; "
+                                           f"retry: {info.remote_not_listed}")
+                return protocol.encode_offsets_reply(rid, info)
             case protocol.AddShardsRequest(shard_count=count):
                 return protocol.encode_moves_reply(rid, controller.add_shards(
                     count, deadline_unix_s=until))

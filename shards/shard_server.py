@@ -777,7 +777,15 @@ class ShardServer:
 
     def _list_offsets(self, envelope: list, request: protocol.ListOffsetsRequest) -> None:
         """listOffsets: answered at once, or (a time whose record is in object storage)
-        once the remote reader found it. Loop thread."""
+        once the remote reader found it. With ``require_listed`` (a reset to the earliest
+        offset) unavailable while a tiered partition's remote view may lack segments
+        the store holds: its start, and its remote end, may be another. Loop thread."""
+        if request.require_listed:
+            part = self._require(request.topic, request.partition)
+            self._require_listed(part, f"records before the log start offset "
+                                       f"{part.log_start_offset}, and after the remote end it "
+                                       f"knows, may be in object storage")
+
         def answer(info: protocol.PartitionInfo | BrokerError) -> None:
             if isinstance(info, BrokerError):
                 self.stats.error(info.code_name)
@@ -804,7 +812,8 @@ class ShardServer:
         if timestamp_ms == protocol.NO_TIME_LOOKUP:
             answer(self.partition_info(topic, partition))
             return
-        self._require_remote_view_for_time(part, timestamp_ms)
+        self._require_listed(part, f"the first record at {timestamp_ms} ms may be in object "
+                                   f"storage")
         found = time_lookup.record_at_time(part, timestamp_ms, from_offset)
         if isinstance(found, time_lookup.InRemoteSegment):
             self._find_time_remotely(part, found, answer, received_s)
@@ -1361,7 +1370,7 @@ class ShardServer:
             if part.floor <= request.offset < start_offset:
                 # The view may lack segments the store holds; below the floor,
                 # deleteRecords hid the records whatever the store holds.
-                self._require_listed(part, request.offset)
+                self._require_listed(part, f"offset {request.offset} may be in object storage")
             raise OffsetOutOfRangeError(
                 f"offset {request.offset} is out of range for {part.name}: "
                 f"valid offsets are {start_offset} to {plog.end_offset}")
@@ -1395,34 +1404,24 @@ class ShardServer:
             return False
         if part.remote.segment_for_offset(offset) is not None:
             return True
-        self._require_listed(part, offset)
+        self._require_listed(part, f"offset {offset} may be in object storage")
         return False
 
-    def _require_remote_view_for_time(self, part: Partition, timestamp_ms: int) -> None:
-        """UnavailableError if ``part`` is tiered and its remote view is not the store's
-        yet: the first record at ``timestamp_ms`` may be in a segment it lacks. Loop thread."""
-        if self._tier is None or not part.log.config.remote_storage_enable \
-                or self._tier.view_synced(part):
-            return
-        raise UnavailableError(
-            f"the remote log of {part.topic}/{part.partition} is not listed yet; retry (the "
-            f"first record at {timestamp_ms} ms may be in object storage, before the local "
-            f"log's start offset {part.log.start_offset} on {self.shard_id})")
-
-    def _require_listed(self, part: Partition, offset: int) -> None:
+    def _require_listed(self, part: Partition, what: str) -> None:
         """UnavailableError if ``part`` is tiered and its remote view is not the store's
         yet (RemoteLogManager.view_synced: a new leader, a promoted follower or a
-        restarted shard that has not listed the store): ``offset``, which the view
-        lacks, may be in the store, and a consumer told "out of range" would reset
-        its position. Loop thread."""
+        restarted shard that has not listed the store, or the store down): ``what`` the
+        answer needs (an offset the view lacks, the first record at a time, the log
+        start) may be in a segment the view lacks, and a consumer told "out of range",
+        a later offset or a later start would skip records. Loop thread."""
         if self._tier is None or not part.log.config.remote_storage_enable \
                 or self._tier.view_synced(part):
             return
         raise UnavailableError(
             f"the remote log of {part.topic}/{part.partition} is not listed yet; retry "
-            f"(offset {offset} is not in the local log [{part.log.start_offset}, "
-            f"{part.log.end_offset}] of {self.shard_id}, nor in the {len(part.remote.segments)} "
-            f"remote segments it knows of so far)")
+            f"({what}, on {self.shard_id}, which knows {len(part.remote.segments)} remote "
+            f"segments so far and the local log [{part.log.start_offset}, "
+            f"{part.log.end_offset}])")
 
     def _check_direct_fetch(self, part: Partition) -> None:
         """A direct client's route is stale if the partition moved away (the router
@@ -1454,7 +1453,8 @@ class ShardServer:
         is not back within REMOTE_FETCH_WAIT_MS_MAX (tier/remote_fetch_waits.py).
         Loop thread."""
         if part.remote.segment_for_offset(offset) is None:
-            self._require_listed(part, offset)   # a hole the store may fill: not out of range
+            # a hole the store may fill: not out of range
+            self._require_listed(part, f"offset {offset} may be in object storage")
         segment = remote_segment_for(part, offset)   # a hole: OffsetOutOfRangeError
         if self._remote_reader is None:
             raise StorageError(f"{part.name}: offset {offset} is in {segment.describe()}, and "

@@ -46,6 +46,13 @@ def committed_offsets(address: str, group: str) -> dict[tuple[str, int], int]:
     return _roundtrip(address, protocol.encode_group_request(1, "fetchOffsets", group)).committed
 
 
+def list_offsets(address: str, topic: str, partition: int, *,
+                 require_listed: bool = False) -> protocol.PartitionInfo:
+    """A partition's offsets (listOffsets without a look-up by time)."""
+    return _roundtrip(address, protocol.encode_list_offsets(
+        1, topic, partition, protocol.NO_TIME_LOOKUP, require_listed)).offsets
+
+
 def fetch_values(address: str, topic: str, partition: int, offset: int) -> list[bytes]:
     """The values a shard serves from ``offset`` on (one fetch, no wait)."""
     reply, payload = _roundtrip_frames(address, protocol.encode_fetch(

@@ -331,8 +331,11 @@ class AIOAdmin:
 
     @_on_its_loop
     async def list_offsets(self, topic: str, partition: int,
-                           timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
-        """Admin.list_offsets (requestTimedOut retried likewise)."""
+                           timestamp_ms: int = protocol.NO_TIME_LOOKUP, *,
+                           require_listed: bool = False) -> protocol.PartitionInfo:
+        """Admin.list_offsets (requestTimedOut, and with ``require_listed`` a remote
+        log not listed yet, retried likewise)."""
         return (await self._call(protocol.encode_list_offsets,
-                                 *list_offsets_args(topic, partition, timestamp_ms),
+                                 *list_offsets_args(topic, partition, timestamp_ms,
+                                                    require_listed),
                                  retried=LIST_OFFSETS_RETRIED_ERRORS)).offsets

@@ -511,7 +511,7 @@ class AIOConsumer(ConsumerBase):
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_beginning")
         for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
-            self.seek(*tp, (await self._admin.list_offsets(*tp)).start_offset)
+            self.seek(*tp, (await self._admin.list_offsets(*tp, require_listed=True)).start_offset)
 
     async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_end")
@@ -522,7 +522,7 @@ class AIOConsumer(ConsumerBase):
                                 ) -> dict[TopicPartition, int]:
         """Consumer.beginning_offsets: each partition's first offset (aiokafka's call)."""
         self._check_call("beginning_offsets")
-        return {tp: (await self._admin.list_offsets(*tp)).start_offset
+        return {tp: (await self._admin.list_offsets(*tp, require_listed=True)).start_offset
                 for tp in checked_partitions("beginning_offsets", partitions)}
 
     async def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
@@ -558,8 +558,9 @@ class AIOConsumer(ConsumerBase):
         """Give ``tp`` a position as ``auto_offset_reset`` says, unless it got one
         (a seek) while the offsets were asked."""
         self._refuse_without_reset(tp)
-        info = await self._admin.list_offsets(tp.topic, tp.partition)
-        offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
+        earliest = self.auto_offset_reset == "earliest"
+        info = await self._admin.list_offsets(tp.topic, tp.partition, require_listed=earliest)
+        offset = info.start_offset if earliest else info.end_offset
         state = self._fetcher.partitions.get(tp)
         if state is not None and state.position is None:
             self._fetcher.seek(tp, offset)

@@ -288,7 +288,7 @@ def _new_offset(admin: Admin, topic: str, partition: int, target: str,
         if info.found_offset == protocol.OFFSET_NONE:
             return info.end_offset, False      # nothing stamped at or after: the end
         return info.found_offset, False
-    info = admin.list_offsets(topic, partition)
+    info = admin.list_offsets(topic, partition, require_listed=target == "earliest")
     if target == "earliest":
         return info.start_offset, False
     if target == "latest":

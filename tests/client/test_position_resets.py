@@ -31,10 +31,12 @@ class Shard:
         self.answer_resets = threading.Event()
         self.reset_errors = list(reset_errors)
         self.resets_asked = 0
+        self.require_listed: list[bool] = []   # each listOffsets' requireListed
 
     def __call__(self, request):
         if request.kind == "listOffsets":
             self.resets_asked += 1
+            self.require_listed.append(request.require_listed)
             if self.answer_resets.is_set():
                 return [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(
                     0, "shard-0", start_offset=5, end_offset=6))]
@@ -50,9 +52,9 @@ class Shard:
 def consumer_of(scripted):
     consumers = []
 
-    def make(shard: Shard, partitions: int = 1) -> Consumer:
+    def make(shard: Shard, partitions: int = 1, auto_offset_reset: str = "earliest") -> Consumer:
         broker = scripted([shard] * 10_000)
-        consumers.append(Consumer(broker=broker.url, auto_offset_reset="earliest",
+        consumers.append(Consumer(broker=broker.url, auto_offset_reset=auto_offset_reset,
                                   request_timeout_ms=REQUEST_TIMEOUT_MS))
         consumers[-1].assign([("t", p) for p in range(partitions)])
         return consumers[-1]
@@ -114,6 +116,36 @@ def test_a_reset_answered_with_a_transient_error_is_asked_again_after_a_backoff(
     polled = poll_until(consumer, lambda: consumer.position("t", 0) == 6)
     assert [r.value for r in polled] == [b"a"] and shard.resets_asked >= 3
     assert consumer.fetch_errors() == {}
+
+
+@pytest.mark.parametrize("auto_offset_reset, require_listed", [("earliest", True),
+                                                                ("latest", False)])
+def test_only_a_reset_to_the_earliest_offset_needs_a_tiered_shards_remote_log_listed(
+        consumer_of, auto_offset_reset, require_listed):
+    # Given a shard that answers resets
+    shard = Shard()
+    shard.answer_resets.set()
+    consumer = consumer_of(shard, auto_offset_reset=auto_offset_reset)
+    # When the consumer polls until its partition has a position
+    poll_until(consumer, lambda: shard.require_listed)
+    # Then its reset asked that the shard has listed object storage only for the start:
+    # a start from an incomplete remote log would skip the records below it, and the
+    # end needs nothing from the store (the shard answers unavailable until it has)
+    assert set(shard.require_listed) == {require_listed}
+
+
+def test_the_beginning_offsets_need_the_remote_log_listed_and_the_end_offsets_do_not(
+        consumer_of):
+    # Given a shard that answers listOffsets with the offsets 5..6
+    shard = Shard()
+    shard.answer_resets.set()
+    consumer = consumer_of(shard, partitions=0)
+    # When the consumer asks for the beginning offsets, then the end offsets
+    assert consumer.beginning_offsets([("t", 0)]) == {T0: 5}
+    beginning = shard.require_listed[-1]
+    assert consumer.end_offsets([("t", 0)]) == {T0: 6}
+    # Then only the beginning asked for a listed remote log
+    assert (beginning, shard.require_listed[-1]) == (True, False)
 
 
 def test_a_reset_refused_for_good_is_raised_by_the_poll(consumer_of):

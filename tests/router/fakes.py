@@ -142,6 +142,7 @@ class FakeController:
         self.group_states: dict[str, str] = {}        # list_groups' states; else "Empty"
         self.groups_unanswered: list[str] = []        # shards list_groups_page lacks
         self.time_lookups: list[int] = []             # partition_offsets' timestamp_ms, in order
+        self.remote_not_listed = ""                   # partition_offsets' remote_not_listed
         self.replication_factors: dict[str, int] = {}   # topic -> the factor it was created with
         self.fail_with: Exception | None = None      # raised by every admin call
         self._gate = threading.Condition()
@@ -288,7 +289,8 @@ class FakeController:
                           timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         self._maybe_fail()
         self.time_lookups.append(timestamp_ms)
-        return protocol.PartitionInfo(partition, "controller", 0, 150)
+        return protocol.PartitionInfo(partition, "controller", 0, 150,
+                                      remote_not_listed=self.remote_not_listed)
 
     def add_shards(self, count: int, *, deadline_unix_s: float | None = None
                    ) -> list[protocol.PartitionMove]:

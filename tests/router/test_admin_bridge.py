@@ -10,7 +10,7 @@ import pytest
 
 from plinth import limits, protocol
 from plinth.errors import (InternalError, MalformedRequestError, RequestTimedOutError,
-                           TopicExistsError)
+                           TopicExistsError, UnavailableError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from tests.router.fakes import WAIT_S, FakeController
 
@@ -53,6 +53,27 @@ def reply_of(result: AdminReply) -> protocol.ReplyView:
 def no_refresh(monkeypatch):
     """No routing refresh unless a test asks for one: results come only from jobs."""
     monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+
+
+def test_a_merged_list_offsets_needing_a_listed_remote_log_is_unavailable_until_it_is(
+        bridge_of):
+    # Given a partition whose history spans shards, one of which has not listed object
+    # storage yet (the controller's merged offsets say so)
+    fake = controller()
+    fake.remote_not_listed = "shard-1 has not listed object storage since it began uploading t-0"
+    bridge = bridge_of(fake)
+    # When a consumer resetting to the earliest offset asks, and then a request that
+    # does not need the start exact
+    bridge.submit_request(b"client-1", protocol.ListOffsetsRequest(7, "t", 0, require_listed=True))
+    bridge.submit_request(b"client-1", protocol.ListOffsetsRequest(8, "t", 0))
+    refused, answered = sorted(results_of(bridge, 2), key=lambda r: reply_of(r).request_id)
+    # Then the first is unavailable (retriable), naming the shard's reason
+    error = reply_of(refused).error
+    assert isinstance(error, UnavailableError)
+    assert str(error) == ("t-0: records before the log start offset 0 may be in object "
+                          "storage; retry: " + fake.remote_not_listed)
+    # And the second is answered with the offsets the shards know
+    assert reply_of(answered).offsets.remote_not_listed == fake.remote_not_listed
 
 
 def test_an_admin_request_is_answered_with_the_controllers_result(bridge_of):

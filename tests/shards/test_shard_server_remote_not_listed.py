@@ -1,6 +1,7 @@
 """ShardServer.partition_info of a tiered partition whose remote view is not the store's
 yet (tester T-rk's F6): a new leader with the store down says so, with the store's
 error, instead of "nothing remote", and tells the store's offsets once it has listed it.
+A listOffsets that needs the start exact (requireListed) is refused until then.
 
 A real ShardServer uploading to moto's S3, stopped and started again, as in
 tests/shards/tier/test_remote_log_takeover.py.
@@ -11,8 +12,10 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits, protocol
+from plinth.errors import UnavailableError
 from plinth.shards.partition_log import LogConfig
 from tests.moto_s3 import MotoS3
+from tests.shard_requests import list_offsets
 from tests.shards.tier.test_remote_log_manager import WAIT_S, running_shard, tiered
 from tests.shards.tier.test_remote_log_takeover import new_leader_with_the_store_down
 from tests.support import wait_until
@@ -43,6 +46,38 @@ def test_a_new_leader_with_the_store_down_says_its_remote_log_is_not_listed_and_
                             and i.has_remote and i, timeout_s=WAIT_S)
         assert listed.remote_start_offset == rolled[0][0]
         assert listed.remote_end_offset >= rolled[2][1] and listed.remote_bytes > 0
+
+
+def test_a_new_leader_whose_remote_log_is_not_listed_refuses_an_exact_start_until_it_is(
+        tmp_path):
+    # Given a new leader of t-0 whose log lacks the first three segments, which another
+    # leader uploaded (a follower's local retention deleted them), the store down
+    with new_leader_with_the_store_down(tmp_path, tiered(), "exact-start", upload_errors=1,
+                                        local_copies_deleted=True) as (server, moto, _, rolled):
+        # When a consumer resetting to the earliest offset asks for the start
+        # Then it is told to retry, not the local start, which would skip the records
+        # in the store
+        with pytest.raises(UnavailableError, match=(
+                rf"remote log of t/0 is not listed yet; retry \(records before the log start "
+                rf"offset {rolled[3][0]}, and after the remote end it knows, may be in object "
+                rf"storage, on shard-tier")):
+            list_offsets(server.address, "t", 0, require_listed=True)
+        # And a request that does not need the start exact is answered as the shard knows
+        known = list_offsets(server.address, "t", 0)
+        assert (known.start_offset, known.remote_not_listed != "") == (rolled[3][0], True)
+        # And once the store is back and listed, the start is the store's first offset
+        moto.start()
+        start = wait_until(lambda: _answered(lambda: list_offsets(
+            server.address, "t", 0, require_listed=True)), timeout_s=WAIT_S)
+        assert start.start_offset == rolled[0][0] == 0
+
+
+def _answered(ask):
+    """``ask()``, or None while it is UnavailableError."""
+    try:
+        return ask()
+    except UnavailableError:
+        return None
 
 
 def test_the_stores_error_in_a_not_listed_remote_log_is_cut_to_its_limit(tmp_path, monkeypatch):

@@ -59,6 +59,26 @@ def test_earliest_and_latest_are_the_start_and_end_offsets_without_a_time_look_u
     assert [r.timestamp_ms for r in backend.asked] == [-1, -1]
 
 
+def test_only_earliest_and_latest_tiered_need_the_shards_remote_log_listed():
+    # Given a shard that answers every listOffsets
+    backend = PlinthBackend(tiered=True)
+    # When a Kafka client asks for earliest, latest, earliest local, latest tiered and a time
+    answers(backend, -2, -1, -4, -5, 7)
+    # Then only the earliest and the latest tiered offsets ask that the shard has listed
+    # object storage (it answers unavailable, retriable, until then): the others need
+    # nothing from the store, or a time look-up needs it anyway
+    assert [(r.timestamp_ms, r.require_listed) for r in backend.asked] == [
+        (-1, True), (-1, False), (-1, False), (-1, True), (7, False)]
+
+
+def test_a_remote_log_not_listed_yet_is_retriable_not_leader_for_a_kafka_client():
+    # Given a shard whose remote log is not listed yet
+    backend = PlinthBackend(UnavailableError("the remote log of t/0 is not listed yet; retry"))
+    # When a Kafka client asks for the earliest offset
+    # Then it is NOT_LEADER_OR_FOLLOWER, which every client retries after a metadata refresh
+    assert answers(backend, -2) == [(kafka.NOT_LEADER_OR_FOLLOWER, -1, -1)]
+
+
 def test_a_time_and_max_timestamp_answer_the_record_the_shard_found_with_its_timestamp():
     backend = PlinthBackend()
     assert answers(backend, 1_000_000, -3) == [(kafka.NONE, 17, 1_000_017)] * 2

@@ -78,11 +78,12 @@ def test_a_new_leader_adopts_the_segments_another_uploaded_and_uploads_only_past
 
 @contextmanager
 def new_leader_with_the_store_down(tmp_path, config: LogConfig, prefix: str,
-                                   upload_errors: int):
+                                   upload_errors: int, local_copies_deleted: bool = False):
     """A running shard with no journal of t-0 (a new leader) whose first three rolled
     segments another leader uploaded, started with moto's S3 stopped, once it failed
     ``upload_errors`` times to reach the store: yields (server, moto, store, rolled),
-    moto stopped (the caller may start it again)."""
+    moto stopped (the caller may start it again). ``local_copies_deleted``: the shard's
+    log lacks those three, as a follower's whose local retention deleted them."""
     directory = tmp_path / "shard" / "t-0"
     rolled = write_log(directory, config, 20)
     moto = MotoS3().start()
@@ -90,6 +91,10 @@ def new_leader_with_the_store_down(tmp_path, config: LogConfig, prefix: str,
         with pytest.MonkeyPatch.context() as patch:
             store = moto.store(patch, prefix=prefix)
             upload_as_another_leader(store, directory, 3, tmp_path / "other-leader")
+            if local_copies_deleted:
+                for base_offset, _ in rolled[:3]:
+                    for path in directory.glob(f"{base_offset:020d}.*"):
+                        path.unlink()
             moto.stop()
             with running_shard(tmp_path / "shard", moto.url(prefix), config) as server:
                 wait_until(lambda: server.call(server.stats_snapshot)["tier"].get(
