@@ -263,9 +263,13 @@ class LeaderReplication:
         # Kafka's lastCaughtUpTime: caught up now if it reached the log end; caught
         # up at its previous fetch if it reached what the log end was then (so a
         # follower keeping pace with a steady stream of appends is not "lagging").
+        # Not after forget_fetches: that fetch was not compared with any log end, and
+        # counting it let a follower that cannot append (its disk full), stuck at the
+        # HW the leader cannot move without it, rejoin at once after each lag time.
         if fetch_offset >= log_end_offset:
             follower.caught_up_s = now_s
-        elif fetch_offset >= follower.leader_end_at_last_fetch:
+        elif follower.leader_end_at_last_fetch != NO_OFFSET \
+                and fetch_offset >= follower.leader_end_at_last_fetch:
             follower.caught_up_s = max(follower.caught_up_s, follower.last_fetch_s)
         follower.leader_end_at_last_fetch = log_end_offset
         follower.last_fetch_s = now_s

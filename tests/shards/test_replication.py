@@ -315,6 +315,36 @@ def test_a_replica_the_controller_took_out_rejoins_only_after_a_fetch_that_catch
     assert replication.in_sync_change(3.0) == ("a", "b", "c")
 
 
+def test_followers_stuck_at_the_high_watermark_below_the_log_end_stay_out_of_the_in_sync_set():
+    # Given a HW of 10 on every replica, then 5 more records on the leader's disk only
+    replication = leader()
+    replication.on_leader_durable(10, 0.5)
+    fetch(replication, "b", 10, 10, now_s=1.0)
+    fetch(replication, "c", 10, 10, now_s=1.0)
+    replication.on_leader_durable(15, 1.5)
+    # When both followers' disks are full: they fetch at 10 again and again, lag, and
+    # are taken out (the HW cannot move: fewer than min.insync.replicas are in sync)
+    now_s = 1.0
+    while now_s < 1.0 + LAG_S + 1.0:
+        now_s += 0.5
+        fetch(replication, "b", 10, 15, now_s=now_s)
+        fetch(replication, "c", 10, 15, now_s=now_s)
+    assert replication.in_sync_change(now_s) == ("a",)
+    replication.on_leadership(record(in_sync=("a",), partition_epoch=8))
+    # Then their fetches at the HW, still short of the leader's log end, do not bring
+    # them back: they never caught up since they left (session 45's tester saw the
+    # in-sync set shrink and grow again every lag time while the disks stayed full)
+    for _ in range(3 * int(LAG_S)):
+        now_s += 0.5
+        fetch(replication, "b", 10, 15, now_s=now_s)
+        fetch(replication, "c", 10, 15, now_s=now_s)
+        assert replication.in_sync_change(now_s) is None, now_s
+    # And a follower that can write again rejoins once it reaches the log end
+    now_s += 0.5
+    fetch(replication, "b", 15, 15, now_s=now_s)
+    assert replication.in_sync_change(now_s) == ("a", "b")
+
+
 def test_a_newer_record_settles_the_pending_proposal():
     replication = leader()
     fetch(replication, "b", 0, 0, now_s=1.0)
