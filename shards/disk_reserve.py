@@ -83,9 +83,10 @@ class DiskReserve:
             return
         self._refused += 1
         if self._refused == 1:
-            log.warning("produces to %s are refused: its file system has %d bytes free, under "
-                        "the %d the shard keeps free (said once until produces are taken "
-                        "again)", self.directory, free_bytes, self.free_bytes_min)
+            log.warning("produces to %s are refused: its file system has %d bytes free, and "
+                        "a batch of %d bytes would leave less than the %d the shard keeps "
+                        "free (said once until produces are taken again)", self.directory,
+                        free_bytes, batch_bytes, self.free_bytes_min)
         raise DiskReserveRefusedError(
             f"{self.directory}'s file system has {free_bytes} bytes free: a batch of "
             f"{batch_bytes} bytes would leave less than the {self.free_bytes_min} bytes the "

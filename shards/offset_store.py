@@ -74,6 +74,7 @@ from plinth import limits
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.format.log_entry import iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
+from plinth.shards.storage_outage import StorageOutage
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class OffsetStore:
         # slot's partition (None: this store's own log, fsynced here).
         self._append_replicated = append
         self.snapshot: SnapshotState | None = None   # of a replicated store only
+        self._outage = StorageOutage(str(directory), "offset commits", log)
 
     @classmethod
     def open(cls, shard_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
@@ -310,8 +312,9 @@ class OffsetStore:
             self.snapshot.records_since += builder.record_count
             self.snapshot.first_record_ms = self.snapshot.first_record_ms or now_ms
             return
-        self._log.append(batch, builder.record_count, now_ms)
-        self._log.flush()
+        with self._outage.watch():
+            self._log.append(batch, builder.record_count, now_ms)
+            self._log.flush()
 
 
 def _finish_interrupted_swap(directory: Path) -> None:

@@ -59,7 +59,6 @@ still replicated whole, and an epoch starts at an entry's base offset.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -89,6 +88,7 @@ from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_LOST, OPENED
                                        OPENED_RECOVERED_WHOLE)
 from plinth.shards.partition_metadata import load_topic_id, save_topic_id
 from plinth.shards.segment_files import SegmentFiles
+from plinth.shards.storage_outage import StorageOutage
 from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG, RemoteLogView
 from plinth.shards.tier.tier_policy import local_segments_past_retention
 
@@ -127,12 +127,14 @@ class Partition:
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
     name: str = field(init=False)
-    # Appends refused by the disk since the last that succeeded (_storage_outage_watch).
-    _failed_appends: int = field(default=0, init=False, repr=False)
+    # Appends refused by the disk, said once per outage.
+    _outage: StorageOutage = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = (self.topic, self.partition)
         self.name = f"{self.topic}-{self.partition}"
+        refused = "offset commits" if self.topic == topics.OFFSETS_TOPIC else "producers"
+        self._outage = StorageOutage(self.name, refused, log)
 
     @property
     def log_start_offset(self) -> int:
@@ -448,7 +450,7 @@ class Partition:
         topic's timestamp window, and StorageError, naming the
         partition and the directory, when the disk refuses the write.
         """
-        with self._storage_outage_watch():
+        with self._outage.watch():
             return self._append(batch, summary, now_ms, leader_epoch, batch_format)
 
     def _append(self, batch, summary, now_ms: int | None, leader_epoch: int,
@@ -478,28 +480,6 @@ class Partition:
         self.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
                               base_offset, now_ms, producer_epoch=summary.producer_epoch)
         return base_offset
-
-    @contextlib.contextmanager
-    def _storage_outage_watch(self):
-        """Around an append: the first StorageError of an outage (a disk full or gone
-        read-only) is logged at WARNING, naming the partition and the cause, and the
-        first append that succeeds after it at INFO, with how many failed meanwhile.
-        Once per outage, not per request: producers retry (and each gets its error),
-        and a line per refused batch would fill the shard's log, often on the very
-        disk that is full. Without them the log did not show that the shard refused
-        writes for minutes (only plinth_errors_total{code="storageError"} did)."""
-        try:
-            yield
-        except StorageError as exc:
-            self._failed_appends += 1
-            if self._failed_appends == 1:
-                log.warning("appends to %s fail: %s; producers get StorageError until the "
-                            "disk takes writes again (said once until then)", self.name, exc)
-            raise
-        if self._failed_appends:
-            log.info("appends to %s succeed again, after %d failed", self.name,
-                     self._failed_appends)
-            self._failed_appends = 0
 
     def start_epochs_at(self, offset: int) -> None:
         """Forget the leader epochs before ``offset`` (the one holding it starts there;
@@ -544,7 +524,7 @@ class Partition:
             self._save_epochs(epochs)
         active_base_offset = plog.active_base_offset
         try:
-            with self._storage_outage_watch():
+            with self._outage.watch():
                 plog.append_checked(checked)
         finally:   # what was written (all of it, but for a storage error) is remembered
             self._record_replicated(checked, summaries, active_base_offset,

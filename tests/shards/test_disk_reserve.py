@@ -96,9 +96,24 @@ def test_an_outage_is_logged_once_and_its_end_once(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert lines[0].startswith("produces to /data/shards/shard-0 are refused: its file system "
-                               f"has {MiB} bytes free, under the {16 * MiB}")
+                               f"has {MiB} bytes free, and a batch of 1 bytes would leave less "
+                               f"than the {16 * MiB} the shard keeps free")
     assert lines[1] == (f"produces to /data/shards/shard-0 are taken again: {64 * MiB} bytes "
                         f"free, after 3 refused")
+
+
+def test_the_outage_warning_names_the_batch_that_would_cross_the_reserve(caplog):
+    # Given a disk with more free than the reserve, but not a batch's worth more
+    # (tester T-fd saw "9 MB free, under the 8 MB": a contradiction without the batch)
+    disk = FakeDisk(16 * MiB + 100)
+    reserve = reserve_on(disk, ManualClock())
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.disk_reserve"):
+        with pytest.raises(StorageError):
+            reserve.check(2_000)
+    # Then the warning names the batch's bytes beside the free bytes and the reserve
+    assert caplog.records[0].getMessage().startswith(
+        f"produces to /data/shards/shard-0 are refused: its file system has {16 * MiB + 100} "
+        f"bytes free, and a batch of 2000 bytes would leave less than the {16 * MiB}")
 
 
 def test_a_reserve_of_zero_never_asks_the_disk():

@@ -4,13 +4,15 @@ compaction; logs written before metadata still read."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import struct
 
 import pytest
 
 from plinth import limits
-from plinth.errors import NotLeaderError
+from plinth.errors import NotLeaderError, StorageError
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.shards.offset_store import DIR_NAME, OffsetStore
@@ -272,6 +274,33 @@ def test_a_slot_store_writes_through_the_replicated_append_and_replays_without_c
     assert (replayed.compaction.records_read, replayed.compaction.records_kept) == (8, 1)
     assert slot.log.start_offset == 0 and slot.log.end_offset == 8
     slot.log.close()
+
+
+def test_commits_the_disk_refuses_are_logged_once_per_outage_and_their_end_once(
+        tmp_path, monkeypatch, caplog):
+    # Given a shard's store whose disk refuses three commits in a row, then takes them
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("t", 0): 1})
+
+    def read_only(fd, buffers):
+        raise OSError(errno.EROFS, "Read-only file system")
+    with caplog.at_level(logging.INFO, logger="plinth.shards.offset_store"):
+        monkeypatch.setattr(os, "writev", read_only)
+        for offset in (2, 3, 4):
+            with pytest.raises(StorageError):
+                store.commit("g", {("t", 0): offset})
+        monkeypatch.undo()
+        store.commit("g", {("t", 0): 9})
+    # Then the outage is one WARNING naming the store, the cause and who gets the error,
+    # and its end one INFO (tester T-fd saw commits refused with no line at all)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+    assert lines[0][1].startswith(f"appends to {tmp_path / DIR_NAME} fail: cannot append ")
+    assert lines[0][1].endswith("Read-only file system; offset commits get StorageError until "
+                                "the disk takes writes again (said once until then)")
+    assert lines[1][1] == f"appends to {tmp_path / DIR_NAME} succeed again, after 3 failed"
+    assert store.offsets("g") == {("t", 0): 9}
+    store.close()
 
 
 def test_a_slot_store_whose_append_is_refused_keeps_its_state(tmp_path):
