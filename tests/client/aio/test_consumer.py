@@ -876,6 +876,10 @@ def test_beginning_and_end_offsets_and_highwater_answer_as_the_sync_consumers(sc
         assert consumer.highwater(TopicPartition("t", 0)) == 8
 
     run(broker, scenario)
+    # And only the beginning asked that a tiered shard has listed object storage (a
+    # start from an incomplete remote log would skip the records below it)
+    asked = [r.require_listed for _, r in broker.requests if r.kind == "listOffsets"]
+    assert asked == [True, False]
 
 
 def test_a_stopped_aio_consumer_refuses_a_subscribe_and_keeps_its_subscription():
