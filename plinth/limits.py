@@ -663,6 +663,11 @@ SEGMENT_FILES_OPEN_MAX = 256
 # beyond its process's open-file limit less these and SEGMENT_FILES_OPEN_MAX
 # (shards/file_budget.py), where it used to open until one failed with EMFILE.
 SHARD_FILES_RESERVED = 512
+# `plinth serve` warns at start when the open-file limit its shards will run under
+# leaves room for fewer partitions per shard than this (shards/file_budget.py):
+# under `ulimit -n 256` it said "ready" and then refused every create, the only
+# hint Ray's own line (tester T-fd, session 45). Kafka's guides ask for 100,000.
+SHARD_PARTITIONS_ROOM_WARN_MIN = 1_000
 # Places (segment file, position) where one partition log's reads found corrupt
 # data, remembered so that each is logged once (shards/partition_log.py): a
 # consumer retrying a bad offset in a loop adds no line. Beyond this many, the

@@ -73,6 +73,7 @@ from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
 from plinth.ray_messages import route_raylet_messages
 from plinth.secret_files import load_or_create_secret
+from plinth.shards import file_budget
 from plinth.shards.shard_handle import TierOptions
 from plinth.version import VERSION
 
@@ -605,6 +606,10 @@ class Server:
         refuse_tiered_topics_without_their_store(metadata, tier.store if tier.enabled else None)
         check_writable(self.options.data_dir)
         _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
+        if not self.options.ray_address:   # the shards start here, under this one's limits
+            files_warning = file_budget.start_warning()
+            if files_warning is not None:
+                log.warning("%s", files_warning)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             self._ipc_dir = make_ipc_dir(self.options.data_dir)

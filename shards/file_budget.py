@@ -39,9 +39,31 @@ def raise_soft_limit() -> tuple[int, int]:
 def partitions_max() -> int:
     """How many partitions this process may hold open (the module docstring)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
+    return _room_under(soft)
+
+
+def _room_under(files_max: int) -> int:
+    """How many partitions a shard whose soft limit on open files is ``files_max`` may
+    hold open."""
+    if files_max == resource.RLIM_INFINITY:
         return limits.PARTITIONS_PER_TOPIC_MAX * limits.TOPICS_MAX
-    return max(0, soft - limits.SEGMENT_FILES_OPEN_MAX - limits.SHARD_FILES_RESERVED)
+    return max(0, files_max - limits.SEGMENT_FILES_OPEN_MAX - limits.SHARD_FILES_RESERVED)
+
+
+def start_warning() -> str | None:
+    """What ``plinth serve`` says at start if the shards it starts on this machine
+    (they inherit its limits, and raise their soft limit to the hard one) will have
+    room for fewer than SHARD_PARTITIONS_ROOM_WARN_MIN partitions each; else None.
+    Any thread."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = _room_under(hard)
+    if room >= limits.SHARD_PARTITIONS_ROOM_WARN_MIN:
+        return None
+    return (f"the open-file limit here is {hard} (ulimit -Hn), so each shard will have room "
+            f"for {room} partitions ({limits.SEGMENT_FILES_OPEN_MAX} files are kept for "
+            f"rolled segments and {limits.SHARD_FILES_RESERVED} for sockets and the rest), "
+            f"fewer than {limits.SHARD_PARTITIONS_ROOM_WARN_MIN}: raise it where the broker "
+            f"starts (ulimit -n, LimitNOFILE= under systemd)")
 
 
 def check_room(shard_id: str, open_count: int, new_count: int) -> None:
@@ -59,4 +81,4 @@ def check_room(shard_id: str, open_count: int, new_count: int) -> None:
         f"limit of {soft} open files leaves room for {room} ({limits.SEGMENT_FILES_OPEN_MAX} "
         f"are kept for rolled segments and {limits.SHARD_FILES_RESERVED} for sockets and the "
         f"rest); raise the limit (ulimit -n, LimitNOFILE= under systemd) where the broker "
-        f"starts, or add shards (plinth shards add)")
+        f"starts" + (", or add shards (plinth shards add)" if room else ""))
