@@ -519,6 +519,8 @@ class ShardServer:
         state = part.open_state()
         if not from_manifest:   # the controller's open: it has heard of a loss now
             part.lost_at_restart = False
+            if self._tier is not None:   # its role is the controller's: list the store now
+                self._tier.opened(part)
         return state
 
     def _check_directory_owner(self, topic: str, partition: int, topic_id: str,

@@ -288,7 +288,7 @@ class RemoteLogManager:
     """One shard's uploads, local and remote retention of tiered partitions.
 
     Constructed, started and stopped on the actor's thread (ShardServer.start,
-    stop); ``run_timers``, ``uploads``, ``follows``, ``view_synced``,
+    stop); ``run_timers``, ``opened``, ``uploads``, ``follows``, ``view_synced``,
     ``wholly_remote``, ``request_resync``, ``enforce_local_retention``,
     ``enforce_follower_retention``, ``forget`` and ``stats`` on the loop thread;
     everything else runs on its uploader thread.
@@ -402,6 +402,18 @@ class RemoteLogManager:
                 self._consider_refresh(part, now_s)
             else:
                 self._follows.pop(part.key, None)
+
+    def opened(self, part: Partition) -> None:
+        """The controller opened ``part`` here (loop thread): list its store now if it
+        is tiered and uploaded or followed here, not at the next check. Until its view
+        is the store's, fetches below the local log and resets to the earliest offset
+        (listOffsets' requireListed) are told to retry: a topic just created was, for
+        up to REMOTE_UPLOAD_CHECK_INTERVAL_S."""
+        now_s = time.monotonic()
+        if self.uploads(part):
+            self._consider(part, now_s)
+        elif self.follows(part):
+            self._consider_refresh(part, now_s)
 
     def follows(self, part: Partition) -> bool:
         """Whether ``part`` is a tiered partition another shard leads (or none does now)

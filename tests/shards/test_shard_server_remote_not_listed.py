@@ -9,6 +9,8 @@ tests/shards/tier/test_remote_log_takeover.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from plinth import limits, protocol
@@ -18,6 +20,7 @@ from tests.moto_s3 import MotoS3
 from tests.shard_requests import list_offsets
 from tests.shards.tier.test_remote_log_manager import WAIT_S, running_shard, tiered
 from tests.shards.tier.test_remote_log_takeover import new_leader_with_the_store_down
+from tests.shards.tier.tiered_shard import TOPIC_ID
 from tests.support import wait_until
 
 
@@ -70,6 +73,23 @@ def test_a_new_leader_whose_remote_log_is_not_listed_refuses_an_exact_start_unti
         start = wait_until(lambda: _answered(lambda: list_offsets(
             server.address, "t", 0, require_listed=True)), timeout_s=WAIT_S)
         assert start.start_offset == rolled[0][0] == 0
+
+
+def test_a_tiered_partition_the_controller_opens_lists_its_store_without_waiting_for_a_check(
+        tmp_path, monkeypatch):
+    # Given a shard whose upload checks run only at its start (a long check interval)
+    monkeypatch.setattr(limits, "REMOTE_UPLOAD_CHECK_INTERVAL_S", 3600.0)
+    (tmp_path / "store").mkdir()
+    url = f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url) as server:
+        server.call(lambda: server._tier.run_timers(time.monotonic()))
+        # When the controller opens a tiered partition of a topic just created
+        server.call(lambda: server.open_partition("t", 0, tiered(), topic_id=TOPIC_ID))
+        # Then it lists the store at once: a reset to the earliest offset is answered
+        # without waiting for the next check (it was told to retry until then)
+        start = wait_until(lambda: _answered(lambda: list_offsets(
+            server.address, "t", 0, require_listed=True)), timeout_s=WAIT_S)
+        assert (start.start_offset, start.remote_not_listed) == (0, "")
 
 
 def _answered(ask):
