@@ -1171,6 +1171,14 @@ KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX = 128 * MiB
 # Kafka connections one listener keeps; beyond it a new one is closed at once
 # (Kafka's max.connections). Each holds a socket and at most its in-flight bytes.
 KAFKA_CONNECTIONS_MAX = 1000
+# The Kafka listener's listen backlog (connections the kernel holds until accepted:
+# asyncio's default), the connections it accepts per loop round at most, and how
+# long it stops accepting after an accept failed at a resource limit, EMFILE above
+# all (router/kafka/acceptor.py: asyncio's server logged thousands of tracebacks a
+# second there, and spun two cores).
+KAFKA_LISTEN_BACKLOG = 100
+KAFKA_ACCEPTS_PER_ROUND_MAX = 100
+KAFKA_ACCEPT_RETRY_MS = 1_000
 # A Kafka connection with nothing in flight that sends no whole request for this
 # long is closed (Kafka's connections.max.idle.ms, 10 minutes), so connections
 # left open, or trickling a frame a byte at a time, cannot hold the connection

@@ -66,14 +66,7 @@ class AcceptFailures:
         return sum(failures.values())
 
     def _warn(self, address: str, error: int) -> None:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self._log.warning(
-            address, "router: cannot accept new connections on %s: %s (errno %d, %s): the "
-            "process's open file limit RLIMIT_NOFILE is "
-            "%s (hard %s); new clients time out until files are freed. Raise it (ulimit -n, "
-            "or systemd's LimitNOFILE=) or run fewer clients per process",
-            address, os.strerror(error), error, errno.errorcode.get(error, "?"),
-            _limit(soft), _limit(hard))
+        warn_accept_failed(self._log, "router", address, error)
 
     def close(self) -> None:
         """Stop the monitor, then close it (before ``listener`` is closed). What it holds
@@ -87,6 +80,20 @@ class AcceptFailures:
                 break
         self._listener.disable_monitor()
         self.monitor.close(linger=0)
+
+
+def warn_accept_failed(log_limit: LogLimit, listener: str, address: str, error: int) -> None:
+    """The WARNING of ``listener`` ("router", "Kafka listener") failing to accept on
+    ``address`` with errno ``error``: at most one per address per ``log_limit``'s
+    interval. Any thread."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    log_limit.warning(
+        address, "%s: cannot accept new connections on %s: %s (errno %d, %s): the "
+        "process's open file limit RLIMIT_NOFILE is "
+        "%s (hard %s); new clients time out until files are freed. Raise it (ulimit -n, "
+        "or systemd's LimitNOFILE=) or run fewer clients per process",
+        listener, address, os.strerror(error), error, errno.errorcode.get(error, "?"),
+        _limit(soft), _limit(hard))
 
 
 def _limit(value: int) -> str:

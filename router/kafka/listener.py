@@ -3,6 +3,8 @@
 The router process starts it beside its ZeroMQ loop (``start`` returns the bound
 address; ``stop`` closes everything and joins). It frames, decodes (codec.py),
 calls the handler, encodes and writes; it knows nothing of what a request means.
+Its accepts are acceptor.py's, not asyncio's server's, which floods the log at
+the open-file limit.
 
 Frames. Each request and response on a Kafka connection is:
 
@@ -115,8 +117,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
+import socket
 import ssl
+from collections import deque
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -131,7 +134,7 @@ from plinth.limits import (
     KAFKA_REQUEST_BYTES_MAX,
     KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
 from plinth.log_limit import LogLimit
-from plinth.router.kafka import error_codes
+from plinth.router.kafka import acceptor, error_codes
 from plinth.router.kafka.error_counts import KafkaErrorCounts
 from plinth.router.kafka.codec import (
     API_VERSIONS_KEY, RequestHeader, decode_request, encode_response, supported_api_keys)
@@ -235,6 +238,7 @@ class KafkaListener:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
+        self._transports_in_making: set[asyncio.Task] = set()   # _connected's, until made
         self._waiting_for_login: set[_Connection] = set()
         # peer IP address -> how many of _waiting_for_login are from it; an address
         # has an entry only while it has one, so the table is bounded by the pool.
@@ -336,27 +340,40 @@ class KafkaListener:
         self._stopping = asyncio.Event()
         self.request_bytes = _BytesInFlight(self.request_bytes_in_flight_total_max)
         try:
-            loop = asyncio.get_running_loop()
-            server = await loop.create_server(
-                lambda: _StreamProtocol(self._accept, tls=self.ssl_context is not None),
-                self.host, self.port)
+            sock = acceptor.bind(self.host, self.port)
         except OSError as e:
             failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
                                             f"{e.strerror}"))
             return
-        self.address = server.sockets[0].getsockname()[:2]
+        accepts = acceptor.Acceptor(asyncio.get_running_loop(), sock, self._connected)
+        accepts.start()
+        self.address = sock.getsockname()[:2]
         logger.info("Kafka listener on %s:%s", *self.address)
         ready.set()
         idle_check = asyncio.create_task(self._close_idle_connections())
         await self._stopping.wait()
         idle_check.cancel()
-        server.close()
+        accepts.close()
         connections = list(self._connections)
         for connection in connections:
             connection.task.cancel()
         await asyncio.gather(*(c.task for c in connections), return_exceptions=True)
         await asyncio.sleep(0)                   # the aborted transports' close callbacks
-        await server.wait_closed()
+
+    def _connected(self, sock: socket.socket) -> None:
+        """An accepted connection (acceptor.py): its transport is made in a task, as
+        asyncio's server makes it, which ``_accept`` then serves. Listener thread."""
+        task = asyncio.get_running_loop().create_task(self._make_transport(sock))
+        self._transports_in_making.add(task)
+        task.add_done_callback(self._transports_in_making.discard)
+
+    async def _make_transport(self, sock: socket.socket) -> None:
+        protocol = _StreamProtocol(self._accept, tls=self.ssl_context is not None)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+        except OSError as exc:   # the peer gone already, or no file for the transport
+            logger.info("Kafka connection lost before it was served: %s", exc)
+            sock.close()
 
     async def _close_idle_connections(self) -> None:
         interval_s = min(self.connection_idle_s_max / 4, KAFKA_IDLE_CHECK_INTERVAL_MS_MAX / 1000)
