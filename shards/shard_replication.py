@@ -252,6 +252,12 @@ class ShardReplication:
             self.roles[key] = led
             self._group_commit.replicate(part, self._leader_durable,
                                          self._leaders.too_few_in_sync)
+            too_few = self._leaders.too_few_in_sync(part)
+            if too_few is not None:
+                # Their high watermark cannot move now: answered at the shrink, as Kafka's
+                # DelayedProduce is, not after ACKS_ALL_WAIT_MS_MAX (a follower whose disk
+                # is full made producers wait 20 s per try for the same answer).
+                self._group_commit.fail_acks_all(part, too_few)
             self._leaders.on_durable(part, time.monotonic())   # alone in sync: HW moves now
             return
         self._stop_leading(part, NotLeaderError(

@@ -334,6 +334,28 @@ def test_with_both_followers_stopped_acks_all_gets_not_enough_replicas(cluster, 
     assert produce(router, [b"one"], acks=1).error is None
 
 
+def test_an_acks_all_produce_waiting_when_the_in_sync_set_shrinks_too_far_is_answered_then(
+        cluster, monkeypatch):
+    # Given three replicas, min.insync.replicas=2, and an acks="all" wait far longer than
+    # the test waits for any reply
+    monkeypatch.setattr(limits, "ACKS_ALL_WAIT_MS_MAX", 600_000)
+    c = cluster(lag_time_max_ms=500)
+    router = c.router("s0")
+    assert produce(router, [b"before"]).error is None
+    # When both followers stop (or cannot append: a full disk) with a produce waiting
+    c.stop("s1")
+    c.stop("s2")
+    send_produce(router, [b"waiting"])
+    c.wait_for(lambda: c.replication("s0")["in_sync"] == ["s0"], "the in-sync set shrinks")
+    # Then the produce is answered NotEnoughReplicas as the set shrinks below the minimum,
+    # naming it, not once its wait ends (the high watermark cannot move until a follower
+    # is back; Kafka's DelayedProduce answers at the shrink too)
+    waiting = reply_of(router)
+    assert isinstance(waiting.error, NotEnoughReplicasError)
+    assert waiting.error.message == ("t-0: in-sync replicas ['s0'] are 1, fewer than "
+                                     "min.insync.replicas=2")
+
+
 def test_a_follower_retries_a_silent_leader_with_backoff_and_catches_up_at_its_new_address(
         cluster, monkeypatch):
     # Given s1 and s2 follow s0, which holds offset 0 in sync with them, and give up a
