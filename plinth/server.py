@@ -165,7 +165,7 @@ class ServeOptions:
     kafka_sasl_users: Path | None = None
     # The web console's HOST:PORT, started as a child process (None: no console).
     console_listen: str | None = None
-    # Free space a start needs on the data dir's file system (see _check_free_space).
+    # Free space a start needs on the data dir's file system (see check_free_space).
     data_dir_free_bytes_min: int = limits.DATA_DIR_FREE_BYTES_MIN
     # A shard refuses produces that would leave less free (shards/disk_reserve.py).
     produce_free_bytes_min: int = limits.PRODUCE_FREE_BYTES_MIN_DEFAULT
@@ -605,7 +605,7 @@ class Server:
         # Before the claim: a wrong --tier-url is refused without writing to its store.
         refuse_tiered_topics_without_their_store(metadata, tier.store if tier.enabled else None)
         check_writable(self.options.data_dir)
-        _check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
+        check_free_space(self.options.data_dir, self.options.data_dir_free_bytes_min)
         if not self.options.ray_address:   # the shards start here, under this one's limits
             files_warning = file_budget.start_warning()
             if files_warning is not None:
@@ -987,7 +987,7 @@ def _try_creating_in(data_dir: Path, directory: Path) -> None:
             f"{fix[0].upper()}{fix[1:]}") from None
 
 
-def _check_free_space(data_dir: Path, free_bytes_min: int) -> None:
+def check_free_space(data_dir: Path, free_bytes_min: int) -> None:
     """StorageError if the data dir's file system has less than ``free_bytes_min``
     free (--data-dir-free-bytes-min): Ray's session files (under the data dir) could
     not be written, and Ray then fails after a long wait with a traceback that names

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 from click.testing import CliRunner
 
+from plinth import limits
 from plinth.cli import main
 from plinth.control.metadata import BrokerMetadata, TopicMetadata
 from plinth.data_dir_lock import DataDirLock
@@ -166,6 +168,26 @@ def test_a_data_dir_on_a_read_only_file_system_is_checked_and_left_as_it_is(
     assert files_of(data_dir) == before
     assert ((data_dir / ".lock").read_text() if (data_dir / ".lock").exists()
             else None) == lock_text
+
+
+def test_a_data_dir_whose_disk_is_too_full_to_start_on_is_noted_but_not_damaged(read_only_fs):
+    # Given a clean data dir on a 4 MiB file system: less free than a start asks
+    # (tester T-fd ran the check after filling the disk, and was told all was well)
+    mount_point, _ = read_only_fs
+    data_dir, path = data_dir_with_a_log(mount_point / "data")
+    # When it is checked
+    result = check(data_dir)
+    # Then a note says a start is refused there, with the free bytes (less than the
+    # file system's 4 MiB: the check's lock file takes a block) and what a start asks;
+    # nothing is damaged, so the check exits 0
+    assert result.exit_code == 0, (result.output, result.stderr)
+    first, *rest = result.output.splitlines()
+    said = re.match(rf"note    plinth serve refuses to start here: --data-dir "
+                    rf"{re.escape(str(data_dir))}: its file system has (\d+) bytes free, under the "
+                    rf"{limits.DATA_DIR_FREE_BYTES_MIN} a start needs", first)
+    assert said is not None and 0 < int(said[1]) < 4 * 1024 * 1024, first
+    assert rest == [f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, record "
+                    f"batches valid: 20 ({path.stat().st_size:,} bytes); 0 damaged"]
 
 
 @pytest.fixture

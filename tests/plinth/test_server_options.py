@@ -297,7 +297,7 @@ def test_a_full_file_system_error_names_what_holds_no_record_and_how_to_start_an
     import shutil
     from collections import namedtuple
 
-    from plinth.server import _check_free_space
+    from plinth.server import check_free_space
 
     data_dir = tmp_path / "d"
     for session in ("session_2026-12-01_1", "session_2026-12-02_2"):
@@ -315,12 +315,12 @@ def test_a_full_file_system_error_names_what_holds_no_record_and_how_to_start_an
     # When a start checks it / Then the error names each, with its bytes (the newest Ray
     # session is not spare), and the way to start anyway
     with pytest.raises(StorageError) as err:
-        _check_free_space(data_dir, limits.DATA_DIR_FREE_BYTES_MIN)
+        check_free_space(data_dir, limits.DATA_DIR_FREE_BYTES_MIN)
     assert ("old Ray sessions (100 bytes), rotated logs (30 bytes), copies recovery cut "
             "(*.cut-*) (7 bytes), logs set aside (*-orphan) (5 bytes) hold no record; or "
             "start with a lower --data-dir-free-bytes-min") in str(err.value)
     # And a lower minimum lets the start go on
-    _check_free_space(data_dir, 4096)
+    check_free_space(data_dir, 4096)
 
 
 def test_the_free_space_minimum_is_an_option_of_serve(tmp_path, monkeypatch):
