@@ -83,8 +83,8 @@ class ListOffsetsRequest:
     # >= 0: also find the first record stamped at or after it; MAX_TIMESTAMP: the
     # one with the largest timestamp; NO_TIME_LOOKUP: start and end offsets only.
     timestamp_ms: int = -1
-    # The remote offsets (and so the start offset) must be the store's: unavailable
-    # while a tiered partition's remote log is not listed (PartitionRef.requireListed).
+    # The start offset must be the log start, remote included: unavailable while a
+    # tiered partition's remote log is not listed (PartitionRef.requireListed).
     require_listed: bool = False
     kind: ClassVar[str] = "listOffsets"
 
@@ -764,8 +764,8 @@ def encode_list_offsets(request_id: int, topic: str, partition: int,
                         timestamp_ms: int = NO_TIME_LOOKUP, require_listed: bool = False) -> bytes:
     """A partition's start and end offsets; with ``timestamp_ms`` (>= 0, or
     MAX_TIMESTAMP) also the first record stamped at or after it; with
-    ``require_listed``, unavailable rather than remote offsets (and a start offset)
-    that the store may undercut (PartitionRef.requireListed)."""
+    ``require_listed``, unavailable rather than a start offset that records in
+    object storage may undercut (PartitionRef.requireListed)."""
     if timestamp_ms < 0 and timestamp_ms not in (NO_TIME_LOOKUP, MAX_TIMESTAMP):
         raise ValueError(f"timestamp_ms={timestamp_ms} is negative: a time is ms since the "
                          f"epoch, 0 or more ({MAX_TIMESTAMP}: the largest timestamp)")

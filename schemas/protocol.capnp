@@ -350,12 +350,13 @@ struct PartitionRef {
   # MAX_TIMESTAMP), answered in PartitionInfo's foundOffset/foundTimestampMs.
   # -1 (the default, and what clients before it send): no look-up by time.
   timestampMs @2 :Int64 = -1;
-  # listOffsets only: the answer's remote offsets must be the store's, as a reset
-  # to the earliest offset (Kafka's -2: startOffset, remote included) or Kafka's
-  # latest tiered offset (-5) needs. A tiered partition whose shard has not
-  # listed object storage yet (PartitionInfo.remoteNotListed: a new leader, the
-  # store down) may hold records below the start it knows, and answers
-  # unavailable (retry) instead. False (older clients): answered as known.
+  # listOffsets only: the answer's startOffset must be the log start, remote
+  # included, as a reset to the earliest offset (Kafka's -2) needs. A tiered
+  # partition whose shard has not listed object storage yet
+  # (PartitionInfo.remoteNotListed: a new leader, the store down) may hold
+  # records below the start it knows, and answers unavailable (retry) instead,
+  # unless its local log starts at its floor. False (older clients): answered
+  # as known.
   requireListed @3 :Bool;
 }
 

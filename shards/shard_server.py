@@ -781,12 +781,14 @@ class ShardServer:
         """listOffsets: answered at once, or (a time whose record is in object storage)
         once the remote reader found it. With ``require_listed`` (a reset to the earliest
         offset) unavailable while a tiered partition's remote view may lack segments
-        the store holds: its start, and its remote end, may be another. Loop thread."""
+        the store holds below its local log: its log start may be another. A local
+        log that starts at the floor (0, or where deleteRecords raised it) has the
+        start whatever the store holds. Loop thread."""
         if request.require_listed:
             part = self._require(request.topic, request.partition)
-            self._require_listed(part, f"records before the log start offset "
-                                       f"{part.log_start_offset}, and after the remote end it "
-                                       f"knows, may be in object storage")
+            if part.log.start_offset > part.floor:
+                self._require_listed(part, f"records before the log start offset "
+                                           f"{part.log_start_offset} may be in object storage")
 
         def answer(info: protocol.PartitionInfo | BrokerError) -> None:
             if isinstance(info, BrokerError):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 
 from plinth import limits, protocol
+from plinth.errors import UnavailableError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
@@ -50,11 +51,6 @@ EARLIEST_LOCAL_TIMESTAMP = -4
 LATEST_TIERED_TIMESTAMP = -5
 _WITHOUT_TIME_LOOKUP = (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP,
                         LATEST_TIERED_TIMESTAMP)
-# Answered from object storage's offsets: while the shard has not listed the store
-# (a new leader, the store down) they are retriable NOT_LEADER_OR_FOLLOWER, as a
-# look-up by time is (listOffsets' requireListed). The earliest offset answered from
-# an incomplete view skipped the records below it in a consumer's reset.
-_NEEDING_REMOTE_LISTED = (EARLIEST_TIMESTAMP, LATEST_TIERED_TIMESTAMP)
 UNKNOWN_LEADER_EPOCH = -1
 
 
@@ -84,14 +80,20 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
 async def _list_one(gateway, topic: str, partition: int, timestamp: int,
                     answer: dict, timeout_ms: int) -> None:
     by_time = timestamp not in _WITHOUT_TIME_LOOKUP
-    require_listed = timestamp in _NEEDING_REMOTE_LISTED
+    # While the shard has not listed object storage (a new leader, the store down), the
+    # earliest and latest tiered offsets it knows may not be the store's: retriable
+    # NOT_LEADER_OR_FOLLOWER, as a look-up by time is. An earliest offset answered
+    # from an incomplete view skipped the records below it in a consumer's reset.
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_list_offsets(
-        rid, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP, require_listed),
-        timeout_ms=timeout_ms)
+        rid, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP,
+        require_listed=timestamp == EARLIEST_TIMESTAMP), timeout_ms=timeout_ms)
     if reply.error is not None:
         answer["error_code"] = kafka_code(reply.error)
         return
     info = reply.offsets
+    if timestamp == LATEST_TIERED_TIMESTAMP and info.remote_not_listed:
+        answer["error_code"] = kafka_code(UnavailableError(info.remote_not_listed))
+        return
     if by_time:
         answer["offset"], answer["timestamp"] = info.found_offset, info.found_timestamp_ms
     else:

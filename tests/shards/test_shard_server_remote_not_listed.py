@@ -62,8 +62,7 @@ def test_a_new_leader_whose_remote_log_is_not_listed_refuses_an_exact_start_unti
         # in the store
         with pytest.raises(UnavailableError, match=(
                 rf"remote log of t/0 is not listed yet; retry \(records before the log start "
-                rf"offset {rolled[3][0]}, and after the remote end it knows, may be in object "
-                rf"storage, on shard-tier")):
+                rf"offset {rolled[3][0]} may be in object storage, on shard-tier")):
             list_offsets(server.address, "t", 0, require_listed=True)
         # And a request that does not need the start exact is answered as the shard knows
         known = list_offsets(server.address, "t", 0)
@@ -73,6 +72,16 @@ def test_a_new_leader_whose_remote_log_is_not_listed_refuses_an_exact_start_unti
         start = wait_until(lambda: _answered(lambda: list_offsets(
             server.address, "t", 0, require_listed=True)), timeout_s=WAIT_S)
         assert start.start_offset == rolled[0][0] == 0
+
+
+def test_a_log_that_starts_at_its_floor_tells_its_exact_start_with_the_store_down(tmp_path):
+    # Given a new leader of t-0 whose local log still starts at 0, the store down
+    with new_leader_with_the_store_down(tmp_path, tiered(), "at-floor",
+                                        upload_errors=1) as (server, _, _, _):
+        # When a consumer resetting to the earliest offset asks for the start
+        info = list_offsets(server.address, "t", 0, require_listed=True)
+        # Then it is 0: nothing in the store can be before it, listed or not
+        assert (info.start_offset, info.remote_not_listed != "") == (0, True)
 
 
 def test_a_tiered_partition_the_controller_opens_lists_its_store_without_waiting_for_a_check(
@@ -85,11 +94,10 @@ def test_a_tiered_partition_the_controller_opens_lists_its_store_without_waiting
         server.call(lambda: server._tier.run_timers(time.monotonic()))
         # When the controller opens a tiered partition of a topic just created
         server.call(lambda: server.open_partition("t", 0, tiered(), topic_id=TOPIC_ID))
-        # Then it lists the store at once: a reset to the earliest offset is answered
-        # without waiting for the next check (it was told to retry until then)
-        start = wait_until(lambda: _answered(lambda: list_offsets(
-            server.address, "t", 0, require_listed=True)), timeout_s=WAIT_S)
-        assert (start.start_offset, start.remote_not_listed) == (0, "")
+        # Then it lists the store at once, without waiting for the next check (until it
+        # has, a reset to the earliest offset of a log past its floor is told to retry)
+        wait_until(lambda: list_offsets(server.address, "t", 0).remote_not_listed == "",
+                   timeout_s=WAIT_S)
 
 
 def _answered(ask):

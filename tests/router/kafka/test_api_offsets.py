@@ -32,6 +32,7 @@ class PlinthBackend(ShardLikeBackend):
         super().__init__()
         self._error = error
         self._tiered = tiered
+        self.remote_not_listed = ""
 
     def error_for(self, request):
         return self._error
@@ -43,7 +44,8 @@ class PlinthBackend(ShardLikeBackend):
                                       local_start_offset=20 if self._tiered else 5,
                                       remote_start_offset=remote[0], remote_end_offset=remote[1],
                                       found_offset=17 if found else -1,
-                                      found_timestamp_ms=1_000_017 if found else -1)
+                                      found_timestamp_ms=1_000_017 if found else -1,
+                                      remote_not_listed=self.remote_not_listed)
 
 
 def answers(backend, *timestamps: int) -> list[tuple[int, int, int]]:
@@ -59,16 +61,25 @@ def test_earliest_and_latest_are_the_start_and_end_offsets_without_a_time_look_u
     assert [r.timestamp_ms for r in backend.asked] == [-1, -1]
 
 
-def test_only_earliest_and_latest_tiered_need_the_shards_remote_log_listed():
+def test_only_the_earliest_offset_needs_the_shards_remote_log_listed():
     # Given a shard that answers every listOffsets
     backend = PlinthBackend(tiered=True)
     # When a Kafka client asks for earliest, latest, earliest local, latest tiered and a time
     answers(backend, -2, -1, -4, -5, 7)
-    # Then only the earliest and the latest tiered offsets ask that the shard has listed
-    # object storage (it answers unavailable, retriable, until then): the others need
-    # nothing from the store, or a time look-up needs it anyway
+    # Then only the earliest asks that the shard has listed object storage (it answers
+    # unavailable, retriable, until then): the others need no exact start
     assert [(r.timestamp_ms, r.require_listed) for r in backend.asked] == [
-        (-1, True), (-1, False), (-1, False), (-1, True), (7, False)]
+        (-1, True), (-1, False), (-1, False), (-1, False), (7, False)]
+
+
+def test_the_latest_tiered_offset_of_a_remote_log_not_listed_yet_is_retriable():
+    # Given a shard whose remote log is not listed yet, so its remote end may be behind
+    backend = PlinthBackend(tiered=True)
+    backend.remote_not_listed = "shard-0 has not listed object storage since it began ..."
+    # When a Kafka client asks for the latest tiered offset, and the latest
+    # Then the first is NOT_LEADER_OR_FOLLOWER (retried), the second is answered
+    assert answers(backend, -5, -1) == [(kafka.NOT_LEADER_OR_FOLLOWER, -1, -1),
+                                        (kafka.NONE, 50, -1)]
 
 
 def test_a_remote_log_not_listed_yet_is_retriable_not_leader_for_a_kafka_client():
