@@ -781,12 +781,13 @@ class ShardServer:
         """listOffsets: answered at once, or (a time whose record is in object storage)
         once the remote reader found it. With ``require_listed`` (a reset to the earliest
         offset) unavailable while a tiered partition's remote view may lack segments
-        the store holds below its local log: its log start may be another. A local
-        log that starts at the floor (0, or where deleteRecords raised it) has the
-        start whatever the store holds. Loop thread."""
+        the store holds below the start it knows: its log start may be lower. A
+        start known to be the floor (0, or where deleteRecords raised it: the local
+        log's, or its journal's remote segments') is exact whatever the store holds;
+        a stale view's start too low only costs a read that fails. Loop thread."""
         if request.require_listed:
             part = self._require(request.topic, request.partition)
-            if part.log.start_offset > part.floor:
+            if part.log_start_offset > part.floor:
                 self._require_listed(part, f"records before the log start offset "
                                            f"{part.log_start_offset} may be in object storage")
 
