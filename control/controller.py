@@ -460,6 +460,10 @@ class Controller:
         # Each shard's partitions that stayed on its refusing disk at its last move, as
         # last logged (logged again only when they change). At most one per shard.
         self._disk_staying_said: dict[str, list[str]] = {}
+        # When each shard last said its disk refused a write (monotonic s): for
+        # DISK_REFUSED_RECENT_S after, it takes no partition moved off another's disk.
+        # At most one per shard.
+        self._disk_refused_s: dict[str, float] = {}
         # The topics of the create running on the change thread, until their partitions
         # are open: their names are taken, and they count towards TOPICS_MAX. At most
         # CREATE_TOPICS_BATCH_MAX entries (one create runs at a time).
@@ -1348,8 +1352,10 @@ class Controller:
         nudge, at most one per DISK_REFUSED_NUDGE_INTERVAL_MS from each shard): hand
         the partitions it leads to in-sync replicas with room, on a query thread (it
         waits for the hand-overs), one move per shard at a time. Actor thread."""
-        if self._shutting_down or shard_id not in self._shards \
-                or shard_id in self._disk_moves_running or not self._leads_any(shard_id):
+        if self._shutting_down or shard_id not in self._shards:
+            return
+        self._disk_refused_s[shard_id] = self._monotonic_s()
+        if shard_id in self._disk_moves_running or not self._leads_any(shard_id):
             return
         self._disk_moves_running.add(shard_id)
         actor = _this_actor()
@@ -1403,8 +1409,11 @@ class Controller:
         """Who takes each partition ``shard_id`` leads (disk_moves.plan), each leader
         sent its record as a preferred election's are. Actor thread."""
         replicas = set(self._plan_disk_asks(shard_id)) - {shard_id}
+        now_s = self._monotonic_s()
+        refused_lately = {s for s, at_s in self._disk_refused_s.items()
+                          if now_s - at_s < limits.DISK_REFUSED_RECENT_S}
         decided = disk_moves.plan(self._metadata, shard_id, error, self._answering(replicas),
-                                  disks, self._repairing)
+                                  disks, self._repairing, refused_lately)
         if decided.staying and self._disk_staying_said.get(shard_id) != decided.staying:
             self._disk_staying_said[shard_id] = decided.staying   # said once while the same
             log.warning("%s's disk refuses writes (%s); %d partitions it leads stay on it: %s",

@@ -9,9 +9,10 @@ offline (KIP-112) and elects other in-sync replicas. Plinth's leader tells the
 controller at its first refused append (at most once per
 DISK_REFUSED_NUDGE_INTERVAL_MS), and the controller hands each replicated
 partition it leads to the first of its in-sync replicas (in the replicas'
-order, so the preferred one where it may) that answers, needs no repair, and
-whose disk has LEADER_MOVE_DISK_ROOM_BYTES_MIN free beyond its reserve, as the
-shards' stats say. The hand-over is the preferred election's
+order, so the preferred one where it may) that answers, needs no repair, whose
+disk has LEADER_MOVE_DISK_ROOM_BYTES_MIN free beyond its reserve, as the
+shards' stats say, and that has not said its own disk refused a write within
+DISK_REFUSED_RECENT_S (shards on one disk would pass partitions round). The hand-over is the preferred election's
 (leader_elections.py, "Hand-overs"): the new leader holds the whole log, so no
 acknowledged record is lost, acks=1 included.
 
@@ -59,11 +60,13 @@ def described(disk: dict[str, int]) -> str:
 
 
 def plan(metadata: BrokerMetadata, source: str, error: str, alive: Collection[str],
-         disks: dict[str, dict[str, int]],
-         repairing: dict[tuple[str, int], set[str]]) -> DiskMovePlan:
+         disks: dict[str, dict[str, int]], repairing: dict[tuple[str, int], set[str]],
+         refused_lately: Collection[str] = ()) -> DiskMovePlan:
     """A hand-over for each replicated partition ``source`` leads, to its first in-sync
-    replica that is ``alive``, not ``repairing`` and whose disk (``disks``, by shard)
-    has room; by topic then partition. ``error``: what ``source``'s disk refused."""
+    replica that is ``alive``, not ``repairing``, not ``refused_lately`` (its disk
+    refused a write within DISK_REFUSED_RECENT_S) and whose disk (``disks``, by
+    shard) has room; by topic then partition. ``error``: what ``source``'s disk
+    refused."""
     why = f"{source}'s disk refuses writes ({described(disks.get(source, {}))}: {error})"
     decided = DiskMovePlan()
     for name, topic in sorted(metadata.topics.items()):
@@ -72,29 +75,32 @@ def plan(metadata: BrokerMetadata, source: str, error: str, alive: Collection[st
                 continue
             cannot = set(repairing.get((name, partition), ())) | {source}
             to = next((r for r in record.in_sync if r not in cannot and r in alive
-                       and has_room(disks.get(r, {}))), "")
+                       and r not in refused_lately and has_room(disks.get(r, {}))), "")
             if to:
                 decided.hand_overs.append(HandOverAsk(PartitionId(name, partition), source,
                                                       to=to, leader_epoch=record.leader_epoch,
                                                       why=why))
             else:
-                decided.staying.append(_staying(name, partition, record, cannot, alive, disks))
+                decided.staying.append(_staying(name, partition, record, cannot, alive, disks,
+                                                refused_lately))
     return decided
 
 
 def _staying(name: str, partition: int, record, cannot: set[str], alive: Collection[str],
-             disks: dict[str, dict[str, int]]) -> str:
+             disks: dict[str, dict[str, int]], refused_lately: Collection[str]) -> str:
     others = [r for r in record.in_sync if r != record.leader]
     if not others:
         return f"{name}-{partition}: no other replica is in sync"
     return f"{name}-{partition}: no other in-sync replica may lead it: " + "; ".join(
-        f"{r} {_why_not(r, cannot, alive, disks)}" for r in others)
+        f"{r} {_why_not(r, cannot, alive, disks, refused_lately)}" for r in others)
 
 
 def _why_not(replica: str, cannot: set[str], alive: Collection[str],
-             disks: dict[str, dict[str, int]]) -> str:
+             disks: dict[str, dict[str, int]], refused_lately: Collection[str]) -> str:
     if replica in cannot:
         return "needs repair"
     if replica not in alive:
         return "does not answer"
+    if replica in refused_lately:
+        return f"refused a write itself within {limits.DISK_REFUSED_RECENT_S:g} s"
     return f"has too little room ({described(disks.get(replica, {}))})"

@@ -998,6 +998,10 @@ LEADER_IMBALANCE_PERCENT = 10
 # the room is what keeps the new leader from refusing the next batch at once.
 DISK_REFUSED_NUDGE_INTERVAL_MS = 1000
 LEADER_MOVE_DISK_ROOM_BYTES_MIN = 8 * MiB
+# A shard whose disk refused a write within DISK_REFUSED_RECENT_S takes no partition
+# moved off another's disk: shards that share one disk (or a batch bigger than the
+# room) would otherwise pass partitions round between them, each refusing in turn.
+DISK_REFUSED_RECENT_S = 60.0
 
 # --- Tiered storage (shards/tier/; issue 14) -----------------------------------
 # Every object-storage call is bounded: a request that has not answered within
@@ -1726,7 +1730,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("a leader whose disk refuses writes says so again soon after a move that did not "
          "finish, and a new leader must have room beyond its reserve",
          0 < DISK_REFUSED_NUDGE_INTERVAL_MS <= LEADER_HANDOVER_WAIT_MS
-         and LEADER_MOVE_DISK_ROOM_BYTES_MIN > 0),
+         and LEADER_MOVE_DISK_ROOM_BYTES_MIN > 0
+         and DISK_REFUSED_RECENT_S * 1000 > DISK_REFUSED_NUDGE_INTERVAL_MS),
         ("a follower's fetch of every partition fits a header, each at its longest topic name",
          REPLICA_FETCH_PARTITIONS_MAX * (TOPIC_NAME_BYTES_MAX + 1 + 6 * 8) <= HEADER_BYTES_MAX),
         ("an answer to a follower holds one partition's entries and fits a frame",

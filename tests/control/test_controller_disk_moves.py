@@ -145,3 +145,24 @@ def test_a_partition_no_in_sync_replica_with_room_may_take_stays_saying_why_once
     assert f"t-0: no other in-sync replica may lead it: {before.replicas[1]} has too little " \
            f"room (0 bytes free, reserve {RESERVE}); {before.replicas[2]} has too little " \
            f"room (0 bytes free, reserve {RESERVE})" in stays[0]
+
+
+def test_a_partition_moved_off_a_full_disk_is_not_moved_back_onto_it_by_the_next_move(
+        brokers):
+    # Given a partition moved off its first replica's full disk to its second
+    broker = brokers(3, **ON_ONE_NODE)
+    before = factor_3_topic_with_records(broker)
+    first, second, third = before.replicas
+    disk_of(broker, first, 0)
+    broker.controller.leader_disk_refused(*refused_and_told(broker, first))
+    assert record_now(broker).leader == second
+    # When the first's disk shows room again (another shard on its disk freed some) and
+    # the second's disk refuses writes
+    disk_of(broker, first, ROOMY)
+    disk_of(broker, second, 0)
+    broker.shards.announce_to.disk_refused_from.clear()
+    broker.controller.leader_disk_refused(*refused_and_told(broker, second))
+    # Then the third replica takes it, not the first, whose disk refused a write lately
+    after = record_now(broker)
+    assert (after.leader, after.leader_epoch) == (third, before.leader_epoch + 2)
+    assert broker.produce("t", 0, [b"r5"], acks=1) == 5

@@ -86,3 +86,19 @@ def test_a_disk_has_room_with_the_move_margin_beyond_its_reserve():
     assert not has_room({"free_bytes": RESERVE + margin - 1, "reserve_bytes": RESERVE})
     assert has_room({"free_bytes": margin, "reserve_bytes": 0})   # no reserve
     assert not has_room({})   # not known
+
+
+def test_a_replica_whose_own_disk_refused_a_write_lately_takes_nothing_so_none_ping_pongs():
+    # Given t-0 led by a, whose disk refuses; b said its own disk refused a write a
+    # moment ago (b and a may share a disk: b's free bytes say room for small batches)
+    metadata = metadata_with(record("abc", "a"))
+    disks = {"a": FULL, "b": ROOMY, "c": ROOMY}
+    # When a's disk refuses / Then c takes t-0, not b
+    [ask] = plan(metadata, "a", ERROR, {"b", "c"}, disks, {}, refused_lately={"b"}).hand_overs
+    assert ask.to == "c"
+    # And where c refused lately too, t-0 stays, saying so of each
+    decided = plan(metadata, "a", ERROR, {"b", "c"}, disks, {}, refused_lately={"b", "c"})
+    assert decided.hand_overs == []
+    recent = f"refused a write itself within {limits.DISK_REFUSED_RECENT_S:g} s"
+    assert decided.staying == [f"t-0: no other in-sync replica may lead it: b {recent}; "
+                               f"c {recent}"]
