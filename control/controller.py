@@ -454,8 +454,9 @@ class Controller:
         self._disk_moves_running: set[str] = set()
         # Partitions moved away from a leader whose disk refused writes: the auto leader
         # rebalance leaves them (their preferred leader's disk may still refuse), until a
-        # preferred election gives them back (control/disk_moves.py). At most one per
-        # replicated partition.
+        # preferred election gives them back (control/disk_moves.py); by topic id (a
+        # topic created again under the name is another). At most one per replicated
+        # partition: the rebalance forgets those of deleted topics.
         self._moved_for_disk: set[tuple[str, int]] = set()
         # Each shard's partitions that stayed on its refusing disk at its last move, as
         # last logged (logged again only when they change). At most one per shard.
@@ -1151,7 +1152,14 @@ class Controller:
 
     def _plan_rebalance(self) -> list[tuple[str, int]]:
         wanted = leader_elections.imbalanced(self._metadata, limits.LEADER_IMBALANCE_PERCENT)
-        return [pid for pid in wanted if pid not in self._moved_for_disk]
+        topic_ids = {name: topic.topic_id for name, topic in self._metadata.topics.items()}
+        self._moved_for_disk &= {(topic_ids[name], p) for name, p in self._leader_keys()}
+        return [(name, p) for name, p in wanted
+                if (topic_ids[name], p) not in self._moved_for_disk]
+
+    def _leader_keys(self) -> list[tuple[str, int]]:
+        return [(name, p) for name, topic in self._metadata.topics.items()
+                for p in topic.leadership]
 
     def _resend_records(self, alive: set[str]) -> None:
         """Push the peers' addresses again to each shard that missed them, reopen the
@@ -1299,14 +1307,15 @@ class Controller:
         refused writes (the rebalance leaves them), forgets those given back."""
         for pid, record in changes:
             ask = asks[pid]
+            mark = (self._metadata.topics[pid.topic].topic_id, pid.partition)
             if ask.why:   # WARNING: a disk to free
-                self._moved_for_disk.add((pid.topic, pid.partition))
+                self._moved_for_disk.add(mark)
                 log.warning("%s-%d: leader %s -> %s (leader epoch %d): %s; it is not moved "
                             "back until a preferred election (plinth topic elect-leaders) once "
                             "that disk has room", pid.topic, pid.partition, ask.leader,
                             record.leader, record.leader_epoch, ask.why)
             else:   # INFO: the healthy outcome an operator asked for
-                self._moved_for_disk.discard((pid.topic, pid.partition))
+                self._moved_for_disk.discard(mark)
                 log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
                          pid.topic, pid.partition, record.leader, record.leader_epoch)
 
