@@ -21,6 +21,10 @@ over first (shards/shard_replication.py, "Hand-overs"):
        replica leading (``leadership.elect_preferred``), saved and pushed; the
        others take writes again (``end_hand_over``).
 
+The controller's moves off a disk that refuses writes (disk_moves.py) hand over
+the same way, each ask naming another in-sync replica as ``to`` and why, and
+step 3 elects it (``leadership.elect_replica``).
+
 So the old leader, now a follower, holds nothing its new leader lacks and cuts
 nothing: no acknowledged record is lost, acks=1 included (Kafka's preferred
 election switches at once, and may lose acks=1 records the new leader lacks).

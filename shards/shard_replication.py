@@ -37,7 +37,9 @@ serves reads of the range with no leader. A shard also in the new set gets
 the new record and a role again.
 
 Hand-overs (``hand_over``). A preferred-leader election (the controller's
-elect_leaders) first asks the leader to hand the partition over: it refuses
+elect_leaders), or a move off a leader's disk that refuses writes (to another
+in-sync replica: control/disk_moves.py; ``append_refused`` tells the
+controller), first asks the leader to hand the partition over: it refuses
 produces (NotLeaderError, retriable) while its log end is made durable and the
 preferred replica fetches the rest; the controller asks again until that replica's
 last fetch offset reaches the log end, then gives the partition a new leader
