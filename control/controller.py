@@ -75,7 +75,7 @@ from plinth.actor_failures import died_in_constructor, killed_how
 from plinth.cluster_keys import ClusterKeys
 from plinth.counted import counted
 from plinth.data_dir_mode import make_data_dir
-from plinth.control import leader_elections
+from plinth.control import disk_moves, leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, StartReport,
@@ -449,6 +449,22 @@ class Controller:
         # their records. A shard announces itself once per start. At most one per shard.
         self._reopen_unsent: set[str] = set()
         self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
+        # Shards whose disk refused writes and whose partitions are being moved away
+        # (leader_disk_refused): one move at a time per shard. At most one per shard.
+        self._disk_moves_running: set[str] = set()
+        # Partitions moved away from a leader whose disk refused writes: the auto leader
+        # rebalance leaves them (their preferred leader's disk may still refuse), until a
+        # preferred election gives them back (control/disk_moves.py); by topic id (a
+        # topic created again under the name is another). At most one per replicated
+        # partition: the rebalance forgets those of deleted topics.
+        self._moved_for_disk: set[tuple[str, int]] = set()
+        # Each shard's partitions that stayed on its refusing disk at its last move, as
+        # last logged (logged again only when they change). At most one per shard.
+        self._disk_staying_said: dict[str, list[str]] = {}
+        # When each shard last said its disk refused a write (monotonic s): for
+        # DISK_REFUSED_RECENT_S after, it takes no partition moved off another's disk.
+        # At most one per shard.
+        self._disk_refused_s: dict[str, float] = {}
         # The topics of the create running on the change thread, until their partitions
         # are open: their names are taken, and they count towards TOPICS_MAX. At most
         # CREATE_TOPICS_BATCH_MAX entries (one create runs at a time).
@@ -1135,7 +1151,15 @@ class Controller:
         return results
 
     def _plan_rebalance(self) -> list[tuple[str, int]]:
-        return leader_elections.imbalanced(self._metadata, limits.LEADER_IMBALANCE_PERCENT)
+        wanted = leader_elections.imbalanced(self._metadata, limits.LEADER_IMBALANCE_PERCENT)
+        topic_ids = {name: topic.topic_id for name, topic in self._metadata.topics.items()}
+        self._moved_for_disk &= {(topic_ids[name], p) for name, p in self._leader_keys()}
+        return [(name, p) for name, p in wanted
+                if (topic_ids[name], p) not in self._moved_for_disk]
+
+    def _leader_keys(self) -> list[tuple[str, int]]:
+        return [(name, p) for name, topic in self._metadata.topics.items()
+                for p in topic.leadership]
 
     def _resend_records(self, alive: set[str]) -> None:
         """Push the peers' addresses again to each shard that missed them, reopen the
@@ -1259,8 +1283,8 @@ class Controller:
             record = topic.leadership.get(ask.pid.partition) if topic is not None else None
             if error is None:
                 before[ask.pid] = record
-                record = topic.leadership[ask.pid.partition] = leadership_rules.elect_preferred(
-                    record, controller_epoch=self._metadata.controller_epoch)
+                record = topic.leadership[ask.pid.partition] = leadership_rules.elect_replica(
+                    record, ask.to, controller_epoch=self._metadata.controller_epoch)
                 changes.append((ask.pid, record))
             else:
                 given_up.append(ask)
@@ -1273,16 +1297,32 @@ class Controller:
                 self._end_hand_overs(asks)
                 raise
             self._push_records(changes, set(self._shards.addresses))
-            for pid, record in changes:   # INFO: the healthy outcome an operator asked for
-                log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
-                         pid.topic, pid.partition, record.leader, record.leader_epoch)
+            self._log_hand_overs({a.pid: a for a in asks}, changes)
         self._end_hand_overs(given_up)
         return results
 
+    def _log_hand_overs(self, asks: dict[PartitionId, leader_elections.HandOverAsk],
+                        changes: list[tuple[PartitionId, Leadership]]) -> None:
+        """One line per partition handed over; remembers those moved for a disk that
+        refused writes (the rebalance leaves them), forgets those given back."""
+        for pid, record in changes:
+            ask = asks[pid]
+            mark = (self._metadata.topics[pid.topic].topic_id, pid.partition)
+            if ask.why:   # WARNING: a disk to free
+                self._moved_for_disk.add(mark)
+                log.warning("%s-%d: leader %s -> %s (leader epoch %d): %s; it is not moved "
+                            "back until a preferred election (plinth topic elect-leaders) once "
+                            "that disk has room", pid.topic, pid.partition, ask.leader,
+                            record.leader, record.leader_epoch, ask.why)
+            else:   # INFO: the healthy outcome an operator asked for
+                self._moved_for_disk.discard(mark)
+                log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
+                         pid.topic, pid.partition, record.leader, record.leader_epoch)
+
     def _changed_since(self, ask: leader_elections.HandOverAsk) -> BrokerError | None:
-        """Why the partition's preferred leader may not take it now that it was handed
-        over: its record changed meanwhile (a failover, an in-sync change), or it is
-        gone."""
+        """Why the replica the partition was handed to (its preferred leader, or one
+        with room: ``move_leaders_off``) may not take it now: its record changed
+        meanwhile (a failover, an in-sync change), or it is gone."""
         topic = self._metadata.topics.get(ask.pid.topic)
         record = topic.leadership.get(ask.pid.partition) if topic is not None else None
         if record is None:
@@ -1294,8 +1334,8 @@ class Controller:
                 f"{ask.pid.topic}-{ask.pid.partition} changed leader during its hand-over "
                 f"({record.leader or 'none'} in leader epoch {record.leader_epoch}); run the "
                 f"election again")
-        return leadership_rules.preferred_refusal(
-            record, set(record.replicas) - self._silent,
+        return leadership_rules.replica_refusal(
+            record, ask.to, set(record.replicas) - self._silent,
             needs_repair=self._repairing.get((ask.pid.topic, ask.pid.partition), ()),
             where=f"{ask.pid.topic}-{ask.pid.partition}")
 
@@ -1313,6 +1353,86 @@ class Controller:
                 log.warning("%s did not take back writes after a hand-over that did not "
                             "finish (%s); it does after %d ms", shard_id, outcome,
                             limits.LEADER_HANDOVER_FENCE_MS)
+
+    # --- Leaders whose disk refuses writes (control/disk_moves.py) ----------------------
+
+    def leader_disk_refused(self, shard_id: str, error: str) -> None:
+        """``shard_id``'s disk refused an append to a partition it leads (``error``; a
+        nudge, at most one per DISK_REFUSED_NUDGE_INTERVAL_MS from each shard): hand
+        the partitions it leads to in-sync replicas with room, on a query thread (it
+        waits for the hand-overs), one move per shard at a time. Actor thread."""
+        if self._shutting_down or shard_id not in self._shards:
+            return
+        self._disk_refused_s[shard_id] = self._monotonic_s()
+        if shard_id in self._disk_moves_running or not self._leads_any(shard_id):
+            return
+        self._disk_moves_running.add(shard_id)
+        actor = _this_actor()
+        if actor is None:   # in process (the unit tests): now
+            self.move_leaders_off(shard_id, error)
+        else:
+            actor.move_leaders_off.options(concurrency_group=QUERY_GROUP).remote(shard_id, error)
+
+    def _leads_any(self, shard_id: str) -> bool:
+        return any(record.leader == shard_id for topic in self._metadata.topics.values()
+                   for record in topic.leadership.values())
+
+    def move_leaders_off(self, shard_id: str, error: str) -> list[protocol.ElectionResult]:
+        """Hand each replicated partition ``shard_id`` leads to an in-sync replica whose
+        disk has room (control/disk_moves.py), as a preferred election hands over
+        (query thread). Returns one result per partition handed over or not."""
+        try:
+            asked = self._on_actor_thread(self._plan_disk_asks, shard_id)
+            answers = wait_all({s: handle.stats() for s, handle in asked.items()},
+                               limits.STATUS_CALL_TIMEOUT_S)
+            disks = {s: stats.get("disk", {}) for s, stats in answers.items()
+                     if isinstance(stats, dict)}
+            planned = self._on_actor_thread(self._plan_disk_moves, shard_id, error, disks)
+            handed = leader_elections.hand_over(planned.hand_overs, planned.handles) \
+                if planned.hand_overs else {}
+            finished = self._on_actor_thread(self._finish_elections, planned.hand_overs,
+                                             handed) if handed else []
+            for result in finished:
+                if result.error is not None:
+                    log.warning("%s's disk refuses writes, but %s-%d stays on it: %s", shard_id,
+                                result.topic, result.partition, result.error)
+            return finished
+        finally:
+            try:
+                self._on_actor_thread(self._disk_move_done, shard_id)
+            except BrokerError as exc:   # the next nudge cannot start a move then: say so
+                log.warning("%s: the end of its disk move was not recorded (%s); no other "
+                            "move starts for it", shard_id, exc)
+
+    def _plan_disk_asks(self, shard_id: str) -> dict[str, ShardHandle]:
+        """The shards whose disks a move from ``shard_id`` asks about: it and the
+        replicas of the partitions it leads, but the silent ones. Actor thread."""
+        replicas = {s for topic in self._metadata.topics.values()
+                    for record in topic.leadership.values() if record.leader == shard_id
+                    for s in record.replicas}
+        return {s: self._shards[s] for s in sorted(replicas)
+                if s in self._shards and s not in self._silent}
+
+    def _plan_disk_moves(self, shard_id: str, error: str, disks: dict[str, dict[str, int]]
+                         ) -> _ElectionPlan:
+        """Who takes each partition ``shard_id`` leads (disk_moves.plan), each leader
+        sent its record as a preferred election's are. Actor thread."""
+        replicas = set(self._plan_disk_asks(shard_id)) - {shard_id}
+        now_s = self._monotonic_s()
+        refused_lately = {s for s, at_s in self._disk_refused_s.items()
+                          if now_s - at_s < limits.DISK_REFUSED_RECENT_S}
+        decided = disk_moves.plan(self._metadata, shard_id, error, self._answering(replicas),
+                                  disks, self._repairing, refused_lately)
+        if decided.staying and self._disk_staying_said.get(shard_id) != decided.staying:
+            self._disk_staying_said[shard_id] = decided.staying   # said once while the same
+            log.warning("%s's disk refuses writes (%s); %d partitions it leads stay on it: %s",
+                        shard_id, error, len(decided.staying), " | ".join(decided.staying))
+        self._push_to_handing_leaders(decided.hand_overs)
+        return _ElectionPlan([], [], decided.hand_overs,
+                             {shard_id: self._shards[shard_id]} if decided.hand_overs else {})
+
+    def _disk_move_done(self, shard_id: str) -> None:
+        self._disk_moves_running.discard(shard_id)
 
     def _answering(self, shard_ids: set[str]) -> set[str]:
         """Those of ``shard_ids`` that may lead: alive by Ray, and not silent for

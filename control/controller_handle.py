@@ -266,6 +266,15 @@ class ControllerHandle:
         self._current_actor().shard_starting.options(
             concurrency_group=QUERY_GROUP).remote(shard_id, pid)
 
+    def leader_disk_refused(self, shard_id: str, error: str) -> None:
+        """``shard_id``'s disk refused an append to a partition it leads (a shard's
+        in-sync thread): a nudge, not waited for, to the controller that has the name
+        now. A nudge lost is sent again at the shard's next refusal."""
+        try:
+            self._current_actor().leader_disk_refused.remote(shard_id, error)
+        except ValueError:   # no controller by that name now (it restarts)
+            log.info("%s: no controller to tell its disk refuses writes", shard_id)
+
     def tiering_changed(self, shard_id: str) -> None:
         """On ``shard_id`` a sealed partition became wholly remote, or a re-sync the
         controller asked for listed the store (a shard's uploader thread): a nudge, not

@@ -21,6 +21,10 @@ over first (shards/shard_replication.py, "Hand-overs"):
        replica leading (``leadership.elect_preferred``), saved and pushed; the
        others take writes again (``end_hand_over``).
 
+The controller's moves off a disk that refuses writes (disk_moves.py) hand over
+the same way, each ask naming another in-sync replica as ``to`` and why, and
+step 3 elects it (``leadership.elect_replica``).
+
 So the old leader, now a follower, holds nothing its new leader lacks and cuts
 nothing: no acknowledged record is lost, acks=1 included (Kafka's preferred
 election switches at once, and may lose acks=1 records the new leader lacks).
@@ -55,14 +59,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HandOverAsk:
-    """A partition to hand over from ``leader`` to ``preferred``, planned in this leader
-    epoch (the finish compares it: a partition whose leader changed meanwhile is not
-    given to the preferred replica)."""
+    """A partition to hand over from ``leader`` to ``to`` (its preferred replica, or
+    for ``why`` another in-sync one: disk_moves.py), planned in this leader epoch (the
+    finish compares it: a partition whose leader changed meanwhile is not given to
+    ``to``)."""
 
     pid: PartitionId
     leader: str
-    preferred: str
+    to: str
     leader_epoch: int
+    why: str = ""   # "": a preferred election; else why it moves (for its log line)
+
+    @property
+    def to_named(self) -> str:
+        """``to`` as the errors name it."""
+        return f"its preferred leader {self.to}" if not self.why else f"its replica {self.to}"
 
 
 @dataclass
@@ -150,7 +161,8 @@ def _plan_preferred(decided: ElectionPlan, name: str, partition: int, record,
         decided.elect_now.append((name, partition))
     else:
         decided.hand_overs.append(HandOverAsk(PartitionId(name, partition), record.leader,
-                                              record.replicas[0], record.leader_epoch))
+                                              to=record.replicas[0],
+                                              leader_epoch=record.leader_epoch))
 
 
 def imbalanced(metadata: BrokerMetadata, percent_max: int) -> list[tuple[str, int]]:
@@ -173,8 +185,8 @@ def imbalanced(metadata: BrokerMetadata, percent_max: int) -> list[tuple[str, in
 def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
               clock_s: Callable[[], float] = time.monotonic,
               sleep_s: Callable[[float], None] = time.sleep) -> dict[PartitionId, BrokerError | None]:
-    """Ask each partition's leader to hand it over until its preferred replica holds the
-    whole log, for at most LEADER_HANDOVER_WAIT_MS (a query thread: it waits for the
+    """Ask each partition's leader to hand it over until the replica it goes to
+    (``ask.to``) holds the whole log, for at most LEADER_HANDOVER_WAIT_MS (a query thread: it waits for the
     shards, and the controller's elections go on meanwhile). Returns, per partition,
     None once handed over, else why not; a leader that does not answer is an error."""
     outcome: dict[PartitionId, BrokerError | None] = {}
@@ -195,17 +207,17 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
                 outcome[ask.pid] = None
                 del waiting[ask.pid]
             else:
-                last_seen[ask.pid] = (state.end_offset, ask.preferred)
+                last_seen[ask.pid] = (state.end_offset, ask.to_named)
         if waiting and clock_s() >= deadline_s:
             break
         if waiting:
-            sleep_s(limits.SEAL_POLL_INTERVAL_MS / 1000)   # the preferred replica fetches
+            sleep_s(limits.SEAL_POLL_INTERVAL_MS / 1000)   # the replica handed to fetches
     log.info("hand-overs of %d partitions: %d done in %.0f ms, %d rounds", len(asks),
              sum(1 for e in outcome.values() if e is None), (clock_s() - started_s) * 1000, rounds)
     for pid, ask in waiting.items():
-        end_offset, preferred = last_seen.get(pid, (-1, ask.preferred))
+        end_offset, named = last_seen.get(pid, (-1, ask.to_named))
         outcome[pid] = PreferredLeaderNotAvailableError(
-            f"{pid.topic}-{pid.partition}: its preferred leader {preferred} did not fetch up to "
+            f"{pid.topic}-{pid.partition}: {named} did not fetch up to "
             f"its leader {ask.leader}'s log end ({end_offset}) within "
             f"{limits.LEADER_HANDOVER_WAIT_MS} ms; {ask.leader} leads it and takes writes "
             f"again; run the election again")
@@ -215,7 +227,7 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
 def confirm(asks: list[HandOverAsk], handles: dict[str, ShardHandle]
             ) -> dict[PartitionId, BrokerError | None]:
     """Ask each leader once more, right before the new records are saved (the actor
-    thread, waiting at most LEADER_PING_TIMEOUT_S): the preferred replica still holds
+    thread, waiting at most LEADER_PING_TIMEOUT_S): the replica it goes to still holds
     the whole log, and the refusal of writes starts again from now, so it cannot run
     out between the last ask of ``hand_over`` and the new records, however long the
     actor thread took to get to them."""
@@ -226,7 +238,7 @@ def confirm(asks: list[HandOverAsk], handles: dict[str, ShardHandle]
                                                 else state.error, ask)
         elif not state.complete:
             outcome[ask.pid] = PreferredLeaderNotAvailableError(
-                f"{ask.pid.topic}-{ask.pid.partition}: its preferred leader {ask.preferred} no "
+                f"{ask.pid.topic}-{ask.pid.partition}: {ask.to_named} no "
                 f"longer holds its leader {ask.leader}'s whole log (its end is "
                 f"{state.end_offset}); run the election again")
         else:
@@ -242,7 +254,7 @@ def _ask_leaders(asks: list[HandOverAsk], handles: dict[str, ShardHandle],
     for ask in asks:
         by_leader.setdefault(ask.leader, []).append(ask)
     calls = wait_all({leader: handles[leader].hand_over([a.pid for a in its],
-                                                        [a.preferred for a in its])
+                                                        [a.to for a in its])
                       for leader, its in by_leader.items()}, timeout_s)
     states = {}
     for leader, its in by_leader.items():
@@ -257,4 +269,4 @@ def _as_broker_error(error: BaseException, ask: HandOverAsk) -> BrokerError:
         return error
     return PreferredLeaderNotAvailableError(
         f"{ask.pid.topic}-{ask.pid.partition}: its leader {ask.leader} did not hand it over to "
-        f"{ask.preferred}: {type(error).__name__}: {error}")
+        f"{ask.to}: {type(error).__name__}: {error}")

@@ -17,6 +17,8 @@ leader). They do no I/O; the controller's thread calls them (any thread may).
 - ``preferred_refusal`` and ``elect_preferred``: a preferred-leader election
   (electLeaders): whether the first replica may lead now, and the record where
   it does, once its leader has handed the partition over (it holds the whole log).
+  ``replica_refusal`` and ``elect_replica`` do the same for any replica: a leader
+  whose disk refuses writes hands over to another in-sync one (disk_moves.py).
 - ``mark_needs_repair``: a replica came back without all it held: out of the
   in-sync and eligible sets at once.
 
@@ -145,29 +147,44 @@ def preferred_refusal(current: Leadership, alive: Collection[str], *,
     or None: ElectionNotNeededError where it leads already,
     PreferredLeaderNotAvailableError where it does not answer, needs repair, or is
     not in sync (it may lack acknowledged records). ``where`` names the partition."""
-    preferred = current.replicas[0]
-    if current.leader == preferred:
-        return ElectionNotNeededError(f"{where}: its preferred leader {preferred} leads it "
+    return replica_refusal(current, current.replicas[0], alive, needs_repair=needs_repair,
+                           where=where)
+
+
+def replica_refusal(current: Leadership, replica: str, alive: Collection[str], *,
+                    needs_repair: Collection[str] = (), where: str = "the partition"
+                    ) -> BrokerError | None:
+    """Why ``replica`` may not be elected leader of ``current`` now, or None, as
+    ``preferred_refusal`` says for the preferred one (named so in the errors)."""
+    named = "its preferred leader" if replica == current.replicas[0] else "its replica"
+    if current.leader == replica:
+        return ElectionNotNeededError(f"{where}: {named} {replica} leads it "
                                       f"already (leader epoch {current.leader_epoch})")
-    reason = ("does not answer" if preferred not in alive
-              else "needs repair" if preferred in needs_repair
+    reason = ("is not one of its replicas" if replica not in current.replicas
+              else "does not answer" if replica not in alive
+              else "needs repair" if replica in needs_repair
               else f"is not in sync (in sync: {', '.join(current.in_sync) or 'none'})"
-              if preferred not in current.in_sync else "")
+              if replica not in current.in_sync else "")
     if reason:
-        return PreferredLeaderNotAvailableError(f"{where}: its preferred leader {preferred} "
+        return PreferredLeaderNotAvailableError(f"{where}: {named} {replica} "
                                                 f"{reason}; {current.leader or 'none'} leads it")
     return None
 
 
 def elect_preferred(current: Leadership, *, controller_epoch: int | None = None) -> Leadership:
-    """The record where ``current``'s preferred leader leads, in a new leader epoch, the
-    in-sync set unchanged. The caller checked ``preferred_refusal`` and, where a
-    leader was alive, that it handed the partition over (the preferred replica holds
-    its whole log, so the old leader, now a follower, cuts nothing)."""
-    preferred = current.replicas[0]
-    assert preferred in current.in_sync and preferred != current.leader, \
-        f"elect_preferred: {preferred} cannot take {current}"
-    return _changed(current, controller_epoch, leader=preferred, bump_leader=True)
+    """The record where ``current``'s preferred leader leads (``elect_replica``)."""
+    return elect_replica(current, current.replicas[0], controller_epoch=controller_epoch)
+
+
+def elect_replica(current: Leadership, replica: str, *,
+                  controller_epoch: int | None = None) -> Leadership:
+    """The record where ``replica`` leads, in a new leader epoch, the in-sync set
+    unchanged. The caller checked ``replica_refusal`` and, where a leader was alive,
+    that it handed the partition over (``replica`` holds its whole log, so the old
+    leader, now a follower, cuts nothing)."""
+    assert replica in current.in_sync and replica != current.leader, \
+        f"elect_replica: {replica} cannot take {current}"
+    return _changed(current, controller_epoch, leader=replica, bump_leader=True)
 
 
 def mark_needs_repair(current: Leadership, replica_id: str, *,

@@ -994,6 +994,19 @@ LEADER_HANDOVER_FENCE_MS = 2 * LEADER_HANDOVER_WAIT_MS
 # percentage) of some shard's preferred partitions are led elsewhere.
 LEADER_REBALANCE_INTERVAL_S = 300.0
 LEADER_IMBALANCE_PERCENT = 10
+# A leader whose disk refuses an append (a full disk: StorageError, or its reserve:
+# DiskReserveRefusedError) tells the controller (``leader_disk_refused``), at most
+# once per DISK_REFUSED_NUDGE_INTERVAL_MS per shard: producers retry every few
+# milliseconds, and the controller needs one word. The controller hands each
+# partition it leads to an in-sync replica whose disk has at least
+# LEADER_MOVE_DISK_ROOM_BYTES_MIN free beyond its reserve (control/disk_moves.py);
+# the room is what keeps the new leader from refusing the next batch at once.
+DISK_REFUSED_NUDGE_INTERVAL_MS = 1000
+LEADER_MOVE_DISK_ROOM_BYTES_MIN = 8 * MiB
+# A shard whose disk refused a write within DISK_REFUSED_RECENT_S takes no partition
+# moved off another's disk: shards that share one disk (or a batch bigger than the
+# room) would otherwise pass partitions round between them, each refusing in turn.
+DISK_REFUSED_RECENT_S = 60.0
 
 # --- Tiered storage (shards/tier/; issue 14) -----------------------------------
 # Every object-storage call is bounded: a request that has not answered within
@@ -1727,6 +1740,11 @@ def _relations() -> list[tuple[str, bool]]:
          and LEADER_HANDOVER_WAIT_MS / 1000 < CONTROL_CALL_TIMEOUT_S),
         ("a rebalance check's imbalance is a share", 0 <= LEADER_IMBALANCE_PERCENT <= 100
          and LEADER_REBALANCE_INTERVAL_S > 0),
+        ("a leader whose disk refuses writes says so again soon after a move that did not "
+         "finish, and a new leader must have room beyond its reserve",
+         0 < DISK_REFUSED_NUDGE_INTERVAL_MS <= LEADER_HANDOVER_WAIT_MS
+         and LEADER_MOVE_DISK_ROOM_BYTES_MIN > 0
+         and DISK_REFUSED_RECENT_S * 1000 > DISK_REFUSED_NUDGE_INTERVAL_MS),
         ("a follower's fetch of every partition fits a header, each at its longest topic name",
          REPLICA_FETCH_PARTITIONS_MAX * (TOPIC_NAME_BYTES_MAX + 1 + 6 * 8) <= HEADER_BYTES_MAX),
         ("an answer to a follower holds one partition's entries and fits a frame",

@@ -292,6 +292,13 @@ class ControllerAnnouncements(Protocol):
         raises FencedLeaderEpochError if either epoch is stale."""
         ...
 
+    def leader_disk_refused(self, shard_id: str, error: str) -> None:
+        """A one-way nudge, sent without waiting: ``shard_id``'s disk refused an append
+        to a partition it leads (``error``, the refusal's message). The controller
+        hands the partitions it leads to in-sync replicas with room (a lost nudge is
+        sent again at the next refusal after DISK_REFUSED_NUDGE_INTERVAL_MS)."""
+        ...
+
     def tiering_changed(self, shard_id: str) -> None:
         """A one-way nudge, sent without waiting: on ``shard_id`` a sealed partition
         became wholly remote, or a re-sync the controller asked for (covers_remote)

@@ -2,8 +2,9 @@
 controller's leadership records say (Kafka's ISR; the protocol is shards/replication.py).
 
 Runs in a shard actor, on its loop thread (shard_server.py), every method but
-``_ask_in_sync``, which runs on the in-sync thread. A partition opened with no
-record has one copy, here, and never appears here. One with a record is
+``_ask_in_sync`` and ``_tell_disk_refused``, which run on the in-sync thread. A
+partition opened with no record has one copy, here, and never appears here. One
+with a record is
 
 - led here (replica_server.py: it serves the followers' fetches, its high
   watermark moves as the in-sync replicas hold the log, acks="all" produces
@@ -36,7 +37,9 @@ serves reads of the range with no leader. A shard also in the new set gets
 the new record and a role again.
 
 Hand-overs (``hand_over``). A preferred-leader election (the controller's
-elect_leaders) first asks the leader to hand the partition over: it refuses
+elect_leaders), or a move off a leader's disk that refuses writes (to another
+in-sync replica: control/disk_moves.py; ``append_refused`` tells the
+controller), first asks the leader to hand the partition over: it refuses
 produces (NotLeaderError, retriable) while its log end is made durable and the
 preferred replica fetches the rest; the controller asks again until that replica's
 last fetch offset reaches the log end, then gives the partition a new leader
@@ -68,7 +71,7 @@ import zmq
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.errors import (BrokerError, NotLeaderError, PreferredLeaderNotAvailableError,
-                           TooManyRequestsError)
+                           StorageError, TooManyRequestsError)
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.partition import Partition
@@ -132,6 +135,7 @@ class ShardReplication:
         self._next_lag_check_s = 0.0
         # Partitions handed over: (to whom, in which leader epoch, refused until when).
         self._handing_over: dict[Key, HandOver] = {}
+        self._disk_nudge_next_s = 0.0   # the controller is told of a refusing disk from then
 
     def start(self, context: zmq.Context, poller: zmq.Poller,
               cluster_keys: ClusterKeys | None) -> None:
@@ -437,6 +441,26 @@ class ShardReplication:
         else:
             log.warning("%s: the controller refused in-sync %s for %s-%d: %s", self.shard_id,
                         list(in_sync), pid.topic, pid.partition, answer)
+
+    # --- A disk that refuses writes (control/disk_moves.py) ------------------------------
+
+    def append_refused(self, part: Partition, error: StorageError, now_s: float) -> None:
+        """The disk refused an append to ``part``, led here (``error``): tell the
+        controller, which hands what this shard leads to in-sync replicas with room; at
+        most once per DISK_REFUSED_NUDGE_INTERVAL_MS (producers retry every few ms),
+        from the in-sync thread, so that the loop never waits for the controller."""
+        if self._controller is None or now_s < self._disk_nudge_next_s:
+            return
+        self._disk_nudge_next_s = now_s + limits.DISK_REFUSED_NUDGE_INTERVAL_MS / 1000
+        self._in_sync_pool.submit(self._tell_disk_refused, f"{part.name}: {error}")
+
+    def _tell_disk_refused(self, error: str) -> None:
+        """The in-sync thread: one nudge, not waited for."""
+        try:
+            self._controller.leader_disk_refused(self.shard_id, error)
+        except Exception as exc:   # the controller is away: the next refusal tells it again
+            log.warning("%s: could not tell the controller its disk refuses writes: %s: %s",
+                        self.shard_id, type(exc).__name__, exc)
 
     # --- Stats ------------------------------------------------------------------------------
 

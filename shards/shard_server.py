@@ -1343,8 +1343,14 @@ class ShardServer:
                                            producer_epoch=summary.producer_epoch)
         if base_offset is None:
             leader_epoch = NO_EPOCH if led is None else led.leader_epoch
-            self.disk_reserve.check(len(batch))   # a retry stored already is answered above
-            base_offset = part.append(batch, summary, now_ms, leader_epoch, request.batch_format)
+            try:
+                self.disk_reserve.check(len(batch))   # a retry stored already is answered above
+                base_offset = part.append(batch, summary, now_ms, leader_epoch,
+                                          request.batch_format)
+            except StorageError as exc:   # a full disk: the controller may move the leader
+                if led is not None:
+                    self._replication.append_refused(part, exc, time.monotonic())
+                raise
             self.disk_reserve.appended(len(batch))
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)

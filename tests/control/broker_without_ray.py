@@ -53,20 +53,24 @@ class Broker:
 
 
 class _Announcements:
-    """The shards' announcements, to the controller, but for ``tiering_changed``: a shard's
-    uploader thread sends it, and in process the controller would run it on that thread
+    """The shards' announcements, to the controller, but for ``tiering_changed`` and
+    ``leader_disk_refused``: a shard's uploader (in-sync) thread sends it, and in process the controller would run it on that thread
     beside the test's calls (under Ray, its actor runs one call at a time). Those are
     counted; the tests' status calls do what a nudge would."""
 
     def __init__(self, controller: Controller):
         self._controller = controller
         self.tiering_changed_from: list[str] = []
+        self.disk_refused_from: list[tuple[str, str]] = []
 
     def __getattr__(self, name: str):
         return getattr(self._controller, name)
 
     def tiering_changed(self, shard_id: str) -> None:
         self.tiering_changed_from.append(shard_id)
+
+    def leader_disk_refused(self, shard_id: str, error: str) -> None:
+        self.disk_refused_from.append((shard_id, error))   # sent from the in-sync thread
 
 
 def topic_that_moves(partitions: int, before: list[str], after: list[str],

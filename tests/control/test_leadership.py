@@ -5,7 +5,8 @@ import re
 import pytest
 
 from plinth.control.leadership import (alter_in_sync, elect_leader, elect_preferred,
-                                      initial_leadership, mark_needs_repair, preferred_refusal)
+                                      elect_replica, initial_leadership, mark_needs_repair,
+                                      preferred_refusal, replica_refusal)
 from plinth.errors import (ElectionNotNeededError, FencedLeaderEpochError, NotLeaderError,
                            PreferredLeaderNotAvailableError)
 from plinth.shards.shard_handle import Leadership
@@ -203,3 +204,34 @@ def test_a_preferred_leader_that_may_not_lead_now_is_refused_saying_why(moved, a
 def test_electing_a_preferred_leader_out_of_sync_is_a_programmer_error():
     with pytest.raises(AssertionError, match="cannot take"):
         elect_preferred(record(leader="b", in_sync=("b", "c")))
+
+
+# --- replica_refusal and elect_replica: a leader whose disk refuses writes hands over ----
+
+def test_any_in_sync_replica_takes_the_lead_in_a_new_epoch_with_the_same_in_sync_set():
+    # Given a partition led by its preferred leader a, b and c in sync
+    led = record(leader="a")
+    # When c may take it and takes it / Then c leads in a new leader epoch, nothing else
+    # changes
+    assert replica_refusal(led, "c", alive=ALL, where="t-0") is None
+    after = elect_replica(led, "c")
+    assert (after.leader, after.leader_epoch, after.partition_epoch) == ("c", 4, 8)
+    assert (after.in_sync, after.eligible) == (led.in_sync, led.eligible)
+
+
+@pytest.mark.parametrize("led,replica,alive,repairing,error,reason", [
+    (record(leader="c"), "c", ALL, (), ElectionNotNeededError, "its replica c leads it already"),
+    (record(leader="a"), "c", ("a", "b"), (), PreferredLeaderNotAvailableError,
+     "its replica c does not answer"),
+    (record(leader="a"), "c", ALL, ("c",), PreferredLeaderNotAvailableError,
+     "its replica c needs repair"),
+    (record(leader="a", in_sync=("a", "b")), "c", ALL, (), PreferredLeaderNotAvailableError,
+     "its replica c is not in sync .in sync: a, b."),
+    (record(leader="a"), "d", ALL + ("d",), (), PreferredLeaderNotAvailableError,
+     "its replica d is not one of its replicas"),
+])
+def test_a_replica_that_may_not_lead_now_is_refused_saying_why(led, replica, alive, repairing,
+                                                             error, reason):
+    refusal = replica_refusal(led, replica, alive, needs_repair=repairing, where="t-0")
+    assert isinstance(refusal, error)
+    assert re.search(f"t-0: {reason}", str(refusal))
