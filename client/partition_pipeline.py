@@ -68,14 +68,15 @@ from typing import Callable
 
 from plinth import limits
 from plinth.client.accumulator import OpenBatch
-from plinth.errors import (DiskReserveRefusedError, OutOfOrderSequenceError, PlinthTimeoutError,
-                           TooManyProducersError)
+from plinth.errors import (DiskReserveRefusedError, NotEnoughReplicasBeforeWriteError,
+                           OutOfOrderSequenceError, PlinthTimeoutError, TooManyProducersError)
 from plinth.format.record_batch import SEQUENCE_MODULUS
 
 # Errors a shard answers after checking a batch and before storing it: such an
 # attempt stored nothing. Any other error may come after the batch was stored (a
 # StorageError other than the disk reserve's refusal: a write or an fsync failed).
-NOT_STORED_ERRORS = (OutOfOrderSequenceError, TooManyProducersError, DiskReserveRefusedError)
+NOT_STORED_ERRORS = (OutOfOrderSequenceError, TooManyProducersError, DiskReserveRefusedError,
+                     NotEnoughReplicasBeforeWriteError)
 
 BATCHES_IN_FLIGHT_MAX = limits.PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX
 

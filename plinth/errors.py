@@ -55,7 +55,10 @@ the environment causes and is expected, handled and reported.
     │   ├── GroupMaxSizeReachedError groupMaxSizeReached
     │   ├── TooManyGroupsError      tooManyGroups
     │   ├── TooManyProducersError   tooManyProducers
-    │   ├── NotEnoughReplicasError  notEnoughReplicas
+    │   ├── NotEnoughReplicasError  notEnoughReplicas: appended, the in-sync set then
+    │   │   │                       too small to hold it (Kafka's ..._AFTER_APPEND)
+    │   │   └── NotEnoughReplicasBeforeWriteError notEnoughReplicas, refused before
+    │   │                           anything was written: nothing stored
     │   ├── NotLeaderError          notLeader
     │   ├── FencedLeaderEpochError  fencedLeaderEpoch
     │   ├── InvalidReplicationFactorError invalidReplicationFactor
@@ -390,6 +393,16 @@ class NotEnoughReplicasError(BrokerError):
     code_name = "notEnoughReplicas"
 
 
+class NotEnoughReplicasBeforeWriteError(NotEnoughReplicasError):
+    """An acks="all" produce refused before it was appended: the in-sync set was
+    already smaller than min.insync.replicas. Nothing of it was written, where a
+    NotEnoughReplicasError answering a produce that waited was appended first (Kafka's
+    NOT_ENOUGH_REPLICAS and NOT_ENOUGH_REPLICAS_AFTER_APPEND). Its wire code is
+    notEnoughReplicas (a client before it reads it as one), with Error.beforeWrite set."""
+
+    before_write = True
+
+
 class NotLeaderError(BrokerError):
     """The shard does not lead the partition (any more): the router refreshes its
     routing table and the client retries."""
@@ -601,7 +614,7 @@ TRANSIENT_ERRORS: tuple[type[BrokerError], ...] = (
 # The class for a wire code whose Error says beforeWrite (a code not here: its usual
 # class, the flag ignored).
 BEFORE_WRITE_ERRORS: dict[str, type[BrokerError]] = {
-    cls.code_name: cls for cls in (DiskReserveRefusedError,)
+    cls.code_name: cls for cls in (DiskReserveRefusedError, NotEnoughReplicasBeforeWriteError)
 }
 
 

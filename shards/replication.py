@@ -32,7 +32,7 @@ INVARIANTS (each checked where it is established; an AssertionError names its nu
     the in-sync set while it was that small holds every acknowledged record.
  6. An acks="all" batch is acknowledged only when the HW passes its last offset
     (the shard compares with ``high_watermark``); it is refused at once
-    (NotEnoughReplicasError) while the committed in-sync set is smaller than
+    (NotEnoughReplicasBeforeWriteError) while the committed in-sync set is smaller than
     min.insync.replicas.
  7. A follower's fetch offset counts toward the HW only when its fetch did not
     diverge: its log then matches the leader's below that offset (the epoch
@@ -68,7 +68,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plinth.errors import FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderError
+from plinth.errors import FencedLeaderEpochError, NotEnoughReplicasBeforeWriteError, NotLeaderError
 from plinth.limits import IN_SYNC_CHANGE_RETRY_MS
 from plinth.shards.leader_epochs import NO_EPOCH, NO_OFFSET, EpochEntry, LeaderEpochs
 from plinth.shards.shard_calls import Leadership
@@ -304,14 +304,14 @@ class LeaderReplication:
 
     def check_acks_all(self) -> None:
         """Refuses an acks="all" produce at once (rule 6): NotLeaderError if this
-        shard no longer leads, NotEnoughReplicasError if the committed in-sync set
+        shard no longer leads, NotEnoughReplicasBeforeWriteError if the committed in-sync set
         is smaller than min.insync.replicas."""
         if not self.leading:
             raise NotLeaderError(f"{self.name}: {self.leader_id} no longer leads "
                                  f"(its leader epoch {self.leader_epoch} was replaced)")
         in_sync = self.leadership.in_sync
         if len(in_sync) < self.min_insync:
-            raise NotEnoughReplicasError(
+            raise NotEnoughReplicasBeforeWriteError(
                 f"{self.name}: {len(in_sync)} in-sync replicas {list(in_sync)}, fewer than "
                 f"min.insync.replicas {self.min_insync}")
 

@@ -45,7 +45,7 @@ import struct
 
 from plinth import limits, protocol
 from plinth.counted import counted
-from plinth.errors import TooManyRequestsError
+from plinth.errors import NotEnoughReplicasError, TooManyRequestsError
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
@@ -122,9 +122,14 @@ def _produce_code(error: BaseException | None) -> int:
     a shard's budgets: nothing was appended) is NOT_ENOUGH_REPLICAS, which every
     client retries as not persisted, where the code other APIs get for it,
     THROTTLING_QUOTA_EXCEEDED, fails a librdkafka produce for good (its
-    rd_kafka_err_action treats unlisted codes as permanent)."""
+    rd_kafka_err_action treats unlisted codes as permanent). notEnoughReplicas
+    answering a batch that was appended (it waited, and the in-sync set shrank) is
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka's: possibly persisted, where
+    NOT_ENOUGH_REPLICAS tells the client that nothing was."""
     if isinstance(error, TooManyRequestsError):
         return kafka.NOT_ENOUGH_REPLICAS
+    if isinstance(error, NotEnoughReplicasError) and not error.before_write:
+        return kafka.NOT_ENOUGH_REPLICAS_AFTER_APPEND
     return kafka_code(error)
 
 

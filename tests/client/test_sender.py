@@ -19,7 +19,8 @@ from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.partition_counts import PartitionCounts
 from plinth.client.sender import Sender
-from plinth.errors import (ClosedError, DiskReserveRefusedError, NotLeaderError,
+from plinth.errors import (ClosedError, DiskReserveRefusedError, NotEnoughReplicasBeforeWriteError,
+                           NotLeaderError,
                            OutOfOrderSequenceError, PartitionOutOfRangeError, PlinthTimeoutError,
                            RecordTooLargeError, StorageError, UnavailableError)
 from plinth.format.kafka_batch import summarize_kafka_batch
@@ -883,12 +884,17 @@ RESERVE_REFUSAL = "/data/shards/shard-0's file system has 100 bytes free: below 
 FAILED_WRITE = "cannot append to /data/shards/shard-0/t-0/00000000000000000000.log: EIO"
 
 
+NOT_ENOUGH_REPLICAS = "t-0: 1 in-sync replicas ['s0'], fewer than min.insync.replicas 2"
+
+
 @pytest.mark.parametrize("idempotent", [True, False])
-def test_a_batch_the_disk_reserve_refused_at_every_attempt_fails_saying_it_was_not_stored(
-        broker, make_sender, idempotent):
-    # Given a shard whose disk reserve refuses every produce (checked before the append,
-    # so answered storageError with beforeWrite set)
-    broker.faults.extend([DiskReserveRefusedError(RESERVE_REFUSAL)] * 1000)
+@pytest.mark.parametrize("refusal", [DiskReserveRefusedError(RESERVE_REFUSAL),
+                                     NotEnoughReplicasBeforeWriteError(NOT_ENOUGH_REPLICAS)])
+def test_a_batch_refused_before_the_append_at_every_attempt_fails_saying_it_was_not_stored(
+        broker, make_sender, idempotent, refusal):
+    # Given a shard that refuses every produce before the append (its disk reserve, or
+    # an in-sync set already below min.insync.replicas), so answered with beforeWrite set
+    broker.faults.extend([refusal] * 1000)
     _, accumulator = make_sender(idempotent=idempotent, request_timeout_ms=200,
                                  delivery_timeout_ms=400)
     # When a record is sent / Then it fails at its delivery deadline saying that it was
@@ -896,7 +902,7 @@ def test_a_batch_the_disk_reserve_refused_at_every_attempt_fails_saying_it_was_n
     with pytest.raises(PlinthTimeoutError,
                        match=r"delivery_timeout_ms=400 and was not stored \(it was sent, \d+ "
                              r"attempts, each refused before it was stored\): it waited \d+ ms; "
-                             r"last error: " + re.escape(RESERVE_REFUSAL)):
+                             r"last error: " + re.escape(str(refusal))):
         send(accumulator, b"no room").get(GET_TIMEOUT_S)
     assert len(broker.produces()) >= 2 and broker.record_count() == 0
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from plinth import limits, protocol
 from plinth.errors import (BROKER_ERRORS, DiskReserveRefusedError, MalformedReplyError,
+                           NotEnoughReplicasBeforeWriteError, NotEnoughReplicasError,
                            RemoteObjectNotFoundError, RemoteStorageError,
                            RemoteStorageUnavailableError,
                            MalformedRequestError, OffsetOutOfRangeError, RequestTooLargeError,
@@ -235,6 +236,18 @@ def test_every_error_class_has_a_wire_code_and_every_code_a_class():
     for name, cls in BROKER_ERRORS.items():
         decoded = protocol.decode_reply(protocol.encode_error(1, cls("m"))).error
         assert type(decoded) is cls and decoded.code_name == name
+
+
+def test_not_enough_replicas_refused_before_the_write_stays_one_and_after_it_does_not():
+    # A refusal before the append (the in-sync set already too small) says so on the wire
+    refused = protocol.decode_reply(protocol.encode_error(
+        1, NotEnoughReplicasBeforeWriteError("t-0: 1 in-sync replicas"))).error
+    assert type(refused) is NotEnoughReplicasBeforeWriteError and refused.before_write
+    assert refused.code_name == "notEnoughReplicas"
+    # One answering a produce appended first does not: it may be stored
+    waited = protocol.decode_reply(protocol.encode_error(
+        2, NotEnoughReplicasError("t-0: in-sync replicas ['s0'] are 1"))).error
+    assert type(waited) is NotEnoughReplicasError and not waited.before_write
 
 
 def test_a_storage_error_refused_before_the_write_stays_one_and_an_older_brokers_is_maybe_written():

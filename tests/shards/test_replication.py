@@ -2,7 +2,7 @@
 
 import pytest
 
-from plinth.errors import FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderError
+from plinth.errors import FencedLeaderEpochError, NotEnoughReplicasBeforeWriteError, NotLeaderError
 from plinth.shards.leader_epochs import NO_EPOCH, NO_OFFSET, EpochEntry, LeaderEpochs
 from plinth.shards.replication import (FollowerReplication, LeaderReplication, divergence,
                                        epoch_starts_between)
@@ -137,8 +137,9 @@ def test_a_leader_must_be_in_its_in_sync_set():
 def test_acks_all_is_refused_with_the_partition_the_in_sync_set_and_the_minimum():
     # Given min.insync.replicas 2 and only the leader in sync
     replication = leader(in_sync=("a",))
-    # When an acks="all" produce arrives / Then it is refused at once, retriably
-    with pytest.raises(NotEnoughReplicasError,
+    # When an acks="all" produce arrives / Then it is refused at once, retriably, as
+    # refused before anything was written (a client counts it as not stored)
+    with pytest.raises(NotEnoughReplicasBeforeWriteError,
                        match=r"orders-0: 1 in-sync replicas \['a'\], fewer than "
                              r"min.insync.replicas 2"):
         replication.check_acks_all()

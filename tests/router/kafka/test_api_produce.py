@@ -11,7 +11,9 @@ import struct
 import pytest
 
 from plinth import limits, protocol, protocol_hot
-from plinth.errors import InvalidTopicError, NotLeaderError, StorageError, TooManyRequestsError
+from plinth.errors import (InvalidTopicError, NotEnoughReplicasBeforeWriteError,
+                           NotEnoughReplicasError, NotLeaderError, StorageError,
+                           TooManyRequestsError)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_produce import produce
 from plinth.router.kafka.listener import CloseConnection, KafkaListener
@@ -65,6 +67,18 @@ def test_a_produce_the_router_refuses_for_its_budgets_is_answered_retriable_as_n
     assert answer["error_code"] == kafka.NOT_ENOUGH_REPLICAS
     assert "536870912 bytes" in answer["error_message"]
     assert answer["base_offset"] == -1
+
+
+def test_not_enough_replicas_after_an_append_is_kafkas_after_append_code_and_before_it_not():
+    # A produce that waited and was answered as the in-sync set shrank was appended:
+    # NOT_ENOUGH_REPLICAS_AFTER_APPEND (possibly persisted), as Kafka answers it
+    waited = produced(NotEnoughReplicasError("t-0: in-sync replicas ['s0'] are 1, fewer "
+                                             "than min.insync.replicas=2"))
+    assert waited["error_code"] == kafka.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    # One refused before the append is NOT_ENOUGH_REPLICAS: nothing was persisted
+    refused = produced(NotEnoughReplicasBeforeWriteError("t-0: 1 in-sync replicas ['s0'], "
+                                                         "fewer than min.insync.replicas 2"))
+    assert refused["error_code"] == kafka.NOT_ENOUGH_REPLICAS
 
 
 @pytest.mark.parametrize("error, code", [
