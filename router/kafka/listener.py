@@ -652,6 +652,11 @@ class _Connection:
 
     def _handler_done(self, task: asyncio.Task) -> None:
         self.handlers.discard(task)
+        self._settle_login()
+
+    def _settle_login(self) -> None:
+        """A connection a handler logged in waits for its login no more, and counts
+        against its user's bound (both once). Listener thread."""
         if self.info.logged_in():
             self.listener.logged_in(self)
             self.listener.count_principal(self)
@@ -814,6 +819,10 @@ class _Connection:
             header, size, outcome = item
             try:
                 body = outcome.body if isinstance(outcome, _Answer) else await outcome
+                # Before the answer goes: a handler done before this await ran has its
+                # done callback still queued, and a login answered uncounted let the
+                # client see a count one short (and a user's next login pass its bound).
+                self._settle_login()
                 if body is not None:
                     self.listener.counts.answered(header.api_key, body)
                     await self.gather.write(encode_response(header, body))
