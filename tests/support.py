@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import secrets
 import socket
 import time
@@ -16,6 +18,17 @@ from pathlib import Path
 # a connection before the broker bound it ("Address already in use").
 TEST_PORT_FIRST, TEST_PORT_LAST = 20_000, 32_767
 TEST_PORT_TRIES_MAX = 200
+
+
+def fill_file_system(directory: Path) -> None:
+    """Fill the file system ``directory`` is on to its last byte, as another process
+    would (a file named ``filler`` in it)."""
+    with open(Path(directory) / "filler", "wb") as filler:
+        with contextlib.suppress(OSError):   # ENOSPC: full
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+    assert shutil.disk_usage(directory).free == 0
 
 
 def free_port() -> int:

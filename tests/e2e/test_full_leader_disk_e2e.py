@@ -7,9 +7,7 @@ new leader, and every acknowledged record is read back at its offset."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from plinth import Admin, Consumer, Producer
 from plinth.errors import PlinthError
-from tests.support import unique_topic, wait_until
+from tests.support import fill_file_system, unique_topic, wait_until
 
 SHARDS = 3
 TMPFS_SIZE = "48m"
@@ -44,16 +42,6 @@ def shard_disks(tmp_path):
     finally:
         for disk in mounted:
             subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> None:
-    """Fill ``disk``'s file system to its last byte, as another process would."""
-    with open(disk / "filler", "wb") as filler:
-        with contextlib.suppress(OSError):   # ENOSPC: full
-            while True:
-                filler.write(b"\0" * 65536)
-                filler.flush()
-    assert shutil.disk_usage(disk).free == 0
 
 
 class Writer:
@@ -114,7 +102,7 @@ def test_a_leader_whose_disk_fills_hands_over_and_producers_go_on_losing_nothing
         [info] = admin.describe_topic(topic).partition_info
         full = info.shard
         # When the leader's disk is filled to its last byte by another process
-        fill(shard_disks / "shards" / full)
+        fill_file_system(shard_disks / "shards" / full)
         # Then another in-sync replica leads it
         wait_until(lambda: admin.describe_topic(topic).partition_info[0].shard != full,
                    timeout_s=60, explain=lambda: admin.describe_topic(topic).partition_info)

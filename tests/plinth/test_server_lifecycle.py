@@ -26,6 +26,7 @@ from plinth.cli import main
 from plinth.errors import InvalidConfigError, StorageError, UnavailableError
 from plinth.server import (Server, ServeOptions, hold_listen_ports, prune_ray_sessions,
                            release_ports, remove_ray_sockets)
+from tests.support import fill_file_system
 
 
 def _listening(reuse: bool = False) -> socket.socket:
@@ -420,12 +421,7 @@ def full_fs():
                    check=True)
     try:
         _as_an_earlier_start_left_it(mount_point / "d")
-        with open(mount_point / "filler", "wb") as filler:
-            with contextlib.suppress(OSError):   # ENOSPC: full
-                while True:
-                    filler.write(b"\0" * 65536)
-                    filler.flush()
-        assert shutil.disk_usage(mount_point).free == 0
+        fill_file_system(mount_point)
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
