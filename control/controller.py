@@ -1283,8 +1283,7 @@ class Controller:
             record = topic.leadership.get(ask.pid.partition) if topic is not None else None
             if error is None:
                 before[ask.pid] = record
-                record = topic.leadership[ask.pid.partition] = leadership_rules.elect_replica(
-                    record, ask.to, controller_epoch=self._metadata.controller_epoch)
+                record = topic.leadership[ask.pid.partition] = self._elected(ask, record, topic)
                 changes.append((ask.pid, record))
             else:
                 given_up.append(ask)
@@ -1300,6 +1299,27 @@ class Controller:
             self._log_hand_overs({a.pid: a for a in asks}, changes)
         self._end_hand_overs(given_up)
         return results
+
+    def _elected(self, ask: leader_elections.HandOverAsk, record: Leadership,
+                 topic) -> Leadership:
+        """``ask.to`` leads the partition handed over. Moved off a disk that refuses
+        writes (``ask.why``), the old leader also leaves the in-sync set at once: it
+        cannot append what the new leader takes, and while it counted, acks="all"
+        produces were taken that no high watermark could pass for
+        REPLICA_LAG_TIME_MAX_MS, then answered as perhaps stored (tester T-fd2 saw an
+        idempotent Kafka producer store 167 records twice after such a window). It
+        holds the whole log, so it stays eligible if too few are left in sync.
+        Actor thread."""
+        epoch = self._metadata.controller_epoch
+        elected = leadership_rules.elect_replica(record, ask.to, controller_epoch=epoch)
+        if not ask.why:
+            return elected
+        return leadership_rules.alter_in_sync(
+            elected, elected.leader, elected.leader_epoch, elected.partition_epoch,
+            tuple(r for r in elected.in_sync if r != ask.leader),
+            topics.min_insync_replicas(topic.config),
+            needs_repair=self._repairing.get((ask.pid.topic, ask.pid.partition), ()),
+            controller_epoch=epoch)
 
     def _log_hand_overs(self, asks: dict[PartitionId, leader_elections.HandOverAsk],
                         changes: list[tuple[PartitionId, Leadership]]) -> None:
