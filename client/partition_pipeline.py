@@ -252,9 +252,10 @@ class PartitionPipeline:
                 self._complete(batch, None, PlinthTimeoutError(
                     f"{self.topic}-{self.partition}: a batch of {batch.builder.record_count} "
                     f"records may or may not have been stored under producer id {old_id}: its "
-                    f"last attempt got no answer ({batch.unknown_outcome}), and an earlier "
-                    f"batch, maybe stored too, failed for good: the partition takes a new "
-                    f"producer id, under which a retry could store it twice"))
+                    f"last attempt's outcome is unknown "
+                    f"({type(batch.unknown_outcome).__name__}: {batch.unknown_outcome}), and "
+                    f"an earlier batch, maybe stored too, failed for good: the partition takes "
+                    f"a new producer id, under which a retry could store it twice"))
                 continue
             batch.encoded = None   # encoded again, in order, when next sent
             batch.base_sequence = None   # from the new id's next sequence
