@@ -352,6 +352,7 @@ class ReplicaFetchPartition:
     last_fetched_epoch: int
     bytes_max: int
     log_start_offset: int = 0     # the follower's: its leader's deleteRecords waits for it
+    append_failed: bool = False   # its disk refused its last append of the partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -1067,7 +1068,8 @@ _REQUEST_DECODERS = {
     "replicaFetchAll": lambda rid, b: ReplicaFetchAllRequest(
         rid, b.replicaId, b.controllerEpoch, b.maxWaitMs, b.maxBytes, tuple(
             ReplicaFetchPartition(p.topic, p.partition, p.leaderEpoch, p.fetchOffset,
-                                  p.lastFetchedEpoch, p.maxBytes, p.logStartOffset)
+                                  p.lastFetchedEpoch, p.maxBytes, p.logStartOffset,
+                                  p.appendFailed)
             for p in b.partitions)),
     **protocol_classic.REQUEST_DECODERS,
 }
@@ -1553,7 +1555,7 @@ def encode_replica_fetch_all(request_id: int, replica_id: str, controller_epoch:
         o.topic, o.partition, o.leaderEpoch = p.topic, p.partition, p.leader_epoch
         o.fetchOffset, o.lastFetchedEpoch, o.maxBytes = \
             p.fetch_offset, p.last_fetched_epoch, p.bytes_max
-        o.logStartOffset = p.log_start_offset
+        o.logStartOffset, o.appendFailed = p.log_start_offset, p.append_failed
     return msg.to_bytes()
 
 

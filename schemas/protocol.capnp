@@ -315,6 +315,11 @@ struct ReplicaFetchPartition {
                                  # far): a leader's deleteRecords waits for its in-sync
                                  # followers' to reach the new one. 0 from a follower
                                  # before it
+  appendFailed @7 :Bool;         # the follower's disk refused its last append of this
+                                 # partition's entries (a full disk): the leader takes
+                                 # it out of the in-sync set at once, as Kafka takes an
+                                 # offline log dir's replicas out. False from a follower
+                                 # before it
 }
 
 # One partition's part of the answer, in the request's order.

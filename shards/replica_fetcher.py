@@ -79,6 +79,11 @@ class Followed:
     leader_log_start_floor: int = 0
     fetches: int = 0                 # answered, for stats
     failures: int = 0                # refused, lost or unsendable, for stats
+    # The disk refused the last append of fetched entries (a full disk): the next
+    # fetches say so, and the leader takes this replica out of the in-sync set at
+    # once rather than after the lag time (during which it took acks="all" produces
+    # that no high watermark could pass).
+    append_failed: bool = False
 
     @property
     def leader(self) -> str:
@@ -267,7 +272,12 @@ class ReplicaFetcher:
             self._idle(followed, now_s)
         elif len(entries):
             starts = [EpochEntry(epoch, start) for epoch, start in result.epoch_starts]
-            part.append_replicated(entries, starts)
+            try:
+                part.append_replicated(entries, starts)
+            except StorageError:
+                followed.append_failed = True
+                raise
+            followed.append_failed = False
             followed.state = AWAITING_DURABLE
             self._written(part)
         else:
@@ -366,7 +376,8 @@ class ReplicaFetcher:
             part.log.end_offset, part.leader_epochs)
         return protocol.ReplicaFetchPartition(
             part.topic, part.partition, followed.leadership.leader_epoch, fetch_offset,
-            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX, part.log_start_offset)
+            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX, part.log_start_offset,
+            followed.append_failed)
 
     @staticmethod
     def _turn_of(link: LeaderLink, ready: list[Followed]) -> list[Followed]:

@@ -332,7 +332,7 @@ class ReplicaServer:
                 log_start_floor=part.floor)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
-            part.leader_epochs, end_offset, now_s, plog.start_offset)
+            part.leader_epochs, end_offset, now_s, plog.start_offset, wanted.append_failed)
         if answer.diverged:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,

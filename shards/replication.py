@@ -42,7 +42,9 @@ INVARIANTS (each checked where it is established; an AssertionError names its nu
     it took over, which holds every acknowledged record: KAFKA-7128), with a
     fetch in this leader epoch made since it last left the in-sync set (the one
     before may be of a process that restarted on a wiped disk since), and it
-    has not lagged for lag_time_max_s.
+    has not lagged for lag_time_max_s. A follower whose last fetch says its
+    disk refused an append leaves at the next proposal and does not join
+    (Kafka takes an offline log dir's replicas out at once).
  9. A needs-repair replica is never added to the in-sync set until it has caught
     up: an in-sync follower that reports less than the HW has lost data, leaves
     the in-sync set at the next proposal, and rejoins only by rule 8. A
@@ -140,13 +142,15 @@ def epoch_starts_between(epochs: LeaderEpochs, start_offset: int,
 class _Follower:
     """What the leader knows of one follower, in the current leader epoch."""
 
-    __slots__ = ("fetch_offset", "caught_up_s", "last_fetch_s", "leader_end_at_last_fetch")
+    __slots__ = ("fetch_offset", "caught_up_s", "last_fetch_s", "leader_end_at_last_fetch",
+                 "append_failed")
 
     def __init__(self, now_s: float):
         self.fetch_offset = NO_OFFSET          # no fetch in this epoch yet
         self.caught_up_s = now_s               # it gets lag_time_max_s to start fetching
         self.last_fetch_s = now_s
         self.leader_end_at_last_fetch = NO_OFFSET
+        self.append_failed = False             # its last fetch said its disk refused one
 
     def forget_fetches(self) -> None:
         """It left the in-sync set: what it reported may be of a process that is gone
@@ -241,10 +245,13 @@ class LeaderReplication:
 
     def on_follower_fetch(self, replica_id: str, fetch_offset: int, last_fetched_epoch: int,
                           epochs: LeaderEpochs, log_end_offset: int,
-                          now_s: float, log_start_offset: int = 0) -> FetchAnswer:
+                          now_s: float, log_start_offset: int = 0,
+                          append_failed: bool = False) -> FetchAnswer:
         """A follower's fetch (already checked by ``check_fetch_epoch``): its durable log
         ends at ``fetch_offset``, its last entry has ``last_fetched_epoch``.
-        ``log_start_offset``: the leader's local log start.
+        ``log_start_offset``: the leader's local log start. ``append_failed``: its
+        disk refused its last append (rule 8): it is not wanted in sync until an
+        append succeeds.
         ``epochs`` and ``log_end_offset`` are the leader's log's (appended, fsynced
         or not: what it would serve). Either a divergence to truncate against, or
         serve from ``fetch_offset``."""
@@ -254,7 +261,9 @@ class LeaderReplication:
         if diverged is not None:
             return FetchAnswer(diverged.epoch, diverged.start_offset, fetch_offset,
                                self.high_watermark, False)
-        self._record_fetch(self._followers[replica_id], fetch_offset, log_end_offset, now_s)
+        follower = self._followers[replica_id]
+        follower.append_failed = append_failed
+        self._record_fetch(follower, fetch_offset, log_end_offset, now_s)
         moved = self._advance_high_watermark()
         return FetchAnswer(NO_EPOCH, NO_OFFSET, fetch_offset, self.high_watermark, moved)
 
@@ -340,6 +349,8 @@ class LeaderReplication:
 
     def _wanted_in_sync(self, replica_id: str, in_sync_now: bool, now_s: float) -> bool:
         follower = self._followers[replica_id]
+        if follower.append_failed:   # rules 8 and 9: it cannot hold what comes next
+            return False
         lagging = now_s - follower.caught_up_s > self._lag_time_max_s
         if in_sync_now:
             lost_data = follower.fetch_offset != NO_OFFSET \

@@ -346,6 +346,26 @@ def test_followers_stuck_at_the_high_watermark_below_the_log_end_stay_out_of_the
     assert replication.in_sync_change(now_s) == ("a", "b")
 
 
+def test_a_follower_whose_disk_refused_an_append_leaves_at_once_and_rejoins_once_it_appends():
+    # Given a HW of 10 with every follower at 10
+    replication = leader()
+    replication.on_leader_durable(10, 1.0)
+    fetch(replication, "b", 10, 10)
+    fetch(replication, "c", 10, 10)
+    # When c's next fetch says its disk refused the entries it fetched (full)
+    replication.on_leader_durable(15, 1.5)
+    replication.on_follower_fetch("c", 10, 3, EPOCHS, 15, 2.0, append_failed=True)
+    # Then the leader proposes it out at once, well within the lag time
+    assert replication.in_sync_change(2.0) == ("a", "b")
+    replication.on_leadership(record(in_sync=("a", "b"), partition_epoch=8))
+    # And while it says so, even at the log end, it is not proposed back
+    replication.on_follower_fetch("c", 15, 3, EPOCHS, 15, 2.5, append_failed=True)
+    assert replication.in_sync_change(2.5) is None
+    # But once it appended again and reached the log end, it is
+    fetch(replication, "c", 15, 15, now_s=3.0)
+    assert replication.in_sync_change(3.0) == ("a", "b", "c")
+
+
 def test_a_newer_record_settles_the_pending_proposal():
     replication = leader()
     fetch(replication, "b", 0, 0, now_s=1.0)

@@ -21,8 +21,9 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
-from plinth.errors import (FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderError,
-                           RequestTimedOutError)
+from plinth.errors import (FencedLeaderEpochError, NotEnoughReplicasBeforeWriteError,
+                           NotEnoughReplicasError, NotLeaderError, RequestTimedOutError,
+                           StorageError)
 from plinth.format.record_batch import BatchBuilder
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import Leadership, PartitionId
@@ -338,6 +339,50 @@ def test_with_both_followers_stopped_acks_all_gets_not_enough_replicas(cluster, 
     assert "2" in refused.error.message
     # And acks=1 is still taken
     assert produce(router, [b"one"], acks=1).error is None
+
+
+def disk_refuses(c: Cluster, shard_id: str, refuses: bool = True) -> None:
+    """``shard_id``'s disk refuses every append of fetched entries to t-0 (full), or
+    takes them again."""
+    srv = c.servers[shard_id]
+
+    def full(entries, epoch_starts):
+        raise StorageError(f"cannot append to t-0 in {c.tmp_path / shard_id}: [Errno 28] No "
+                           f"space left on device")
+
+    def on_loop():
+        part = srv._partitions[(c.PARTITION.topic, c.PARTITION.partition)]
+        if refuses:
+            part.append_replicated = full
+        else:
+            del part.append_replicated
+    srv.call(on_loop)
+
+
+def test_followers_whose_disks_refuse_appends_leave_the_in_sync_set_at_once_and_rejoin_later(
+        cluster):
+    # Given three replicas, min.insync.replicas=2, and a lag time far longer than the
+    # test waits for anything
+    c = cluster(lag_time_max_ms=600_000)
+    router = c.router("s0")
+    assert produce(router, [b"before"]).error is None
+    # When both followers' disks refuse what they fetch (full), with a produce waiting
+    disk_refuses(c, "s1")
+    disk_refuses(c, "s2")
+    send_produce(router, [b"waiting"])
+    # Then their next fetches say so, and the leader takes them out of the in-sync set
+    # then, not after the lag time (as Kafka takes an offline log dir's replicas out)
+    c.wait_for(lambda: c.replication("s0")["in_sync"] == ["s0"], "the in-sync set shrinks")
+    # And the waiting produce, appended, is answered as perhaps stored; the next one is
+    # refused before its append
+    waiting = reply_of(router)
+    assert type(waiting.error) is NotEnoughReplicasError
+    assert type(produce(router, [b"late"]).error) is NotEnoughReplicasBeforeWriteError
+    # And once their disks take writes again, they catch up and rejoin
+    disk_refuses(c, "s1", False)
+    disk_refuses(c, "s2", False)
+    c.wait_for(lambda: c.replication("s0")["in_sync"] == ["s0", "s1", "s2"], "they rejoin")
+    assert produce(router, [b"after"]).error is None
 
 
 def test_a_follower_retries_a_silent_leader_with_backoff_and_catches_up_at_its_new_address(
