@@ -313,7 +313,9 @@ class Connection:
                     "broker answers nothing to a client it does not admit, and a plaintext "
                     "one nothing to a CurveZMQ client")
         return ("; is a broker running there? One that requires CurveZMQ answers nothing to a "
-                "client without keys (curve_key_file, curve_server_key_file)")
+                "client without keys (curve_key_file, curve_server_key_file), and one at its "
+                "open-file limit accepts no new connection (its log says \"cannot accept new "
+                "connections\")")
 
     def _unsendable(self, waited_ms: int) -> UnavailableError:
         """The error of a request that could not be queued within ``waited_ms``."""
