@@ -12,9 +12,10 @@ partition it leads to the first of its in-sync replicas (in the replicas'
 order, so the preferred one where it may) that answers, needs no repair, whose
 disk has LEADER_MOVE_DISK_ROOM_BYTES_MIN free beyond its reserve, as the
 shards' stats say, and that has not said its own disk refused a write within
-DISK_REFUSED_RECENT_S (shards on one disk would pass partitions round). The hand-over is the preferred election's
-(leader_elections.py, "Hand-overs"): the new leader holds the whole log, so no
-acknowledged record is lost, acks=1 included.
+DISK_REFUSED_RECENT_S (shards on one disk would pass partitions round). The
+hand-over is the preferred election's (leader_elections.py, "Hand-overs"): the new
+leader holds the whole log, so no acknowledged record is lost, acks=1 included,
+and the old leader leaves the in-sync set with it (the controller's ``_elected``).
 
 No ping-pong: a partition moved for its leader's disk is not moved back by the
 auto leader rebalance (the controller remembers it until a preferred election

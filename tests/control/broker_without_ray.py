@@ -54,9 +54,10 @@ class Broker:
 
 class _Announcements:
     """The shards' announcements, to the controller, but for ``tiering_changed`` and
-    ``leader_disk_refused``: a shard's uploader (in-sync) thread sends it, and in process the controller would run it on that thread
-    beside the test's calls (under Ray, its actor runs one call at a time). Those are
-    counted; the tests' status calls do what a nudge would."""
+    ``leader_disk_refused``: a shard's uploader thread and its in-sync thread send
+    them, and in process the controller would run them on that thread beside the
+    test's calls (under Ray, its actor runs one call at a time). Those are counted;
+    the tests' status calls do what a nudge would."""
 
     def __init__(self, controller: Controller):
         self._controller = controller
