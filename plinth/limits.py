@@ -895,6 +895,14 @@ REPLICA_FETCH_WAIT_MS = 500
 # Entries per follower fetch: as a consumer's default fetch; one whole entry is
 # always sent, however large.
 REPLICA_FETCH_BYTES_MAX = 4 * MiB
+# A follower whose file system has less free than one fetch's entries says so in
+# each fetch (``appendFailed``, as after a refused append), and its leader keeps
+# it out of the in-sync set: otherwise a follower at the log end with a full disk
+# (a leader moved off it, control/disk_moves.py) is taken in, and acks="all"
+# produces wait on it until its first append fails (0.2-0.5 s; tester T-fd3). Said
+# by what it has free, not by a failure, so that it comes back once there is room
+# even if no entries come (a partition refusing produces for too few in sync).
+REPLICA_DISK_ROOM_BYTES_MIN = REPLICA_FETCH_BYTES_MAX
 # A follower fetches all the partitions it follows on one leader in one request
 # (Kafka's one fetch per broker pair), this many at most: the request, with
 # every topic name at its longest, fits a header (HEADER_BYTES_MAX); a follower

@@ -93,6 +93,19 @@ class DiskReserve:
             f"shard keeps free (--produce-free-bytes-min) so that deleting topics or records "
             f"can still free it; delete some, or give the disk more room")
 
+    def has_room(self, room_bytes: int) -> bool:
+        """Whether the file system has at least ``room_bytes`` free, the reserve aside:
+        a follower asks it before each fetch (shards/replica_fetcher.py). The free
+        bytes last read are trusted as ``check`` trusts them; True if the file system
+        cannot be asked (the append will say what is wrong). Loop thread."""
+        if (self._clock_s() - self._read_at_s >= limits.DISK_FREE_CHECK_INTERVAL_MS / 1000
+                or self._estimate() < room_bytes):
+            try:
+                self._read()
+            except DiskReserveRefusedError:
+                return True
+        return self._estimate() >= room_bytes
+
     def snapshot(self) -> dict[str, int]:
         """The file system's free and total bytes now, and the reserve, for the
         metrics (``plinth_shard_disk_*``); empty if the file system cannot be asked.

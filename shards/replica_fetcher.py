@@ -36,6 +36,13 @@ has at most REPLICA_FETCHES_IN_FLIGHT_MAX in flight, so that a partition whose
 entries became durable need not wait for a fetch of the others parked at the
 leader (acks="all" waits for this round trip). So an idle leader costs two
 fetches a second however many partitions it leads here, and a silent one a few.
+
+A full disk: a partition whose fetched entries the disk refused says so in its
+next fetches (``appendFailed``) until an append succeeds, and every partition
+says so while the shard's file system has less than REPLICA_DISK_ROOM_BYTES_MIN
+free (``has_room``, the shard's DiskReserve): its leader keeps it out of the
+in-sync set (shards/replication.py, rules 8 and 9), so that acks="all" produces
+are not taken for a replica that cannot hold them.
 """
 
 from __future__ import annotations
@@ -111,7 +118,8 @@ class ReplicaFetcher:
 
     def __init__(self, shard_id: str, context: zmq.Context, poller: zmq.Poller,
                  cluster_keys: ClusterKeys | None, *, written: Callable[[Partition], None],
-                 advanced: Callable[[Partition], None], clock_s: Callable[[], float]):
+                 advanced: Callable[[Partition], None], clock_s: Callable[[], float],
+                 has_room: Callable[[int], bool]):
         self.shard_id = shard_id
         self._client_id = shard_id.encode()
         self._context = context
@@ -120,6 +128,8 @@ class ReplicaFetcher:
         self._written = written
         self._advanced = advanced
         self._clock_s = clock_s
+        self._has_room = has_room
+        self._disk_short = False        # the last fetch said the disk has no room
         self.controller_epoch = 0
         self.followed: dict[tuple[str, int], Followed] = {}
         # One per leader shard ever followed here: bounded by the cluster's shards.
@@ -353,9 +363,10 @@ class ReplicaFetcher:
                 self._failed(followed, now_s, LookupError(f"no address for {link.leader!r}"))
             return
         request_id = next(self._request_ids)
+        disk_short = self._disk_is_short()
         header = protocol.encode_replica_fetch_all(
             request_id, self.shard_id, self.controller_epoch, limits.REPLICA_FETCH_WAIT_MS,
-            limits.REPLICA_FETCH_ANSWER_BYTES_MAX, [self._wanted(f) for f in ready])
+            limits.REPLICA_FETCH_ANSWER_BYTES_MAX, [self._wanted(f, disk_short) for f in ready])
         try:
             dealer.send_multipart([self._client_id, header], zmq.NOBLOCK)
         except zmq.Again:
@@ -370,14 +381,31 @@ class ReplicaFetcher:
         self._in_flight[request_id] = link
         self._schedule(deadline_s)
 
-    def _wanted(self, followed: Followed) -> protocol.ReplicaFetchPartition:
+    def _wanted(self, followed: Followed, disk_short: bool) -> protocol.ReplicaFetchPartition:
         part = followed.part
         fetch_offset, last_fetched_epoch = followed.replication.next_fetch(
             part.log.end_offset, part.leader_epochs)
         return protocol.ReplicaFetchPartition(
             part.topic, part.partition, followed.leadership.leader_epoch, fetch_offset,
             last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX, part.log_start_offset,
-            followed.append_failed)
+            followed.append_failed or disk_short)
+
+    def _disk_is_short(self) -> bool:
+        """Whether the shard's file system has less than REPLICA_DISK_ROOM_BYTES_MIN
+        free (see the module); said in the log when that changes."""
+        short = not self._has_room(limits.REPLICA_DISK_ROOM_BYTES_MIN)
+        if short != self._disk_short:
+            self._disk_short = short
+            if short:
+                log.warning("%s: its file system has less than %d bytes free (one fetch): "
+                            "its fetches ask its leaders to keep it out of the in-sync "
+                            "replicas until it has room", self.shard_id,
+                            limits.REPLICA_DISK_ROOM_BYTES_MIN)
+            else:
+                log.info("%s: its file system has room again (%d bytes free or more): "
+                         "it may rejoin the in-sync replicas", self.shard_id,
+                         limits.REPLICA_DISK_ROOM_BYTES_MIN)
+        return short
 
     @staticmethod
     def _turn_of(link: LeaderLink, ready: list[Followed]) -> list[Followed]:

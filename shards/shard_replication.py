@@ -138,12 +138,14 @@ class ShardReplication:
         self._disk_nudge_next_s = 0.0   # the controller is told of a refusing disk from then
 
     def start(self, context: zmq.Context, poller: zmq.Poller,
-              cluster_keys: ClusterKeys | None) -> None:
+              cluster_keys: ClusterKeys | None, has_room: Callable[[int], bool]) -> None:
         """Make the follower side, whose DEALERs the loop's poller watches (actor thread,
-        before the loop starts)."""
+        before the loop starts). ``has_room(bytes)``: whether the shard's file system
+        has that many bytes free (DiskReserve.has_room)."""
         self._fetcher = ReplicaFetcher(self.shard_id, context, poller, cluster_keys,
                                        written=self._group_commit.written,
-                                       advanced=self._purgatory_wake, clock_s=time.monotonic)
+                                       advanced=self._purgatory_wake, clock_s=time.monotonic,
+                                       has_room=has_room)
 
     def close(self) -> None:
         """Close the DEALERs to the leaders (loop thread, at stop)."""

@@ -285,7 +285,8 @@ class ShardServer:
         if self._direct_clients:
             self._bind_direct()
         self._poller.register(self._wakeup.fd, zmq.POLLIN)
-        self._replication.start(self._context, self._poller, self._cluster_keys)
+        self._replication.start(self._context, self._poller, self._cluster_keys,
+                                has_room=self.disk_reserve.has_room)
         if self._remote_reader is not None:
             self._remote_reader.start()
         if self._tier is not None:

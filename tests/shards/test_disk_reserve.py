@@ -122,6 +122,30 @@ def test_a_reserve_of_zero_never_asks_the_disk():
     assert disk.asked == 0
 
 
+def test_a_follower_is_told_whether_the_disk_has_room_for_a_fetch_whatever_the_reserve():
+    # Given a reserve of 0 (none): a follower's question is about the disk, not produces
+    disk, clock = FakeDisk(5 * MiB), ManualClock()
+    reserve = reserve_on(disk, clock, free_bytes_min=0)
+    assert reserve.has_room(4 * MiB)
+    # When 2 MiB are appended (a fetch's entries), the estimate says no without asking
+    reserve.appended(2 * MiB)
+    asked = disk.asked
+    disk.free_bytes = 3 * MiB
+    assert not reserve.has_room(4 * MiB)
+    # (it asked once more, to be sure, as the estimate fell below the room)
+    assert disk.asked == asked + 1
+    # And once space is freed, the next question within the interval sees it
+    disk.free_bytes = 40 * MiB
+    assert reserve.has_room(4 * MiB)
+
+
+def test_a_follower_is_told_the_disk_has_room_when_it_cannot_be_asked():
+    def gone() -> int:
+        raise PermissionError(13, "Permission denied")
+    # (the append says what is wrong: a follower is not kept out on a guess)
+    assert DiskReserve(Path("/data/gone"), MiB, free_bytes=gone).has_room(MiB)
+
+
 def test_a_file_system_that_cannot_be_asked_is_a_storage_error_naming_it():
     def gone() -> int:
         raise FileNotFoundError(2, "No such file or directory")

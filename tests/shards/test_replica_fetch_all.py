@@ -10,6 +10,8 @@ set_peers gives for "lead": [DEALER id][client id][Request] in, [DEALER id]
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from plinth.shards.shard_calls import Leadership
 from plinth.shards.shard_server import ShardServer
 from tests.shards.test_shard_server_replication import (CLIENT, WAIT_S, batch_of, cluster,  # noqa: F401
                                                         produce, reply_of)
+from tests.support import fill_file_system
 
 LEADERSHIP = Leadership(replicas=("lead", "s1"), leader="lead", leader_epoch=3,
                         in_sync=("lead", "s1"), partition_epoch=1, controller_epoch=1)
@@ -206,6 +209,49 @@ def test_an_answer_that_does_not_match_its_fetch_is_dropped_and_fetched_again(fo
     assert sorted((p.partition, p.fetch_offset) for p in again.partitions) == \
         [(n, 0) for n in PARTITIONS]
     assert [log_end(srv, n) for n in PARTITIONS] == [0, 0, 0]
+
+
+@pytest.fixture
+def follower_on_small_disk(tmp_path, monkeypatch):
+    """Shard s1 following t-0 on the fake leader, its data dir a real 8 MiB tmpfs whose
+    free bytes it reads at every fetch."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    monkeypatch.setattr(limits, "DISK_FREE_CHECK_INTERVAL_MS", 0)
+    disk = tmp_path / "s1"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    leader = FakeLeader()
+    srv = ShardServer("s1", disk, "127.0.0.1", produce_free_bytes_min=0)
+    try:
+        srv.start()
+        srv.call(srv.set_peers, {"lead": leader.address, "s1": srv.address}, 1)
+        srv.call(srv.open_partition, "t", 0, LogConfig(), 0, False, None, LEADERSHIP, 1, False)
+        yield srv, leader, disk
+    finally:
+        srv.stop(5)
+        leader.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_follower_whose_disk_has_no_room_for_a_fetch_says_so_before_any_append_fails(
+        follower_on_small_disk):
+    # Given a follower at its leader's log end on a disk with room (T-fd3's N3: a
+    # leader moved off a full disk followed at once, from the log end)
+    srv, leader, disk = follower_on_small_disk
+    envelope, request = leader.next_fetch()
+    assert [p.append_failed for p in request.partitions] == [False]
+    # When another process fills the disk, and the leader answers with nothing new
+    fill_file_system(disk)
+    leader.answer(envelope, request, {})
+    # Then the next fetch asks to be kept out of the in-sync set, no append having failed
+    envelope, request = leader.next_fetch()
+    assert [p.append_failed for p in request.partitions] == [True]
+    # And once the file is deleted, the next fetch no longer does, though no entry came
+    (disk / "filler").unlink()
+    leader.answer(envelope, request, {})
+    _, request = leader.next_fetch()
+    assert [p.append_failed for p in request.partitions] == [False]
 
 
 # --- The leader side -------------------------------------------------------------------
