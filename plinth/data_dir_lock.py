@@ -20,9 +20,10 @@ older one is set so when taken): only the data dir's owner has any use for it.
 ``plinth check`` takes the same lock to read (``acquire_to_read``), so that it
 never reads a running server's active segments; on a file system the kernel
 remounted read-only (after an ext4 error: exactly when an operator runs check)
-the file cannot be opened for writing, so there it flocks the file opened
-read-only and leaves its holder line as it is, or, if there is no file, takes
-no lock: no server can be writing to a read-only file system.
+the file cannot be opened for writing, and on a full one (ENOSPC: tester T-fd
+copied a data dir there) it cannot be made or written, so there it flocks the
+file opened read-only and leaves its holder line as it is, or, if there is no
+file, takes no lock: no server runs without one, and none can make one there.
 
 Each shard keeps its own lock in its own directory (``shards/<id>/.lock``,
 shards/shard_server.py): that one stops a restarted shard actor from writing
@@ -45,6 +46,8 @@ from plinth.redacted_urls import redacted_command_line
 
 LOCK_FILE = ".lock"
 LOCK_FILE_MODE = 0o600
+# The lock file cannot be made or written here: plinth check reads without writing it.
+_UNWRITABLE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 class DataDirLock:
@@ -61,24 +64,30 @@ class DataDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._refuse_held(fd)
-        os.fchmod(fd, LOCK_FILE_MODE)   # a lock file an older Plinth made 0644
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {redacted_command_line(sys.argv)}\n".encode(), 0)
+        try:
+            os.fchmod(fd, LOCK_FILE_MODE)   # a lock file an older Plinth made 0644
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {redacted_command_line(sys.argv)}\n".encode(), 0)
+        except OSError:   # a full disk: the flock must not outlive the refusal
+            os.close(fd)
+            raise
         self._fd = fd
 
     def acquire_to_read(self) -> None:
         """Take the lock to read the data dir without changing it (``plinth check``),
         or raise InvalidConfigError naming the holder. Never waits. As ``acquire``
-        where the file system is writable; on a read-only one (EROFS), the existing
-        lock file is flocked opened read-only and its holder line left as it is, and
-        without one no lock is taken (nothing can be writing there). CLI process,
-        main thread."""
+        where the file system takes the lock file; where it cannot (read-only:
+        EROFS; full: ENOSPC, EDQUOT), the existing lock file is flocked opened
+        read-only and its holder line left as it is, and without one no lock is
+        taken (no server runs without one, and none can start where it cannot
+        be made). CLI process, main thread."""
         try:
             self.acquire()
             return
         except OSError as exc:
-            if exc.errno != errno.EROFS:
+            if exc.errno not in _UNWRITABLE_ERRNOS:
                 raise
+            read_only = exc.errno == errno.EROFS
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -86,6 +95,8 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not read_only:   # a server that filled its disk still holds it
+                self._refuse_held(fd)
             holder = _read_holder(fd)
             os.close(fd)
             raise InvalidConfigError(   # no holder wrote its line here: it names the last

@@ -26,6 +26,7 @@ from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.producer_state import ProducerStates, save_snapshot
 from plinth.version import VERSION
 from tests.control.broker_without_ray import MAIN_DATA_DIR
+from tests.support import fill_file_system
 
 
 def check(data_dir):
@@ -188,6 +189,46 @@ def test_a_data_dir_whose_disk_is_too_full_to_start_on_is_noted_but_not_damaged(
     assert said is not None and 0 < int(said[1]) < 4 * 1024 * 1024, first
     assert rest == [f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, record "
                     f"batches valid: 20 ({path.stat().st_size:,} bytes); 0 damaged"]
+
+
+def test_a_copy_on_a_disk_full_to_its_last_byte_is_checked_without_making_a_lock_file(
+        read_only_fs):
+    # Given a data dir copied without its .lock onto a disk then filled to its last
+    # byte (tester T-fd: "nothing was checked", as the lock file could not be made)
+    mount_point, _ = read_only_fs
+    data_dir, path = data_dir_with_a_log(mount_point / "data")
+    fill_file_system(mount_point)
+    before = files_of(data_dir)
+    # When it is checked
+    result = check(data_dir)
+    # Then it is checked as anywhere else: a start is refused there, nothing is damaged
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert result.output.splitlines()[-1] == (
+        f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, record batches "
+        f"valid: 20 ({path.stat().st_size:,} bytes); 0 damaged")
+    assert "plinth serve refuses to start here" in result.output
+    # And nothing was changed; the lock file, if the disk let it be made (tmpfs makes
+    # an empty file without a block), names no holder
+    assert files_of(data_dir) == before
+    assert not (data_dir / ".lock").exists() or (data_dir / ".lock").read_bytes() == b""
+
+
+def test_a_data_dir_a_server_holds_on_a_full_disk_is_refused_naming_the_holder(read_only_fs):
+    # Given a data dir whose server holds its lock while its disk is full to the last byte
+    mount_point, _ = read_only_fs
+    data_dir, _ = data_dir_with_a_log(mount_point / "data")
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        fill_file_system(mount_point)
+        # When it is checked
+        result = check(data_dir)
+    finally:
+        lock.release()
+    # Then the check is refused, naming the server, as on a disk with room
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr.startswith(f"error: InvalidConfigError: {data_dir} is in use by "
+                                    f"another Plinth server (process {os.getpid()} ")
 
 
 @pytest.fixture
