@@ -3123,7 +3123,9 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
         bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
         pid=(stats or {}).get("pid", facts.pid), **_disk(stats),
-        down_reason="" if stats is not None else facts.down_reason)
+        down_reason="" if stats is not None else facts.down_reason,
+        remote_partitions_not_listed=sum(
+            not t.get("remote_listed", 1) for t in (stats or {}).get("tier", {}).values()))
 
 
 def _disk(stats: dict | None) -> dict[str, int]:

@@ -102,6 +102,9 @@ _UPLOAD_COUNTERS = (
 _UPLOAD_GAUGES = (
     ("remote_bytes", "plinth_partition_remote_bytes", "Log bytes in object storage"),
     ("remote_segments", "plinth_partition_remote_segments", "Segments in object storage"),
+    ("remote_listed", "plinth_partition_remote_listed",
+     "1 if the shard has listed object storage since it began uploading the partition; "
+     "0: the remote gauges may lack segments the store holds (a new leader, the store down)"),
     ("upload_lag_bytes", "plinth_partition_remote_upload_lag_bytes",
      "Log bytes below the high watermark not yet in object storage"),
     ("upload_lag_s", "plinth_partition_remote_upload_lag_seconds",

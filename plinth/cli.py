@@ -706,15 +706,7 @@ def status(ctx, as_json):
                                         if shard.alive else ("-", "-"))
             click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<{width}} "
                        f"{direct_count:>16} {via_router:>12}")
-    tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
-              or shard.upload_errors]
-    if tiered:   # the upload backlog of tiered storage
-        click.echo(f"tiered storage\n  {'shard':<10} {'remote bytes':>14} {'upload lag bytes':>17} "
-                   f"{'lag s':>8} {'upload errors':>14}")
-        for shard in tiered:
-            click.echo(f"  {shard.shard_id:<10} {shard.remote_bytes:>14} "
-                       f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
-                       f"{shard.upload_errors:>14}")
+    _echo_tiered_shards(info.shards)
     if info.tier_claim:   # whether this broker may delete in its store (store_claim.py)
         click.echo(f"tier store claim\n  {info.tier_claim}")
     _echo_disks(info.shards)
@@ -739,6 +731,28 @@ def _echo_disks(shards: list) -> None:
                     if shard.disk_free_bytes < shard.disk_reserve_bytes else "taken")
         click.echo(f"  {shard.shard_id:<10} {shard.disk_free_bytes:>16} {free_pct:>6.1f}% "
                    f"{shard.disk_total_bytes:>16} {shard.disk_reserve_bytes:>14}  {produces}")
+
+
+def _echo_tiered_shards(shards: list) -> None:
+    """``plinth status``'s tiered storage table: each uploading shard's remote bytes,
+    marked "?" (and said below) while it has not listed some partitions' remote logs:
+    they may lack segments in the store (a new leader, the store down)."""
+    tiered = [shard for shard in shards if shard.remote_bytes or shard.upload_lag_bytes
+              or shard.upload_errors or shard.remote_partitions_not_listed]
+    if not tiered:
+        return
+    click.echo(f"tiered storage\n  {'shard':<10} {'remote bytes':>14} {'upload lag bytes':>17} "
+               f"{'lag s':>8} {'upload errors':>14}")
+    for shard in tiered:
+        remote = f"{shard.remote_bytes}{'?' if shard.remote_partitions_not_listed else ''}"
+        click.echo(f"  {shard.shard_id:<10} {remote:>14} "
+                   f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
+                   f"{shard.upload_errors:>14}")
+    for shard in tiered:
+        if shard.remote_partitions_not_listed:
+            click.echo(f"  ? {shard.shard_id} has not listed object storage for "
+                       f"{counted(shard.remote_partitions_not_listed, 'partition')} yet: its "
+                       f"remote bytes may lack their segments (plinth topic describe says why)")
 
 
 @main.command()

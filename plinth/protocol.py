@@ -534,6 +534,9 @@ class ShardStatus:
     disk_total_bytes: int = 0
     disk_reserve_bytes: int = 0
     down_reason: str = ""         # of a DOWN shard: why, if known ("restarting: died ...")
+    # Of the partitions it uploads, those whose remote log it has not listed yet:
+    # remote_bytes may lack their segments in the store (0 from an older broker)
+    remote_partitions_not_listed: int = 0
 
 
 @dataclass
@@ -1213,6 +1216,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.diskFreeBytes, out.diskTotalBytes = shard.disk_free_bytes, shard.disk_total_bytes
         out.diskReserveBytes = shard.disk_reserve_bytes
         out.downReason = shard.down_reason
+        out.remotePartitionsNotListed = shard.remote_partitions_not_listed
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1321,7 +1325,7 @@ def _reply_view(rep) -> ReplyView:
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
                                 x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid,
                                 x.diskFreeBytes, x.diskTotalBytes, x.diskReserveBytes,
-                                x.downReason)
+                                x.downReason, x.remotePartitionsNotListed)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -609,6 +609,8 @@ struct ShardStatus {
   diskReserveBytes @22 :UInt64;  # produces that would leave less free are refused
   downReason @23 :Text;          # of a DOWN shard, why if known: "restarting: died 101
                                  # times, next start in 40 s" (a shard Ray gave up on)
+  remotePartitionsNotListed @24 :UInt32;  # of those it uploads, whose remote log it has
+                                 # not listed yet: remoteBytes may lack their segments
 }
 
 struct RouterStatus {

@@ -20,6 +20,9 @@ class TopicRow:
     partitions: int | None = None
     size_bytes: int | None = None
     remote_bytes: int | None = None
+    # Partitions whose remote log their shard has not listed yet: remote_bytes may
+    # lack their segments (shown as "?")
+    remote_not_listed: int = 0
     records_in_per_s: float | None = None
     bytes_in_per_s: float | None = None
     records_out_per_s: float | None = None   # once the broker reports fetched rates
@@ -97,6 +100,7 @@ def _add_descriptions(admin, rows: list[TopicRow]) -> None:
         parts = info.partition_info
         row.size_bytes = sum(p.size_bytes for p in parts)
         row.remote_bytes = sum(p.remote_bytes for p in parts)
+        row.remote_not_listed = sum(1 for p in parts if p.remote_not_listed)
         row.offline = sum(1 for p in parts if not p.shard)
 
 

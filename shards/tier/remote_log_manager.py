@@ -707,7 +707,9 @@ class RemoteLogManager:
         """Per partition this shard uploads: remote bytes and segments, upload lag in
         bytes (local bytes above the remote end and below the high watermark, in
         whole segments) and seconds (since the oldest waiting rolled segment was last
-        written), uploads done, upload errors."""
+        written), uploads done, upload errors, and whether its view is the store's
+        (``remote_listed``, 1 or 0: ``view_synced``; until then the remote figures may
+        lack segments)."""
         now_ms = wall_clock_ms()
         result = {}
         for key, state in self._states.items():
@@ -727,7 +729,8 @@ class RemoteLogManager:
                 "upload_lag_s": (max(0, now_ms - rolled[0].last_written_ms) / 1000
                                  if rolled else 0.0),
                 "uploads": state.uploads, "upload_errors": state.upload_errors,
-                "remote_segments_lost": self._segments_lost.get(key, 0)}
+                "remote_segments_lost": self._segments_lost.get(key, 0),
+                "remote_listed": int(state.synced)}
         return result
 
     # --- The uploader (its thread) ------------------------------------------------------

@@ -113,7 +113,7 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_errors_and_lo
                                     "remote_log_start_offset": 0, "remote_end_offset": 7_000,
                                     "upload_lag_bytes": 2_000_000, "upload_lag_s": 4.5,
                                     "uploads": 9, "upload_errors": 2,
-                                    "remote_segments_lost": 3}}}}
+                                    "remote_segments_lost": 3, "remote_listed": 0}}}}
     # When the metrics are collected
     got = samples(BrokerCollector(WithTier()))
     # Then each figure is there, by topic and partition
@@ -121,8 +121,8 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_errors_and_lo
         "plinth_partition_remote_bytes", "plinth_partition_remote_segments",
         "plinth_partition_remote_upload_lag_bytes", "plinth_partition_remote_upload_lag_seconds",
         "plinth_partition_remote_uploads_total", "plinth_partition_remote_upload_errors_total",
-        "plinth_partition_remote_segments_lost_total",
-    )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2, 3]
+        "plinth_partition_remote_segments_lost_total", "plinth_partition_remote_listed",
+    )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2, 3, 0]
 
 
 def get(url: str) -> tuple[int, str]:

@@ -118,6 +118,7 @@ def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after
         shards = admin.status().shards
     assert sum(shard.remote_bytes for shard in shards) > 250 * MiB
     assert sum(shard.upload_errors for shard in shards) == 0
+    assert [shard.remote_partitions_not_listed for shard in shards] == [0, 0]   # all listed
     shown = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], text=True,
                            capture_output=True, env=dict(os.environ, PLINTH_BROKER=broker.url),
                            timeout=60)

@@ -120,6 +120,23 @@ def test_a_down_shards_bytes_rates_and_request_counts_are_dashes_not_0(monkeypat
     assert lines[direct + 1].split() == ["shard-1", "tcp://127.0.0.1:7601", "-", "-"]
 
 
+def test_status_marks_remote_bytes_a_shard_has_not_listed_yet_and_says_why_below(monkeypatch):
+    # Given a shard that uploads 3 tiered partitions, 2 not listed yet (a new leader,
+    # the store down): its remote bytes may be 0 although the store holds segments
+    unlisted = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", True, 3, 1000, 0.0, 0.0,
+                                    remote_partitions_not_listed=2)
+    listed = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7500", True, 3, 1000, 0.0, 0.0,
+                                  remote_bytes=5000)
+    lines = run(monkeypatch, ["status"], [listed, unlisted])
+    # Then the tiered table shows it, its remote bytes marked "?", and a line says why
+    at = lines.index("tiered storage")
+    assert lines[at + 2].split()[:2] == ["shard-0", "5000"]
+    assert lines[at + 3].split()[:2] == ["shard-1", "0?"]
+    assert lines[at + 4] == ("  ? shard-1 has not listed object storage for 2 partitions yet: "
+                             "its remote bytes may lack their segments (plinth topic describe "
+                             "says why)")
+
+
 def test_status_says_why_a_down_shard_is_down_when_the_controller_knows(monkeypatch):
     restarting = "restarting: died 101 times, next start in 40 s"
     down = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,

@@ -42,6 +42,8 @@ def test_a_new_leader_with_the_store_down_says_its_remote_log_is_not_listed_and_
             "shard-tier has not listed object storage since it began uploading t-0: "
             "the last try failed: "), info.remote_not_listed
         assert not info.has_remote
+        # And its stats (status, metrics) say its remote figures are not the store's
+        assert remote_listed(server) == 0
         # And once the store is back and listed, it tells the store's offsets and says
         # nothing of a listing
         moto.start()
@@ -49,6 +51,11 @@ def test_a_new_leader_with_the_store_down_says_its_remote_log_is_not_listed_and_
                             and i.has_remote and i, timeout_s=WAIT_S)
         assert listed.remote_start_offset == rolled[0][0]
         assert listed.remote_end_offset >= rolled[2][1] and listed.remote_bytes > 0
+        assert remote_listed(server) == 1
+
+
+def remote_listed(server) -> int:
+    return server.call(server.stats_snapshot)["tier"][("t", 0)]["remote_listed"]
 
 
 def test_a_new_leader_whose_remote_log_is_not_listed_refuses_an_exact_start_until_it_is(

@@ -427,6 +427,38 @@ def test_a_remote_log_not_listed_yet_is_shown_unknown_with_why_not_as_nothing_re
     assert html.count("—") == 1   # the rate's alone (none sampled), not the remote offsets'
 
 
+def test_remote_bytes_of_partitions_not_listed_yet_are_marked_in_the_topic_list_and_overview():
+    # Given a tiered topic one of whose two partitions' remote logs is not listed yet,
+    # and a shard status saying so
+    from plinth import protocol
+    from plinth.client.console.context import make_templates
+    from plinth.client.console.topic_listing import topic_page
+
+    why = "shard-2 has not listed object storage since it began uploading rt-0: ..."
+    parts = [protocol.PartitionInfo(0, shard="shard-2", remote_bytes=0, remote_not_listed=why),
+             protocol.PartitionInfo(1, shard="shard-1", remote_bytes=4096)]
+
+    class Admin:
+        def list_topics(self):
+            return ["rt"]
+
+        def describe_topic(self, name):
+            return protocol.TopicInfo(name, 2, partition_info=parts)
+
+    page = topic_page(Admin())
+    templates = make_templates().env
+    listed = templates.get_template("topics/list.html").render(page=page, fragment=True)
+    shard = protocol.ShardStatus("shard-2", "tcp://127.0.0.1:7502", True, 1, 10, 0.0, 0.0,
+                                 remote_partitions_not_listed=1)
+    overview = templates.get_template("overview_tables.html").render(
+        status=protocol.StatusInfo([], [shard], []))
+    # Then both mark the remote figure "?", saying how many partitions are not listed
+    assert page.rows[0].remote_not_listed == 1
+    for html in (listed, overview):
+        assert "remote logs of 1 partitions not listed yet" in html, html
+        assert " ?</span>" in html
+
+
 @pytest.mark.parametrize("form, phrase", [
     ({"name": "__consumer_offsets", "partitions": "1"}, "internal"),
     ({"name": "ok-review", "config": "segment.bytes=1"}, "segment.bytes"),
