@@ -40,6 +40,13 @@ _READ_LIMITS = dict(
 # Plinth 0.2.0 (no field). 1 (0.2.0): every kind and field of 0.2.0: createTopics'
 # validateOnly, deleteTopic's topic id guard, deleteOffsets; and a request of a kind the
 # broker does not know is answered malformedRequest at once (before: no answer).
+# A field an older peer may ignore or leave out without harm does not raise it: a
+# request's hint whose absence leaves the older answer (listOffsets' requireListed:
+# the log start as the shard knows it), a reply's field whose zero means "not known"
+# or the cautious reading (a status's disk bytes and remotePartitionsNotListed; an
+# Error's beforeWrite, false: maybe stored, so retried under the producer's id), and
+# the shards' messages to each other (replicaFetch's appendFailed), which one
+# ``plinth serve`` build sends to itself.
 PROTOCOL_VERSION = 1
 
 # How many times a reply's reader may walk each of its words (_reply_read_limits).
