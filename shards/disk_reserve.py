@@ -95,15 +95,16 @@ class DiskReserve:
 
     def has_room(self, room_bytes: int) -> bool:
         """Whether the file system has at least ``room_bytes`` free, the reserve aside:
-        a follower asks it before each fetch (shards/replica_fetcher.py). The free
-        bytes last read are trusted as ``check`` trusts them; True if the file system
-        cannot be asked (the append will say what is wrong). Loop thread."""
-        if (self._clock_s() - self._read_at_s >= limits.DISK_FREE_CHECK_INTERVAL_MS / 1000
-                or self._estimate() < room_bytes):
-            try:
-                self._read()
-            except DiskReserveRefusedError:
-                return True
+        a follower asks it before each fetch (shards/replica_fetcher.py). Asked of the
+        file system each time, not estimated: a disk filled by another process within
+        the check interval let a leader moved off it (its appends had just failed)
+        rejoin as a follower at its first fetch; a fetch is far rarer than a produce,
+        so the statvfs costs nothing. True if the file system cannot be asked (the
+        append will say what is wrong). Loop thread."""
+        try:
+            self._read()
+        except DiskReserveRefusedError:
+            return True
         return self._estimate() >= room_bytes
 
     def snapshot(self) -> dict[str, int]:
