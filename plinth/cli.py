@@ -831,6 +831,7 @@ def _checked_data_dir(data_dir: Path):
                                                                   metadata) + unwritable,
                                notes=format_notes(data_dir / METADATA_FILE, metadata)
                                + read_only)
+        read_only.extend(_shard_disk_notes(data_dir, shards_dir))
         manifests = read_manifests(shards_dir)
         by_path = {shard_dir / MANIFEST_FILE: manifest
                    for shard_dir, manifest in manifests.found.items()}
@@ -863,6 +864,27 @@ def _start_space_notes(data_dir: Path) -> list[str]:
     except StorageError as exc:
         return [f"plinth serve refuses to start here: {exc}"]
     return []
+
+
+def _shard_disk_notes(data_dir: Path, shards_dir: Path) -> list[str]:
+    """``check``'s note for each shard directory on a file system of its own (a disk
+    mounted on ``shards/shard-N``) with less free than a shard keeps free by default
+    (PRODUCE_FREE_BYTES_MIN_DEFAULT): its produces would be refused. The data dir's
+    own file system has its note (``_start_space_notes``). Not damage."""
+    import shutil
+
+    data_dir_device = data_dir.stat().st_dev
+    notes = []
+    for shard_dir in sorted(p for p in shards_dir.iterdir() if p.is_dir()):
+        if shard_dir.stat().st_dev == data_dir_device:
+            continue
+        free_bytes = shutil.disk_usage(shard_dir).free
+        if free_bytes < limits.PRODUCE_FREE_BYTES_MIN_DEFAULT:
+            notes.append(f"{shard_dir} is on a file system of its own with {free_bytes} bytes "
+                         f"free, under the {limits.PRODUCE_FREE_BYTES_MIN_DEFAULT} a shard "
+                         f"keeps free by default (--produce-free-bytes-min): it would refuse "
+                         f"produces; free some, or give that disk more room")
+    return notes
 
 
 def _measured(shard) -> str:

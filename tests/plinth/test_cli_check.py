@@ -213,6 +213,31 @@ def test_a_copy_on_a_disk_full_to_its_last_byte_is_checked_without_making_a_lock
     assert not (data_dir / ".lock").exists() or (data_dir / ".lock").read_bytes() == b""
 
 
+def test_a_shard_on_a_nearly_full_disk_of_its_own_is_noted_but_not_damaged(tmp_path):
+    # Given a data dir whose shard-0 has a small disk of its own (a tmpfs mounted on
+    # shards/shard-0 before the first start), under the reserve a shard keeps free
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    shard_disk = tmp_path / "data" / "shards" / "shard-0"
+    shard_disk.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(shard_disk)],
+                   check=True)
+    try:
+        data_dir, _ = data_dir_with_a_log(tmp_path / "data")
+        # When it is checked
+        result = check(data_dir)
+    finally:
+        subprocess.run(["umount", "-l", str(shard_disk)], check=False)
+    # Then a note names the shard's directory, its free bytes and the reserve, and
+    # nothing is damaged
+    assert result.exit_code == 0, (result.output, result.stderr)
+    said = re.search(rf"note    {re.escape(str(shard_disk))} is on a file system of its own "
+                     rf"with (\d+) bytes free, under the {limits.PRODUCE_FREE_BYTES_MIN_DEFAULT} a "
+                     rf"shard keeps free by default", result.output)
+    assert said is not None and int(said[1]) < 4 * 1024 * 1024, result.output
+    assert result.output.splitlines()[-1].endswith("0 damaged")
+
+
 def test_a_data_dir_a_server_holds_on_a_full_disk_is_refused_naming_the_holder(read_only_fs):
     # Given a data dir whose server holds its lock while its disk is full to the last byte
     mount_point, _ = read_only_fs
