@@ -571,6 +571,7 @@ class Server:
     def start(self) -> StartReport:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
+        raise_open_file_limit("plinth serve")   # before Ray: its processes inherit it
         security = self.options.security()   # config errors before anything starts
         self.options.check_console_listen()
         kafka = self.options.kafka_options()
@@ -1130,6 +1131,18 @@ def _this_node():
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
+def raise_open_file_limit(who: str) -> None:
+    """Raise this process's soft limit on open files to its hard one, as each shard
+    raises its own (file_budget.raise_soft_limit) and Go's runtime does for every
+    program: the router holds a file per client connection (ZeroMQ's and the Kafka
+    listener's, up to KAFKA_CONNECTIONS_MAX), and a soft limit of 1,024, common by
+    default, is reached long before the hard one (often 524,288). Logged if raised.
+    The processes started after it (Ray's) inherit it. Main thread, at the start."""
+    before, after = file_budget.raise_soft_limit()
+    if after != before:
+        log.info("%s: open files limit %d (was %d)", who, after, before)
+
+
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     server = Server(options)
@@ -1385,6 +1398,7 @@ def check_router_security(options: RouterOptions, required: tuple[str, ...], bro
 
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
+    raise_open_file_limit("plinth router")
     security = options.security()
     kafka = _kafka_options(options)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -135,6 +136,27 @@ def test_plinth_serve_on_a_port_in_use_fails_before_it_creates_the_data_dir(tmp_
     assert result.exit_code == 1
     assert (f"error: InvalidConfigError: --metrics-port {port}: Address already in use"
             in result.output)
+
+
+def test_plinth_serve_raises_its_soft_open_file_limit_to_the_hard_one_before_anything_starts(
+        tmp_path):
+    # Given a soft limit on open files below the hard one (1,024 is a common default:
+    # a router holds a file per client connection)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard RLIMIT_NOFILE {hard} leaves nothing to raise")
+
+    def lower_soft_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    # When plinth serve starts (and stops at its free-space check, before Ray)
+    result = subprocess.run(
+        [sys.executable, "-c", "from plinth.cli import main; main()", "serve",
+         "--data-dir", str(tmp_path / "d"), "--listen", f"tcp://127.0.0.1:{_free_port()}",
+         "--console-listen", "off", "--data-dir-free-bytes-min", str(1 << 50)],
+        capture_output=True, text=True, timeout=180, preexec_fn=lower_soft_limit)
+    # Then it raised its soft limit to the hard one first, and said so
+    assert result.returncode == 1, result.stderr
+    assert f"plinth serve: open files limit {hard} (was 512)" in result.stderr, result.stderr
 
 
 def test_a_second_server_on_a_data_dir_with_the_same_port_is_told_which_server_holds_it(
