@@ -29,7 +29,9 @@ partition that stops being led here answers its waiting ones with an error
 
 A partition whose fsync fails keeps its high watermark and stays dirty (the
 next round tries again); only its own produces of the round fail, with a
-StorageError naming it. Replies keep their order: the reply to a retried
+StorageError naming it. ``fsync_failed(part, error)`` is told first, and may
+cut what the failed fsync may not have written (ShardServer does: the kernel
+reports a failed writeback once, so the next fsync would succeed without it). Replies keep their order: the reply to a retried
 duplicate, which appends nothing, waits behind the round's fsync too.
 
 Threads. Only the loop thread calls in. During a commit, pool threads run
@@ -77,7 +79,8 @@ class GroupCommit:
 
     def __init__(self, shard_id: str, fsync_policy: str, fsync_interval_ms: int, *,
                  reply: Callable[[list, bytes], None], readable: Callable[[Partition], None],
-                 stats: ShardStats, clock_s: Callable[[], float] = time.monotonic):
+                 stats: ShardStats, clock_s: Callable[[], float] = time.monotonic,
+                 fsync_failed: Callable[[Partition, StorageError], None] | None = None):
         if fsync_policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync_policy {fsync_policy!r} is not one of {FSYNC_POLICIES}")
         self.shard_id = shard_id
@@ -87,6 +90,7 @@ class GroupCommit:
         self._readable = readable
         self._stats = stats
         self._clock_s = clock_s
+        self._fsync_failed_hook = fsync_failed
         # Partitions written since their last fsync, in the order first written.
         # At most one entry per partition on the shard, so bounded by them.
         self._dirty: dict[Partition, None] = {}
@@ -235,6 +239,9 @@ class GroupCommit:
         flush = force_flush or self.fsync_policy == "always" or (
             self.fsync_policy == "interval" and now_s >= self._next_flush_s)
         failed = self._fsync_all(self._dirty) if flush else {}
+        if failed and self._fsync_failed_hook is not None:
+            for part, error in failed.items():
+                self._fsync_failed_hook(part, error)
         # Without an fsync this round, "interval" and "never" still make the
         # written end readable; "always" flushes every round.
         hooks = self._durable_hooks

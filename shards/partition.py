@@ -629,6 +629,13 @@ class Partition:
         self._discard_producer_snapshot_after(plog.active_base_offset)
         return result
 
+    def cut_unflushed(self) -> TruncationResult:
+        """Cut what was appended since the last good fsync (``truncate_to`` the log's
+        flushed end, with its producers' state), after an fsync failed: the disk may
+        not hold it (ShardServer._cut_after_failed_fsync). Returns what was cut;
+        StorageError if the disk refuses the cut."""
+        return self.truncate_to(self.log.flushed_end_offset)
+
     def restart_at(self, start_offset: int) -> TruncationResult:
         """Delete the whole log and start it again, empty, at ``start_offset``, with no
         epochs and no producers (Kafka's truncateFullyAndStartAt): for a follower

@@ -222,7 +222,8 @@ class ShardServer:
         self._segment_files = SegmentFiles(limits.SEGMENT_FILES_OPEN_MAX)   # shared by partitions
         self._group_commit = GroupCommit(shard_id, fsync_policy, fsync_interval_ms,
                                          reply=self._reply, readable=self._readable,
-                                         stats=self.stats)
+                                         stats=self.stats,
+                                         fsync_failed=self._cut_after_failed_fsync)
         self._purgatory = FetchPurgatory()
         self._answer_parked_fetch = self._answer_parked   # bound once, not per parked fetch
         self._groups: GroupRequests | None = None
@@ -1574,6 +1575,39 @@ class ShardServer:
             except BrokerError as exc:
                 error = exc
         self._reply(envelope, protocol.encode_error(request_id, error))
+
+    def _cut_after_failed_fsync(self, part: Partition, error: StorageError) -> None:
+        """Group commit's fsync of ``part`` failed (loop thread). What was written since
+        its last good fsync may not be on the disk while the page cache still serves
+        it, and the kernel reports a failed writeback once: the next fsync succeeds
+        without writing it (PostgreSQL's "fsyncgate"). Seen here on ext4 over a disk
+        that ran out of room under it: the next fsync succeeded, the batch read back
+        as zeros once the cache was dropped, and the high watermark had passed it; a
+        restart's recovery would then cut every later, acknowledged record at that
+        hole. So the log is cut back to its last good fsync (``cut_unflushed``), with
+        its producers' state: an idempotent retry of the failed batch is appended
+        again, not answered as a duplicate of one the disk lost. Under "always" none
+        of it was acknowledged; under "interval" or "never" it was, as those policies
+        allow before an fsync, and the log says so. A replicated partition led here
+        is not cut: cut inside its leader epoch, its followers' copies of those
+        offsets would differ from what it writes next; its followers hold what they
+        fetched, fsynced (README, Reliability)."""
+        if type(self._roles.get(part.key)) is Led:
+            log.error("%s; not cut: %s leads %s, whose followers hold what they fetched",
+                      error, self.shard_id, part.name)
+            return
+        try:
+            cut = part.cut_unflushed()
+        except StorageError as exc:   # the disk refuses the cut too: a restart recovers
+            log.error("%s, and cutting what it may not have written failed too: %s",
+                      error, exc)
+            return
+        if cut.old_end_offset > cut.end_offset:
+            log.error("%s: cut offsets %d to %d (%d bytes), written since its last good "
+                      "fsync%s", error, cut.end_offset, cut.old_end_offset - 1, cut.bytes,
+                      "" if self._group_commit.fsync_policy == "always" else
+                      f", which fsync policy {self._group_commit.fsync_policy!r} had "
+                      f"acknowledged before their fsync")
 
     def _readable(self, part: Partition) -> None:
         """Group commit moved ``part``'s high watermark: answer the fetches waiting for it."""

@@ -26,6 +26,7 @@ from plinth.shards.shard_calls import Leadership
 from plinth.shards.shard_server import ShardServer
 from tests.shards.test_shard_server_replication import (CLIENT, WAIT_S, batch_of, cluster,  # noqa: F401
                                                         produce, reply_of)
+from tests.shards.test_storage_faults import LostWriteback
 from tests.support import fill_file_system
 
 LEADERSHIP = Leadership(replicas=("lead", "s1"), leader="lead", leader_epoch=3,
@@ -252,6 +253,37 @@ def test_a_follower_whose_disk_has_no_room_for_a_fetch_says_so_before_any_append
     leader.answer(envelope, request, {})
     _, request = leader.next_fetch()
     assert [p.append_failed for p in request.partitions] == [False]
+
+
+def test_a_follower_whose_fsync_fails_cuts_what_it_fetched_and_fetches_it_again(
+        follower, monkeypatch, tmp_path):
+    # Given a follower whose disk loses the writeback of its next fsync of a log
+    # (shards/shard_server.py, _cut_after_failed_fsync)
+    srv, leader = follower
+    entries = entry_of([b"a", b"b", b"c"], 0, tmp_path)
+    envelope, request = first_fetch_of_all(leader)
+    fsync = LostWriteback(monkeypatch)
+    fsync.armed = True
+    # When the leader sends it entries for t-1, whose fsync then fails
+    leader.answer(envelope, request, {1: entries})
+    # Then it cuts them and asks for them again from offset 0, not from 3 (a log whose
+    # copy at 0..2 the disk lost); and once they are stored, from 3
+    envelope, again = next_fetch_of(leader, 1)
+    assert [(p.partition, p.fetch_offset) for p in again.partitions if p.partition == 1] == [(1, 0)]
+    leader.answer(envelope, again, {1: entries})
+    _, last = next_fetch_of(leader, 1)
+    assert [(p.partition, p.fetch_offset) for p in last.partitions if p.partition == 1] == [(1, 3)]
+
+
+def next_fetch_of(leader: FakeLeader, partition: int) -> tuple[list, protocol.ReplicaFetchAllRequest]:
+    """The next fetch carrying ``partition``; those before it are answered with nothing
+    new (the others' fetches go on while it waits for its entries to be durable)."""
+    for _ in range(len(PARTITIONS) * 4):
+        envelope, request = leader.next_fetch()
+        if any(p.partition == partition for p in request.partitions):
+            return envelope, request
+        leader.answer(envelope, request, {})
+    raise AssertionError(f"no fetch carried partition {partition}")
 
 
 # --- The leader side -------------------------------------------------------------------

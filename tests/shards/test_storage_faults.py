@@ -7,6 +7,7 @@ middle of a segment is reported by its CRC, never returned as data."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ import zmq
 from plinth import protocol
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
-from tests.shards.test_shard_server import fetch, produce, roundtrip, values_in
+from tests.shards.test_shard_server import (fetch, idempotent_batch, produce, produce_raw,
+                                            roundtrip, values_in)
 
 @pytest.fixture
 def small_fs(tmp_path):
@@ -189,3 +191,70 @@ def test_a_corrupt_entry_in_the_middle_of_a_segment_is_an_error_not_data(tmp_pat
 def roundtrip_fetch(sock, offset, bytes_max=1 << 20):
     return roundtrip(sock, protocol.encode_fetch(9, "t", 0, offset, bytes_max, 0))
 
+
+
+class LostWriteback:
+    """os.fsync as the kernel answers it when a writeback fails (PostgreSQL's
+    "fsyncgate"; seen on ext4 over a disk that ran out of room under it): the next
+    fsync of a ``.log`` file fails once, the bytes written since its last good fsync
+    are gone (zeros, as the unwritten extents read back), and later fsyncs succeed."""
+
+    def __init__(self, monkeypatch):
+        self._fsync = os.fsync
+        # (device, inode) -> the file's size at its last good fsync
+        self._synced_bytes: dict[tuple[int, int], int] = {}
+        self.armed = False
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        stat = os.fstat(fd)
+        if self.armed and os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+            self.armed = False
+            synced = self._synced_bytes.get((stat.st_dev, stat.st_ino), 0)
+            os.pwrite(fd, bytes(stat.st_size - synced), synced)
+            self._fsync(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        self._fsync(fd)
+        self._synced_bytes[(stat.st_dev, stat.st_ino)] = stat.st_size
+
+
+def test_a_failed_fsync_cuts_what_it_may_not_have_written_so_no_acknowledged_record_is_lost(
+        tmp_path, monkeypatch):
+    # Given a shard whose disk loses the writeback of its next fsync of t-0's log
+    fsync = LostWriteback(monkeypatch)
+    srv = ShardServer("shard-fs", tmp_path / "shard", "127.0.0.1", produce_free_bytes_min=0)
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(srv.address)
+    try:
+        assert produce_raw(sock, idempotent_batch([b"a"], 77, 0)).base_offset == 0
+        fsync.armed = True
+        # When a batch's fsync fails, the idempotent producer retries it, and goes on
+        failed = produce_raw(sock, idempotent_batch([b"b"], 77, 1))
+        retried = produce_raw(sock, idempotent_batch([b"b"], 77, 1))
+        after = produce_raw(sock, idempotent_batch([b"c"], 77, 2))
+    finally:
+        sock.close()
+        srv.stop(5)
+    # Then the failed one was refused, and the retry and the next were acknowledged
+    assert "fsync of t-0 failed" in str(failed.error)
+    assert (retried.error, after.error) == (None, None)
+    # And once the shard restarts (its recovery reads what the disk holds), every
+    # acknowledged record is there at its offset: the retry was stored again, not
+    # answered as a duplicate of the batch the disk lost (before: recovery cut the
+    # log at the lost batch's zeros, and the retry and everything after with it)
+    srv = ShardServer("shard-fs", tmp_path / "shard", "127.0.0.1", produce_free_bytes_min=0)
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(srv.address)
+    try:
+        _, payload = roundtrip_fetch(sock, 0)
+    finally:
+        sock.close()
+        srv.stop(5)
+    assert (retried.base_offset, after.base_offset) == (1, 2)
+    assert values_in(payload) == [b"a", b"b", b"c"]
