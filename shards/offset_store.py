@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits
+from plinth.errors import StorageError
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.format.log_entry import iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
@@ -314,7 +315,23 @@ class OffsetStore:
             return
         with self._outage.watch():
             self._log.append(batch, builder.record_count, now_ms)
-            self._log.flush()
+            try:
+                self._log.flush()
+            except StorageError:
+                self._cut_unflushed()
+                raise
+
+    def _cut_unflushed(self) -> None:
+        """After a failed fsync, cut the commit it may not have written: the kernel
+        reports a failed writeback once, so the next commit's fsync would succeed
+        without it, and a restart's replay would stop at its zeros, losing every
+        later commit (shards/shard_server.py, ``_cut_after_failed_fsync``). A cut the
+        disk refuses too is logged: the restart's recovery cuts what it cannot read."""
+        try:
+            self._log.truncate_to(self._log.flushed_end_offset)
+        except StorageError as exc:
+            log.error("cannot cut the offset commit whose fsync failed from %s: %s",
+                      self._log.directory, exc)
 
 
 def _finish_interrupted_swap(directory: Path) -> None:

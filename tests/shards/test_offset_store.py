@@ -17,6 +17,7 @@ from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.shards.offset_store import DIR_NAME, OffsetStore
 from plinth.shards.partition_log import LogConfig, PartitionLog
+from tests.shards.test_storage_faults import LostWriteback
 
 
 class WallClock:
@@ -300,6 +301,26 @@ def test_commits_the_disk_refuses_are_logged_once_per_outage_and_their_end_once(
                                 "the disk takes writes again (said once until then)")
     assert lines[1][1] == f"appends to {tmp_path / DIR_NAME} succeed again, after 3 failed"
     assert store.offsets("g") == {("t", 0): 9}
+    store.close()
+
+
+def test_a_commit_whose_fsync_fails_is_cut_so_later_commits_survive_a_reopen(tmp_path,
+                                                                              monkeypatch):
+    # Given a store whose disk loses the writeback of its next fsync (the next one
+    # succeeds, as the kernel reports a failed writeback once)
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("t", 0): 1})
+    fsync = LostWriteback(monkeypatch)
+    fsync.armed = True
+    # When a commit's fsync fails, and the next commit succeeds
+    with pytest.raises(StorageError, match="cannot fsync"):
+        store.commit("g", {("t", 0): 2})
+    store.commit("g", {("t", 0): 3})
+    store.close()
+    # Then after a reopen the acknowledged commit is there (before: the replay stopped
+    # at the lost commit's zeros, and the later one was lost with it)
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == {("t", 0): 3}
     store.close()
 
 
