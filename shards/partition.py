@@ -633,8 +633,12 @@ class Partition:
         """Cut what was appended since the last good fsync (``truncate_to`` the log's
         flushed end, with its producers' state), after an fsync failed: the disk may
         not hold it (ShardServer._cut_after_failed_fsync). Returns what was cut;
-        StorageError if the disk refuses the cut."""
-        return self.truncate_to(self.log.flushed_end_offset)
+        StorageError if the disk refuses the cut or its fsync (then the log refuses
+        every fsync until a later call succeeds: a retry cuts nothing more, and
+        fsyncs)."""
+        result = self.truncate_to(self.log.flushed_end_offset)
+        self.log.flush()   # (the cut's own fsync, if an earlier cut's failed)
+        return result
 
     def restart_at(self, start_offset: int) -> TruncationResult:
         """Delete the whole log and start it again, empty, at ``start_offset``, with no

@@ -187,7 +187,7 @@ class Segment:
                  "_index_interval_bytes", "_flushed_size_bytes", "_ready", "_offset_index",
                  "_time_index", "_size_bytes", "_end_offset", "_max_timestamp_ms",
                  "_bytes_since_index_entry", "_indexed_position", "_indexes_written",
-                 "cut_files_there")
+                 "cut_files_there", "_fsync_failed")
 
     def __init__(self, directory: Path, base_offset: int, fd: int, *,
                  index_interval_bytes: int, created_ms: int, files: SegmentFiles | None = None):
@@ -200,6 +200,9 @@ class Segment:
         self._files = files
         self._index_interval_bytes = index_interval_bytes
         self._flushed_size_bytes = 0
+        # An fsync failed: what was written since the last good one may not be on the
+        # disk, and the kernel reports that once; every fsync fails until it is cut.
+        self._fsync_failed = False
         self._ready = False
         # Whether cut files of this segment are there; None: not known, ``delete`` lists
         # the directory to know (the partition log says, from its one listing at open,
@@ -708,16 +711,25 @@ class Segment:
                          "recovery will cut it at the next start", self.log_path, position, error)
 
     def flush(self) -> None:
-        """fsync the .log file if anything was appended since the last flush."""
-        if self._flushed_size_bytes < self._size_bytes:
+        """fsync the .log file if anything was appended since the last flush, or the last
+        fsync failed (``_fsync``)."""
+        if self._flushed_size_bytes < self._size_bytes or self._fsync_failed:
             self._fsync()
 
     def _fsync(self) -> None:
+        # After a failed fsync the kernel would answer the next one without writing what
+        # it lost: refused until that is cut (to the last good fsync's size, or less)
+        if self._fsync_failed and self._size_bytes > self._flushed_size_bytes:
+            raise StorageError(f"cannot fsync {self.log_path} at {self._size_bytes} bytes: an "
+                               f"earlier fsync failed, and what was written since its last "
+                               f"good one ({self._flushed_size_bytes} bytes) is not cut yet")
         try:
             os.fsync(self._fd)
         except OSError as error:
+            self._fsync_failed = True
             raise StorageError(f"cannot fsync {self.log_path} at {self._size_bytes} bytes: "
                                f"{error}") from error
+        self._fsync_failed = False
         self._flushed_size_bytes = self._size_bytes
 
     def write_indexes(self) -> None:

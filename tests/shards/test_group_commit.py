@@ -34,7 +34,7 @@ class FakeClock:
 class Shard:
     """A group commit with its neighbours: partitions, a reply list, a readable list."""
 
-    def __init__(self, directory, fsync_policy="always", fsync_interval_ms=10):
+    def __init__(self, directory, fsync_policy="always", fsync_interval_ms=10, fsync_failed=None):
         self.directory = directory
         self.clock = FakeClock()
         self.stats = ShardStats()
@@ -42,7 +42,7 @@ class Shard:
         self.readable = []    # partitions whose high watermark moved, in order
         self.commit = GroupCommit("shard-gc", fsync_policy, fsync_interval_ms,
                                   reply=self._reply, readable=self.readable.append,
-                                  stats=self.stats, clock_s=self.clock)
+                                  stats=self.stats, clock_s=self.clock, fsync_failed=fsync_failed)
         self.parts = {}
         self._by_request = {}
 
@@ -167,15 +167,15 @@ def test_the_dirty_partitions_of_a_round_are_fsynced_at_the_same_time(make_shard
     assert all(p.log.flushed_end_offset == 1 for p in shard.parts.values())
 
 
-def fail_fsync_of(monkeypatch, part: Partition) -> list:
-    """Make the disk fail every fsync of ``part``'s active segment (EIO); returns the
-    list of failed attempts."""
+def fail_fsync_of(monkeypatch, part: Partition, times: int = 1 << 30) -> list:
+    """Make the disk fail the next ``times`` fsyncs of ``part``'s active segment (EIO);
+    returns the list of failed attempts."""
     broken_fd = part.log.segments[-1]._fd
     real_fsync = os.fsync
     failed = []
 
     def fsync(fd):
-        if fd == broken_fd:
+        if fd == broken_fd and len(failed) < times:
             failed.append(fd)
             raise OSError(errno.EIO, "Input/output error")
         real_fsync(fd)
@@ -183,7 +183,7 @@ def fail_fsync_of(monkeypatch, part: Partition) -> list:
     return failed
 
 
-def test_a_failed_fsync_fails_only_its_own_partitions_produces_and_is_tried_again(
+def test_a_failed_fsync_fails_only_its_own_partitions_produces_and_no_later_fsync_passes_it(
         make_shard, monkeypatch):
     # Given partition 1, whose disk fails its fsync, and partition 0, whose disk works
     shard = make_shard()
@@ -198,20 +198,28 @@ def test_a_failed_fsync_fails_only_its_own_partitions_produces_and_is_tried_agai
     assert type(error).__name__ == "StorageError" and failed
     assert "shard-gc: fsync of t-1 failed" in str(error) and str(broken.log.directory) in str(error)
     assert good == (2, 0, None, 1, 1)
-    # And its record is not readable, until an fsync works in a later round
+    # And a later round with a working disk does not make it readable either: the
+    # kernel answers the fsync after a failed writeback without writing what it lost,
+    # so every fsync of the segment fails until that is cut
     assert broken.high_watermark == 0
     monkeypatch.undo()
     shard.commit.commit()
-    assert broken.high_watermark == 1 and broken.log.flushed_end_offset == 1
+    assert broken.high_watermark == 0 and broken.log.flushed_end_offset == 0
+    # And once cut back to its last good fsync (as the shard does), it takes produces again
+    broken.cut_unflushed()
+    shard.produce(1, request_id=3)
+    shard.commit.commit()
+    assert shard.replies[-1] == (3, 0, None, 1, 1)
 
 
-def test_a_failed_fsync_of_the_only_written_partition_fails_its_produce_and_is_tried_again(
+def test_a_failed_fsync_of_the_only_written_partition_fails_its_produce_and_is_cut(
         make_shard, monkeypatch):
     # Given one partition, whose disk fails its fsync (a round with one dirty
-    # partition fsyncs it on the loop thread, without the pool)
-    shard = make_shard()
+    # partition fsyncs it on the loop thread, without the pool), and the shard's
+    # answer to a failed fsync: cut what it may not have written
+    shard = make_shard(fsync_failed=lambda part, error: part.cut_unflushed())
     part = shard.partition(0)
-    failed = fail_fsync_of(monkeypatch, part)
+    failed = fail_fsync_of(monkeypatch, part, times=1)
     # When it is produced to
     shard.produce(0, request_id=1)
     shard.commit.commit()
@@ -219,11 +227,13 @@ def test_a_failed_fsync_of_the_only_written_partition_fails_its_produce_and_is_t
     ((_, base_offset, error, _, _),) = shard.replies
     assert type(error).__name__ == "StorageError" and failed and base_offset is None
     assert "shard-gc: fsync of t-0 failed" in str(error) and str(part.log.directory) in str(error)
-    assert part.high_watermark == 0
-    # And the next round, with a working disk, makes it durable and readable
+    # And the batch was cut, so that the next produce, with a working disk, is stored
+    # in its place, durable and readable
+    assert part.high_watermark == 0 and part.log.end_offset == 0
     monkeypatch.undo()
+    shard.produce(0, request_id=2)
     shard.commit.commit()
-    assert part.high_watermark == 1 and part.log.flushed_end_offset == 1
+    assert shard.replies[-1] == (2, 0, None, 1, 1)
 
 
 def test_a_reply_to_a_duplicate_waits_behind_the_rounds_fsync(make_shard):
