@@ -328,7 +328,7 @@ class OffsetStore:
         later commit (shards/shard_server.py, ``_cut_after_failed_fsync``). A cut the
         disk refuses too is logged: the restart's recovery cuts what it cannot read."""
         try:
-            self._log.truncate_to(self._log.flushed_end_offset)
+            self._log.cut_unflushed()
         except StorageError as exc:
             log.error("cannot cut the offset commit whose fsync failed from %s: %s",
                       self._log.directory, exc)

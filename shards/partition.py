@@ -621,23 +621,27 @@ class Partition:
         if end_offset < plog.start_offset:
             return self.restart_at(end_offset)
         result = plog.truncate_to(end_offset)
-        self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
-        if result.end_offset == result.old_end_offset:
-            return result
-        self.high_watermark = min(self.high_watermark, plog.end_offset)
-        self.producers = self.producers.truncated(end_offset)
-        self._discard_producer_snapshot_after(plog.active_base_offset)
+        self._after_cut(result)
         return result
 
+    def _after_cut(self, result: TruncationResult) -> None:
+        """The log was cut as ``result`` says: fit the epochs, the high watermark and
+        the producers' state to it."""
+        self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
+        if result.end_offset == result.old_end_offset:
+            return
+        self.high_watermark = min(self.high_watermark, self.log.end_offset)
+        self.producers = self.producers.truncated(result.end_offset)
+        self._discard_producer_snapshot_after(self.log.active_base_offset)
+
     def cut_unflushed(self) -> TruncationResult:
-        """Cut what was appended since the last good fsync (``truncate_to`` the log's
-        flushed end, with its producers' state), after an fsync failed: the disk may
-        not hold it (ShardServer._cut_after_failed_fsync). Returns what was cut;
-        StorageError if the disk refuses the cut or its fsync (then the log refuses
-        every fsync until a later call succeeds: a retry cuts nothing more, and
-        fsyncs)."""
-        result = self.truncate_to(self.log.flushed_end_offset)
-        self.log.flush()   # (the cut's own fsync, if an earlier cut's failed)
+        """Cut what was appended since the last good fsync (PartitionLog.cut_unflushed),
+        with the producers' state, after an fsync failed: the disk may not hold it
+        (ShardServer._cut_after_failed_fsync). Returns what was cut; StorageError if
+        the disk refuses the cut or its fsync (then the log refuses every fsync
+        until a later call succeeds: a retry cuts nothing more, and fsyncs)."""
+        result = self.log.cut_unflushed()
+        self._after_cut(result)
         return result
 
     def restart_at(self, start_offset: int) -> TruncationResult:

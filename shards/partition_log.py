@@ -527,6 +527,23 @@ class PartitionLog:
         _log_truncation(self.directory, result)
         return result
 
+    def cut_unflushed(self) -> TruncationResult:
+        """After a failed fsync, cut what was written since the last good one: the
+        active segment's tail (``Segment.cut_unflushed``; an older segment was
+        fsynced when it rolled, or its roll failed and it is still the active one).
+        Returns what was cut (``entries`` 0: the cut bytes are not read).
+        StorageError if the disk refuses."""
+        if self._closed:
+            self._raise_closed()
+        old_end_offset = self.end_offset
+        cut_bytes = self._segments[-1].cut_unflushed()
+        self._size_bytes -= cut_bytes
+        self._flushed_end_offset = self.end_offset
+        result = TruncationResult(old_end_offset, self.end_offset, 0, cut_bytes, 0)
+        if cut_bytes:
+            _log_truncation(self.directory, result)
+        return result
+
     def restart_at(self, start_offset: int) -> TruncationResult:
         """Delete every segment and start again, empty, at ``start_offset`` (any offset:
         Kafka's truncateFullyAndStartAt, for a follower whose log ends before its

@@ -187,7 +187,7 @@ class Segment:
                  "_index_interval_bytes", "_flushed_size_bytes", "_ready", "_offset_index",
                  "_time_index", "_size_bytes", "_end_offset", "_max_timestamp_ms",
                  "_bytes_since_index_entry", "_indexed_position", "_indexes_written",
-                 "cut_files_there", "_fsync_failed")
+                 "cut_files_there", "_fsync_failed", "_flushed_end_offset")
 
     def __init__(self, directory: Path, base_offset: int, fd: int, *,
                  index_interval_bytes: int, created_ms: int, files: SegmentFiles | None = None):
@@ -200,6 +200,7 @@ class Segment:
         self._files = files
         self._index_interval_bytes = index_interval_bytes
         self._flushed_size_bytes = 0
+        self._flushed_end_offset = base_offset   # the end offset at the last good fsync
         # An fsync failed: what was written since the last good one may not be on the
         # disk, and the kernel reports that once; every fsync fails until it is cut.
         self._fsync_failed = False
@@ -512,6 +513,7 @@ class Segment:
             self.write_indexes()
         self._size_bytes = file_bytes
         self._flushed_size_bytes = file_bytes
+        self._flushed_end_offset = self._end_offset
         self._ready = True
         return reason
 
@@ -731,6 +733,7 @@ class Segment:
                                f"{error}") from error
         self._fsync_failed = False
         self._flushed_size_bytes = self._size_bytes
+        self._flushed_end_offset = self._end_offset
 
     def write_indexes(self) -> None:
         """Write both index files if they changed since they were last written."""
@@ -791,6 +794,34 @@ class Segment:
                                    f"{end_offset}), reads only {self._size_bytes} bytes, up to "
                                    f"offset {self._end_offset}: an entry before it is corrupt")
         return bytes_cut, entries_cut
+
+    def cut_unflushed(self) -> int:
+        """Cut what was written since the last good fsync, after one failed: by the
+        position and end offset that fsync left (the bytes after it are not read:
+        they may not read back whole), with the indexes, then fsync. Returns the
+        bytes cut. The active segment only. StorageError if the disk refuses (the
+        segment then refuses fsyncs until a later call succeeds)."""
+        if self._files is not None or self._fd < 0:
+            raise AssertionError(f"attempt to cut {self.log_path}, which is not the active "
+                                 f"segment")
+        position, end_offset = self._flushed_size_bytes, self._flushed_end_offset
+        bytes_cut = self._size_bytes - position
+        if bytes_cut > 0:
+            try:
+                os.ftruncate(self._fd, position)
+            except OSError as error:
+                raise StorageError(f"cannot cut {self.log_path} to {position} bytes, its size "
+                                   f"at its last good fsync: {error}") from error
+            self._offset_index.truncate_to(end_offset)
+            self._time_index.truncate_to(end_offset)
+            self._resume_from_indexes(position)
+            self._indexes_written = False   # rewritten when it rolls or closes
+        self._fsync()
+        if (self._size_bytes, self._end_offset) != (position, end_offset):
+            raise CorruptDataError(f"{self.log_path}, cut at position {position} (offset "
+                                   f"{end_offset}, its last good fsync), reads only "
+                                   f"{self._size_bytes} bytes, up to offset {self._end_offset}")
+        return max(bytes_cut, 0)
 
     def _count_entries(self, position: int) -> int:
         """How many entries start at or after ``position``: one header read each."""

@@ -108,9 +108,10 @@ import zmq
 
 from plinth import limits, protocol, topics
 from plinth.cluster_keys import DIRECT_IPC_SUFFIX, ClusterAuthenticator, ClusterKeys
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
-                           OffsetOutOfRangeError, RequestTimedOutError, StorageError,
-                           TooManyRequestsError, UnavailableError, UnknownTopicError)
+from plinth.errors import (BrokerError, CorruptDataError, InternalError, MalformedRequestError,
+                           NotLeaderError, OffsetOutOfRangeError, RequestTimedOutError,
+                           StorageError, TooManyRequestsError, UnavailableError,
+                           UnknownTopicError)
 from plinth.format import batch_formats
 from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
@@ -1590,15 +1591,19 @@ class ShardServer:
         of it was acknowledged; under "interval" or "never" it was, as those policies
         allow before an fsync, and the log says so. A replicated partition led here
         is not cut: cut inside its leader epoch, its followers' copies of those
-        offsets would differ from what it writes next; its followers hold what they
-        fetched, fsynced (README, Reliability)."""
+        offsets would differ from what it writes next. It refuses every fsync (so
+        every produce) from now on, and the controller is told, as of a full disk, so
+        that it hands the partition to an in-sync replica (control/disk_moves.py),
+        which fetches the whole log first; here it then follows, and its next fsync
+        cuts what it had not written and fetches it again (README, Reliability)."""
         if type(self._roles.get(part.key)) is Led:
-            log.error("%s; not cut: %s leads %s, whose followers hold what they fetched",
+            log.error("%s; not cut: %s leads %s, and asks the controller to move it",
                       error, self.shard_id, part.name)
+            self._replication.append_refused(part, error, time.monotonic())
             return
         try:
             cut = part.cut_unflushed()
-        except StorageError as exc:   # the disk refuses the cut too: a restart recovers
+        except (StorageError, CorruptDataError) as exc:   # the disk refuses it too: retried
             log.error("%s, and cutting what it may not have written failed too: %s",
                       error, exc)
             return

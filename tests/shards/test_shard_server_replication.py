@@ -44,7 +44,11 @@ class FakeController:
         self.leadership = leadership
         self.servers: dict[str, ShardServer] = {}
         self.refused = 0
+        self.disk_refusals: list[tuple[str, str]] = []   # (shard, error) nudges
         self._lock = threading.Lock()
+
+    def leader_disk_refused(self, shard_id: str, error: str) -> None:
+        self.disk_refusals.append((shard_id, error))
 
     def shard_started(self, shard_id: str, address: str, direct_address: str = "",
                       pid: int = 0) -> None:
@@ -585,3 +589,34 @@ def test_with_the_cluster_keys_followers_replicate_and_a_keyless_dealer_gets_not
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         assert not keyless.poll(100)
+
+
+# --- A leader's failed fsync ------------------------------------------------------------
+
+def test_a_leader_whose_fsync_fails_refuses_produces_asks_to_be_moved_and_catches_up_as_follower(
+        cluster, monkeypatch):
+    # Given a leader s0 and two followers holding offset 0
+    from tests.shards.test_storage_faults import LostWriteback
+    c = cluster()
+    router = c.router("s0")
+    assert produce(router, [b"a"]).error is None
+    c.wait_converged(c.ids, 1)
+    # When s0's disk loses the writeback of its next fsync (the kernel says so once)
+    fsync = LostWriteback(monkeypatch, within=f"/{'s0'}/")
+    fsync.armed = True
+    failed = produce(router, [b"b"])
+    # Then that produce fails, and so does the next: no later fsync of its log passes
+    # what the disk lost (before: the next one did, and acknowledged it), and s0 does
+    # not cut inside its leader epoch, but asks the controller to move it
+    assert "fsync of t-0 failed" in str(failed.error)
+    assert "not cut yet" in str(produce(router, [b"c"]).error)
+    c.wait_for(lambda: c.controller.disk_refusals, "s0 told the controller")
+    assert c.controller.disk_refusals[0][0] == "s0"
+    # And once s1 leads, s0 follows: its next fsync fails, so it cuts what it had not
+    # written and fetches it again, and ends with s1's log, byte for byte
+    elected = c.controller.elect("s1", ("s1", "s2"))
+    c.push_leadership(elected, c.ids)
+    assert produce(c.router("s1"), [b"d"]).error is None
+    end = c.replication("s1")["log_end_offset"]
+    c.wait_for(lambda: c.replication("s0")["log_end_offset"] == end
+               and c.log_bytes("s0") == c.log_bytes("s1"), "s0 holds s1's log")

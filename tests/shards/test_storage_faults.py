@@ -197,9 +197,11 @@ class LostWriteback:
     """os.fsync as the kernel answers it when a writeback fails (PostgreSQL's
     "fsyncgate"; seen on ext4 over a disk that ran out of room under it): the next
     fsync of a ``.log`` file fails once, the bytes written since its last good fsync
-    are gone (zeros, as the unwritten extents read back), and later fsyncs succeed."""
+    are gone (zeros, as the unwritten extents read back), and later fsyncs succeed.
+    ``within``: only a ``.log`` file whose path holds it (one shard's, say)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, within: str = "/"):
+        self._within = within
         self._fsync = os.fsync
         # (device, inode) -> the file's size at its last good fsync
         self._synced_bytes: dict[tuple[int, int], int] = {}
@@ -208,7 +210,8 @@ class LostWriteback:
 
     def __call__(self, fd: int) -> None:
         stat = os.fstat(fd)
-        if self.armed and os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if self.armed and path.endswith(".log") and self._within in path:
             self.armed = False
             synced = self._synced_bytes.get((stat.st_dev, stat.st_ino), 0)
             os.pwrite(fd, bytes(stat.st_size - synced), synced)
