@@ -292,6 +292,14 @@ def _kafka_listener_options(command):
                      help="Users file (plinth kafka-user add): every Kafka connection logs "
                           "in with SASL PLAIN or SCRAM-SHA-256; the ACL names each user "
                           "User:NAME. Required beside --curve-secret-key."),
+        click.option("--kafka-connections-max", envvar="PLINTH_KAFKA_CONNECTIONS_MAX",
+                     show_envvar=True, default=None,
+                     type=click.IntRange(limits.KAFKA_CONNECTIONS_MAX_MIN,
+                                         limits.KAFKA_CONNECTIONS_MAX_MAX),
+                     help="Kafka connections the listener keeps at most; a new one beyond "
+                          "is closed at once (Kafka's max.connections). A quarter of them "
+                          "may wait for their login, a tenth be one SASL user's. Default: "
+                          f"{limits.KAFKA_CONNECTIONS_MAX:,}."),
     )):
         command = option(command)
     return command
@@ -394,7 +402,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
           offsets_replication_factor,
           direct_clients, tier_url, tier_cache_bytes, tier_store_take_over, kafka_listen,
           kafka_advertised, kafka_auto_create_topics,
-          kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen,
+          kafka_tls_cert, kafka_tls_key, kafka_sasl_users, kafka_connections_max, console_listen,
           data_dir_free_bytes_min, produce_free_bytes_min):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
@@ -419,6 +427,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            kafka_auto_create_topics=kafka_auto_create_topics,
                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
                            kafka_sasl_users=kafka_sasl_users,
+                           kafka_connections_max=kafka_connections_max,
                            console_listen=_off_is_none(console_listen),
                            data_dir_free_bytes_min=data_dir_free_bytes_min,
                            produce_free_bytes_min=produce_free_bytes_min)
@@ -459,7 +468,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
            allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url,
            kafka_listen, kafka_advertised, kafka_auto_create_topics, kafka_tls_cert,
-           kafka_tls_key, kafka_sasl_users):
+           kafka_tls_key, kafka_sasl_users, kafka_connections_max):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -473,7 +482,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             kafka_advertised=kafka_advertised,
                             kafka_auto_create_topics=kafka_auto_create_topics,
                             kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
-                            kafka_sasl_users=kafka_sasl_users)
+                            kafka_sasl_users=kafka_sasl_users,
+                            kafka_connections_max=kafka_connections_max)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 

@@ -1191,7 +1191,14 @@ KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX = 128 * MiB
 KAFKA_REQUEST_BYTES_IN_FLIGHT_MAX = 128 * MiB
 # Kafka connections one listener keeps; beyond it a new one is closed at once
 # (Kafka's max.connections). Each holds a socket and at most its in-flight bytes.
+# The default of ``--kafka-connections-max``, which may set it between the bounds
+# below: under 20 the login pool, one address's part of it and each user's share
+# (scaled from it by kafka_connection_limits below) would round to nothing; over
+# 100,000, far past what one listener's thread was ever measured serving, a typo
+# (an extra zero) would rather be refused than let a flood take every file.
 KAFKA_CONNECTIONS_MAX = 1000
+KAFKA_CONNECTIONS_MAX_MIN = 20
+KAFKA_CONNECTIONS_MAX_MAX = 100_000
 # The Kafka listener's listen backlog (connections the kernel holds until accepted:
 # asyncio's default), the connections it accepts per loop round at most, and how
 # long it stops accepting after an accept failed at a resource limit, EMFILE above
@@ -1237,6 +1244,17 @@ KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX = 64
 # broker (bootstrap, the broker, its group coordinator), so 100 is some 30
 # clients per user per router. Without SASL no one is known, and no bound is kept.
 KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX = KAFKA_CONNECTIONS_MAX // 10
+
+
+def kafka_connection_limits(connections_max: int) -> tuple[int, int, int]:
+    """The Kafka listener's bounds of connections waiting for their login, of those
+    from one address, and of one user's, for ``connections_max`` of them in all
+    (``--kafka-connections-max``): the shares above, scaled from it; the per-address
+    one no more than a third of the login pool, as checked below."""
+    before_login = connections_max // 4
+    return (before_login, min(KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX, before_login // 3),
+            connections_max // 10)
+
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 
@@ -1647,6 +1665,15 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX
          and 3 * KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX + KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
          < KAFKA_CONNECTIONS_MAX),
+        ("--kafka-connections-max's default gives the Kafka listener the bounds above",
+         kafka_connection_limits(KAFKA_CONNECTIONS_MAX)
+         == (KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX, KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX,
+             KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX)
+         and KAFKA_CONNECTIONS_MAX_MIN <= KAFKA_CONNECTIONS_MAX <= KAFKA_CONNECTIONS_MAX_MAX),
+        ("any --kafka-connections-max keeps the Kafka connection bounds' relations above",
+         all(_kafka_connection_limits_related(n)
+             for n in (KAFKA_CONNECTIONS_MAX_MIN, KAFKA_CONNECTIONS_MAX_MIN + 1,
+                       KAFKA_CONNECTIONS_MAX_MIN + 3, KAFKA_CONNECTIONS_MAX_MAX))),
         ("a failed Kafka login is answered well before its connection's login deadline",
          0 <= KAFKA_FAILED_AUTHENTICATION_DELAY_MS <= KAFKA_LOGIN_TIMEOUT_MS // 10),
         ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
@@ -1834,6 +1861,13 @@ def _relations() -> list[tuple[str, bool]]:
          PRODUCER_METADATA_MAX_AGE_MS_DEFAULT / 1000 <= SHARD_DELETED_PARTITIONS_REMEMBERED_S
          and PARTITIONS_PER_TOPIC_MAX <= SHARD_DELETED_PARTITIONS_REMEMBERED_MAX <= 100_000),
     ]
+
+
+def _kafka_connection_limits_related(connections_max: int) -> bool:
+    before_login, per_address, per_principal = kafka_connection_limits(connections_max)
+    return (1 <= before_login <= connections_max // 2 and 1 <= per_address
+            and 3 * per_address <= before_login and 1 <= per_principal
+            and 3 * per_principal + before_login < connections_max)
 
 
 def _text_words(text_bytes: int) -> int:

@@ -163,6 +163,9 @@ class ServeOptions:
     kafka_tls_cert: Path | None = None
     kafka_tls_key: Path | None = None
     kafka_sasl_users: Path | None = None
+    # Its bound of connections (Kafka's max.connections; None: the default,
+    # limits.KAFKA_CONNECTIONS_MAX), and of its shares (limits.kafka_connection_limits).
+    kafka_connections_max: int | None = None
     # The web console's HOST:PORT, started as a child process (None: no console).
     console_listen: str | None = None
     # Free space a start needs on the data dir's file system (see check_free_space).
@@ -274,7 +277,8 @@ def _kafka_options(options):
             ("--kafka-advertised", options.kafka_advertised),
             ("--kafka-auto-create-topics", options.kafka_auto_create_topics or None),
             ("--kafka-tls-cert", options.kafka_tls_cert), ("--kafka-tls-key", options.kafka_tls_key),
-            ("--kafka-sasl-users", options.kafka_sasl_users)) if value is not None]
+            ("--kafka-sasl-users", options.kafka_sasl_users),
+            ("--kafka-connections-max", options.kafka_connections_max)) if value is not None]
         if given:
             raise InvalidConfigError(f"{', '.join(given)} need --kafka-listen")
         return None
@@ -284,7 +288,10 @@ def _kafka_options(options):
                                  options.kafka_auto_create_topics,
                                  tls_cert=options.kafka_tls_cert, tls_key=options.kafka_tls_key,
                                  sasl_users=options.kafka_sasl_users,
-                                 allow_insecure=options.allow_insecure)
+                                 allow_insecure=options.allow_insecure,
+                                 connections_max=(limits.KAFKA_CONNECTIONS_MAX
+                                                  if options.kafka_connections_max is None
+                                                  else options.kafka_connections_max))
     kafka.check(router_has_keys=options.curve_secret_key is not None)
     return kafka
 
@@ -1293,6 +1300,7 @@ class RouterOptions:
     kafka_tls_cert: Path | None = None
     kafka_tls_key: Path | None = None
     kafka_sasl_users: Path | None = None
+    kafka_connections_max: int | None = None
 
     def tier_store(self) -> str | None:
         """The store --tier-url names (remote_store.store_identity), or None. Raises

@@ -16,6 +16,15 @@ storm of them never starves the clients and shards. libzmq sends each event with
 blocking send, so its I/O thread waits while the monitor's queue is full, until
 the next round reads some (which also slows its futile retries); ``close`` stops
 the monitor before its socket is closed, so that no event waits for a reader gone.
+
+Accepting is not paused, as the Kafka listener pauses its own (kafka/acceptor.py):
+libzmq has no way to stop watching a listening socket but zmq_unbind, and that
+ends the sessions of the connections it had accepted too (libzmq 4.3.5: their
+requests are lost, and a client learns it only at its heartbeat timeout; pinned
+by tests/router/test_accept_failures.py). Nor is the listen backlog drained from
+here with a file kept in reserve (tried, with the socket given by ZMQ_USE_FD:
+libzmq's I/O thread, retrying at once, mostly took the freed file first).
+So while clients wait at the limit the router keeps more than a core busy.
 """
 
 from __future__ import annotations

@@ -102,11 +102,18 @@ class KafkaListenerOptions:
     tls_key: Path | None = None      # its PEM private key
     sasl_users: Path | None = None   # the users file (sasl_users.py)
     allow_insecure: bool = False     # no TLS or SASL on a non-loopback address
+    connections_max: int = limits.KAFKA_CONNECTIONS_MAX   # Kafka's max.connections
 
     def check(self, router_has_keys: bool) -> None:
         """InvalidConfigError for what this listener cannot serve safely, naming what
         is missing; loads the TLS files and the users file, so that they fail here."""
         host, _ = parse_host_port(self.listen, "--kafka-listen")
+        if not (limits.KAFKA_CONNECTIONS_MAX_MIN <= self.connections_max
+                <= limits.KAFKA_CONNECTIONS_MAX_MAX):
+            raise InvalidConfigError(
+                f"--kafka-connections-max {self.connections_max} is out of its bounds: give "
+                f"{limits.KAFKA_CONNECTIONS_MAX_MIN:,} to {limits.KAFKA_CONNECTIONS_MAX_MAX:,} "
+                f"(default {limits.KAFKA_CONNECTIONS_MAX:,})")
         if self.advertised is not None:
             parse_host_port(self.advertised, "--kafka-advertised")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -291,8 +298,14 @@ class KafkaService:
         context = self.options.ssl_context()
         gateway.tls = context is not None
         gateway.sasl_plain_allowed = self.options.plain_allowed()
+        before_login, per_address, per_principal = limits.kafka_connection_limits(
+            self.options.connections_max)
         self._listener = KafkaListener(
             host, port, gateway.handle, ssl_context=context,
+            connections_max=self.options.connections_max,
+            connections_before_login_max=before_login,
+            connections_before_login_per_address_max=per_address,
+            connections_per_principal_max=per_principal,
             first_request_bytes_max=(None if self._users is None
                                      else limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX))
         self.address = self._listener.start()

@@ -1,18 +1,25 @@
 """service.py's KafkaListenerOptions.check: what a Kafka listener needs before it
 starts - TLS and SASL off loopback (unless --allow-insecure), SASL beside
-CurveZMQ, both TLS files, files that load - each refusal naming what is missing."""
+CurveZMQ, both TLS files, files that load, --kafka-connections-max within its
+bounds - each refusal naming what is missing; and the listener keeping that many."""
 
 from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
+from click.testing import CliRunner
+
+from plinth import limits
+from plinth.cli import main
 from plinth.errors import InvalidConfigError
 from plinth.router.kafka.sasl_users import add_user
-from plinth.router.kafka.service import KafkaListenerOptions, security_summary
+from plinth.router.kafka.service import KafkaListenerOptions, KafkaService, security_summary
 from tests.router.kafka.self_signed import self_signed_certificate
+from tests.router.kafka.test_listener import closed_by_peer, connect
 
 
 @pytest.fixture
@@ -128,3 +135,54 @@ def test_the_startup_line_says_in_a_sentence_what_tls_and_sasl_the_listener_has(
         "TLS, no SASL login (every client is served as it connects)")
     assert security_summary(False, None, True) == (
         "no TLS (plaintext), no SASL login (every client is served as it connects)")
+
+
+def test_a_connections_max_out_of_its_bounds_is_refused_naming_the_option_and_its_bounds():
+    for connections_max in (limits.KAFKA_CONNECTIONS_MAX_MIN - 1,
+                            limits.KAFKA_CONNECTIONS_MAX_MAX + 1):
+        with pytest.raises(InvalidConfigError, match=(
+                f"--kafka-connections-max {connections_max} is out of its bounds: give 20 to "
+                f"100,000 \\(default 1,000\\)")):
+            KafkaListenerOptions("127.0.0.1:9092", connections_max=connections_max).check(False)
+    # And on the command line, before anything starts
+    result = CliRunner().invoke(main, ["serve", "--kafka-listen", "127.0.0.1:0",
+                                       "--kafka-connections-max", "19"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--kafka-connections-max'" in result.output
+    assert "19 is not in the range 20<=x<=100000" in result.output
+
+
+def test_a_listener_given_a_connections_max_closes_the_connection_beyond_it_at_once():
+    # Given a listener that keeps 20 connections, its shares of them scaled down too
+    service = KafkaService(KafkaListenerOptions("127.0.0.1:0", connections_max=20),
+                           "tcp://127.0.0.1:8799", "test-cluster")   # no request needs a router
+    service.start()
+    held = []
+    try:
+        listener = service._listener
+        assert (listener.connections_max, listener.connections_before_login_max,
+                listener.connections_before_login_per_address_max,
+                listener.connections_per_principal_max) == (20, 5, 1, 2)
+        # When 20 connections are open, and one more comes (the kernel's backlog
+        # hands them to the listener in this order)
+        for _ in range(20):
+            held.append(connect(service.address))
+        extra = connect(service.address)
+        held.append(extra)
+        # Then that one is closed at once
+        assert closed_by_peer(extra)
+    finally:
+        for sock in held:
+            sock.close()
+        service.stop()
+
+
+def test_plinth_serves_kafka_connections_max_reaches_the_listener_only_beside_kafka_listen():
+    from plinth.server import ServeOptions, _kafka_options
+
+    given = ServeOptions(data_dir=Path("."), kafka_listen="127.0.0.1:0", kafka_connections_max=50)
+    assert _kafka_options(given).connections_max == 50
+    default = ServeOptions(data_dir=Path("."), kafka_listen="127.0.0.1:0")
+    assert _kafka_options(default).connections_max == limits.KAFKA_CONNECTIONS_MAX
+    with pytest.raises(InvalidConfigError, match="--kafka-connections-max need --kafka-listen"):
+        _kafka_options(ServeOptions(data_dir=Path("."), kafka_connections_max=50))
