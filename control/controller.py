@@ -3134,7 +3134,8 @@ def _disk(stats: dict | None) -> dict[str, int]:
     disk = (stats or {}).get("disk", {})
     return {"disk_free_bytes": disk.get("free_bytes", 0),
             "disk_total_bytes": disk.get("total_bytes", 0),
-            "disk_reserve_bytes": disk.get("reserve_bytes", 0)}
+            "disk_reserve_bytes": disk.get("reserve_bytes", 0),
+            "partitions_appends_failing": disk.get("partitions_appends_failing", 0)}
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

@@ -729,7 +729,8 @@ def status(ctx, as_json):
 
 def _echo_disks(shards: list) -> None:
     """``plinth status``'s disks: each answering shard's file system, and whether it
-    takes produces (it refuses those that would leave less than its reserve free)."""
+    takes produces (it refuses those that would leave less than its reserve free, and
+    those to partitions whose last append its disk refused)."""
     known = [shard for shard in shards if shard.alive and shard.disk_total_bytes]
     if not known:
         return
@@ -739,6 +740,10 @@ def _echo_disks(shards: list) -> None:
         free_pct = 100 * shard.disk_free_bytes / shard.disk_total_bytes
         produces = ("REFUSED (free is under the reserve)"
                     if shard.disk_free_bytes < shard.disk_reserve_bytes else "taken")
+        if shard.partitions_appends_failing:   # the disk itself refuses: reserve or not
+            produces = (f"REFUSED (the disk refused the last append to "
+                        f"{counted(shard.partitions_appends_failing, 'partition')}: see the "
+                        f"shard's log)")
         click.echo(f"  {shard.shard_id:<10} {shard.disk_free_bytes:>16} {free_pct:>6.1f}% "
                    f"{shard.disk_total_bytes:>16} {shard.disk_reserve_bytes:>14}  {produces}")
 

@@ -85,6 +85,7 @@ def shard_json(shard: protocol.ShardStatus) -> dict:
         "upload_errors": known(shard.upload_errors, up),
         # remote_bytes may lack these partitions' segments (not listed yet)
         "remote_partitions_not_listed": known(shard.remote_partitions_not_listed, up),
+        "partitions_appends_failing": known(shard.partitions_appends_failing, up),
         "disk_free_bytes": known(shard.disk_free_bytes, up and shard.disk_total_bytes > 0),
         "disk_total_bytes": known(shard.disk_total_bytes, up and shard.disk_total_bytes > 0),
         "disk_reserve_bytes": known(shard.disk_reserve_bytes, up and shard.disk_total_bytes > 0),

@@ -544,6 +544,9 @@ class ShardStatus:
     # Of the partitions it uploads, those whose remote log it has not listed yet:
     # remote_bytes may lack their segments in the store (0 from an older broker)
     remote_partitions_not_listed: int = 0
+    # Partitions whose last append its disk refused (a full disk, EIO): produces to
+    # them fail whatever the reserve says (0 from an older broker)
+    partitions_appends_failing: int = 0
 
 
 @dataclass
@@ -1224,6 +1227,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.diskReserveBytes = shard.disk_reserve_bytes
         out.downReason = shard.down_reason
         out.remotePartitionsNotListed = shard.remote_partitions_not_listed
+        out.partitionsAppendsFailing = shard.partitions_appends_failing
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1332,7 +1336,8 @@ def _reply_view(rep) -> ReplyView:
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
                                 x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid,
                                 x.diskFreeBytes, x.diskTotalBytes, x.diskReserveBytes,
-                                x.downReason, x.remotePartitionsNotListed)
+                                x.downReason, x.remotePartitionsNotListed,
+                                x.partitionsAppendsFailing)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

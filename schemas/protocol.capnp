@@ -611,6 +611,8 @@ struct ShardStatus {
                                  # times, next start in 40 s" (a shard Ray gave up on)
   remotePartitionsNotListed @24 :UInt32;  # of those it uploads, whose remote log it has
                                  # not listed yet: remoteBytes may lack their segments
+  partitionsAppendsFailing @25 :UInt32;   # whose last append its disk refused (full,
+                                 # EIO): their produces fail whatever the reserve says
 }
 
 struct RouterStatus {

@@ -431,6 +431,11 @@ class Partition:
                     f"{active_base_offset} may be stored twice")
         log.warning("%s: %s: %s", self.name, damage, cost)
 
+    @property
+    def appends_failing(self) -> bool:
+        """Whether the disk refused this partition's last append (StorageOutage)."""
+        return self._outage.failing
+
     def append(self, batch, summary, now_ms: int | None = None,
                leader_epoch: int = NO_EPOCH, batch_format: int = BATCH_FORMAT_PLINTH) -> int:
         """Append a batch in ``batch_format`` that ``batch_formats.summarize`` accepted,

@@ -1096,7 +1096,8 @@ class ShardServer:
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;
-        its disk's free and total bytes and its reserve (disk_reserve.py);
+        its disk's free and total bytes and its reserve (disk_reserve.py), and how many
+        partitions' last append the disk refused (``appends_failing``);
         plus every coordinated group's committed offsets, and the topic deletions it
         cannot run (STRANDED_DELETIONS_STAT, if any). Loop thread."""
         snapshot = self.stats.snapshot()
@@ -1107,6 +1108,8 @@ class ShardServer:
         snapshot["groups"] = self._groups.committed_offsets()
         snapshot["replication"] = self._replication.stats()
         snapshot["disk"] = self.disk_reserve.snapshot()
+        snapshot["disk"]["partitions_appends_failing"] = sum(
+            p.appends_failing for p in self._partitions.values())
         if self._tier is not None:
             snapshot["tier"] = self._tier.stats()
         if self.stranded_deletions:

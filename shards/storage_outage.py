@@ -32,6 +32,11 @@ class StorageOutage:
         self.log = log            # the owner's logger: its lines stay under its name
         self.failed_appends = 0   # refused by the disk since the last that succeeded
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last append failed (the outage goes on)."""
+        return self.failed_appends > 0
+
     @contextlib.contextmanager
     def watch(self):
         """Around one append; what it raises goes on."""

@@ -168,7 +168,7 @@ def test_a_down_shards_bytes_and_rates_are_null_in_json_not_0(monkeypatch):
     for key in ("size_bytes", "records_per_s", "bytes_per_s", "records_out_per_s",
                 "bytes_out_per_s", "requests_direct", "requests_via_router", "remote_bytes",
                 "upload_lag_bytes", "upload_lag_s", "upload_errors", "pid",
-                "remote_partitions_not_listed"):
+                "remote_partitions_not_listed", "partitions_appends_failing"):
         assert down[key] is None, key
 
 

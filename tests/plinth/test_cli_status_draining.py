@@ -137,6 +137,21 @@ def test_status_marks_remote_bytes_a_shard_has_not_listed_yet_and_says_why_below
                              "says why)")
 
 
+def test_status_says_a_disk_refuses_produces_when_its_appends_fail_whatever_the_reserve(
+        monkeypatch):
+    # Given a full disk without a reserve (--produce-free-bytes-min 0), whose shard's
+    # appends to two partitions fail (T-ext: status said "taken")
+    full = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7500", True, 3, 1000, 0.0, 0.0,
+                                disk_free_bytes=0, disk_total_bytes=1 << 30,
+                                partitions_appends_failing=2)
+    lines = run(monkeypatch, ["status"], [full])
+    # Then the disks table says produces are refused, and why
+    at = lines.index(next(line for line in lines if line.startswith("disks")))
+    assert lines[at + 1].endswith("produces")
+    assert lines[at + 2].endswith("REFUSED (the disk refused the last append to 2 partitions: "
+                                  "see the shard's log)")
+
+
 def test_status_says_why_a_down_shard_is_down_when_the_controller_knows(monkeypatch):
     restarting = "restarting: died 101 times, next start in 40 s"
     down = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,

@@ -477,6 +477,14 @@ def test_status_carries_how_many_of_a_shards_partitions_are_not_listed_in_object
     assert decoded == [shard] and decoded[0].remote_partitions_not_listed == 2
 
 
+def test_status_carries_how_many_of_a_shards_partitions_the_disk_refused_appends_to():
+    shard = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7501", True, 2, 10, 0.0, 0.0,
+                                 partitions_appends_failing=3)
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    decoded = protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards
+    assert decoded == [shard] and decoded[0].partitions_appends_failing == 3
+
+
 def test_a_shards_status_carries_its_process_id():
     shard = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7502", True, 3, 10, 0.0, 0.0,
                                  node="a", pid=31337)

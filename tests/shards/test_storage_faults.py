@@ -114,6 +114,9 @@ def test_a_full_disk_fails_produces_with_a_storage_error_and_reads_keep_working(
     # Then the produce fails with a StorageError that names the file and the cause
     assert type(reply.error).__name__ == "StorageError", reply.error
     assert "No space left" in str(reply.error) and str(srv.data_dir) in str(reply.error)
+    # And the shard's stats (plinth status) say its disk refuses that partition's
+    # appends, though it keeps no reserve (T-ext: status said "taken")
+    assert srv.call(srv.stats_snapshot)["disk"]["partitions_appends_failing"] == 1
     # And the records already stored are still readable, and the shard still answers
     reply, payload = fetch(sock, 0)
     assert reply.error is None and values_in(payload)[:10] == [b"kept-%d" % i for i in range(10)]
