@@ -778,21 +778,7 @@ class Segment:
         if not bytes_cut:
             return 0, 0
         entries_cut = self._count_entries(position)
-        try:
-            os.ftruncate(self._fd, position)
-        except OSError as error:
-            raise StorageError(f"cannot cut {self.log_path} to {position} bytes at offset "
-                               f"{end_offset}: {error}") from error
-        self._offset_index.truncate_to(end_offset)
-        self._time_index.truncate_to(end_offset)
-        self._resume_from_indexes(position)
-        self._indexes_written = False   # rewritten when it rolls or closes
-        self._fsync()
-        if (self._size_bytes, self._end_offset) != (position, end_offset):
-            # The entries before the cut did not scan whole (a flipped header).
-            raise CorruptDataError(f"{self.log_path}, cut at position {position} (offset "
-                                   f"{end_offset}), reads only {self._size_bytes} bytes, up to "
-                                   f"offset {self._end_offset}: an entry before it is corrupt")
+        self._cut_at(position, end_offset, "an entry boundary")
         return bytes_cut, entries_cut
 
     def cut_unflushed(self) -> int:
@@ -805,23 +791,29 @@ class Segment:
             raise AssertionError(f"attempt to cut {self.log_path}, which is not the active "
                                  f"segment")
         position, end_offset = self._flushed_size_bytes, self._flushed_end_offset
-        bytes_cut = self._size_bytes - position
-        if bytes_cut > 0:
-            try:
-                os.ftruncate(self._fd, position)
-            except OSError as error:
-                raise StorageError(f"cannot cut {self.log_path} to {position} bytes, its size "
-                                   f"at its last good fsync: {error}") from error
-            self._offset_index.truncate_to(end_offset)
-            self._time_index.truncate_to(end_offset)
-            self._resume_from_indexes(position)
-            self._indexes_written = False   # rewritten when it rolls or closes
+        bytes_cut = max(self._size_bytes - position, 0)
+        self._cut_at(position, end_offset, "its last good fsync")   # fsyncs, even if 0 cut
+        return bytes_cut
+
+    def _cut_at(self, position: int, end_offset: int, where: str) -> None:
+        """Cut the file at ``position``, where the entry of ``end_offset`` starts (known as
+        ``where`` says), with the indexes and what is tracked, and fsync."""
+        try:
+            os.ftruncate(self._fd, position)
+        except OSError as error:
+            raise StorageError(f"cannot cut {self.log_path} to {position} bytes at offset "
+                               f"{end_offset} ({where}): {error}") from error
+        self._offset_index.truncate_to(end_offset)
+        self._time_index.truncate_to(end_offset)
+        self._resume_from_indexes(position)
+        self._indexes_written = False   # rewritten when it rolls or closes
         self._fsync()
         if (self._size_bytes, self._end_offset) != (position, end_offset):
+            # The entries before the cut did not scan whole (a flipped header).
             raise CorruptDataError(f"{self.log_path}, cut at position {position} (offset "
-                                   f"{end_offset}, its last good fsync), reads only "
-                                   f"{self._size_bytes} bytes, up to offset {self._end_offset}")
-        return max(bytes_cut, 0)
+                                   f"{end_offset}, {where}), reads only {self._size_bytes} "
+                                   f"bytes, up to offset {self._end_offset}: an entry before "
+                                   f"it is corrupt")
 
     def _count_entries(self, position: int) -> int:
         """How many entries start at or after ``position``: one header read each."""

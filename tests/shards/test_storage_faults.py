@@ -224,16 +224,23 @@ class LostWriteback:
         self._synced_bytes[(stat.st_dev, stat.st_ino)] = stat.st_size
 
 
-def test_a_failed_fsync_cuts_what_it_may_not_have_written_so_no_acknowledged_record_is_lost(
-        tmp_path, monkeypatch):
-    # Given a shard whose disk loses the writeback of its next fsync of t-0's log
-    fsync = LostWriteback(monkeypatch)
-    srv = ShardServer("shard-fs", tmp_path / "shard", "127.0.0.1", produce_free_bytes_min=0)
+def shard_with_t0(directory) -> tuple[ShardServer, zmq.Socket]:
+    """A started shard in ``directory`` (no disk reserve) with t-0 open, and a DEALER
+    playing the router."""
+    srv = ShardServer("shard-fs", directory, "127.0.0.1", produce_free_bytes_min=0)
     srv.start()
     srv.call(srv.open_partition, "t", 0, LogConfig())
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(srv.address)
+    return srv, sock
+
+
+def test_a_failed_fsync_cuts_what_it_may_not_have_written_so_no_acknowledged_record_is_lost(
+        tmp_path, monkeypatch):
+    # Given a shard whose disk loses the writeback of its next fsync of t-0's log
+    fsync = LostWriteback(monkeypatch)
+    srv, sock = shard_with_t0(tmp_path / "shard")
     try:
         assert produce_raw(sock, idempotent_batch([b"a"], 77, 0)).base_offset == 0
         fsync.armed = True
@@ -251,12 +258,7 @@ def test_a_failed_fsync_cuts_what_it_may_not_have_written_so_no_acknowledged_rec
     # acknowledged record is there at its offset: the retry was stored again, not
     # answered as a duplicate of the batch the disk lost (before: recovery cut the
     # log at the lost batch's zeros, and the retry and everything after with it)
-    srv = ShardServer("shard-fs", tmp_path / "shard", "127.0.0.1", produce_free_bytes_min=0)
-    srv.start()
-    srv.call(srv.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(srv.address)
+    srv, sock = shard_with_t0(tmp_path / "shard")
     try:
         _, payload = roundtrip_fetch(sock, 0)
     finally:
