@@ -43,7 +43,8 @@ _READ_LIMITS = dict(
 # A field an older peer may ignore or leave out without harm does not raise it: a
 # request's hint whose absence leaves the older answer (listOffsets' requireListed:
 # the log start as the shard knows it), a reply's field whose zero means "not known"
-# or the cautious reading (a status's disk bytes and remotePartitionsNotListed; an
+# or the cautious reading (a status's disk bytes, remotePartitionsNotListed and
+# partitionsAppendsFailing; an
 # Error's beforeWrite, false: maybe stored, so retried under the producer's id), and
 # the shards' messages to each other (replicaFetch's appendFailed), which one
 # ``plinth serve`` build sends to itself.
