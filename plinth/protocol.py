@@ -44,10 +44,9 @@ _READ_LIMITS = dict(
 # request's hint whose absence leaves the older answer (listOffsets' requireListed:
 # the log start as the shard knows it), a reply's field whose zero means "not known"
 # or the cautious reading (a status's disk bytes, remotePartitionsNotListed and
-# partitionsAppendsFailing; an
-# Error's beforeWrite, false: maybe stored, so retried under the producer's id), and
-# the shards' messages to each other (replicaFetch's appendFailed), which one
-# ``plinth serve`` build sends to itself.
+# partitionsAppendsFailing; an Error's beforeWrite, false: maybe stored, so retried
+# under the producer's id), and the shards' messages to each other (replicaFetch's
+# appendFailed), which one ``plinth serve`` build sends to itself.
 PROTOCOL_VERSION = 1
 
 # How many times a reply's reader may walk each of its words (_reply_read_limits).
