@@ -6,5 +6,8 @@ from __future__ import annotations
 
 
 def counted(count: int, noun: str) -> str:
-    """``count`` and ``noun``, the noun plural (an "s") unless the count is 1."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """``count`` and ``noun``, the noun plural (an "s", "es" after an "s") unless the
+    count is 1."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"

@@ -1274,6 +1274,14 @@ DATA_PATH_NICENESS = 0
 # session 40: the shard and the controller were killed before a 1.38 GB router).
 # Ray's own daemons stay at 0, below them: without them every actor dies.
 DATA_PATH_OOM_SCORE_ADJ = 1000
+# ... but the process of plinth serve (and of plinth router) at half that: its death
+# ends the broker (every shard and the controller go with it; nothing restarts it),
+# where a shard's is over within a second (Ray restarts it). The kernel adds
+# oom_score_adj / 1000 of the memory limit to a process's size, so at 500 the router
+# is still killed first when it holds half the limit more than a worker (tester M's
+# 1.38 GB router of 1.5 GiB), but no longer as merely the largest (tester T-ext,
+# session 46: a 196 MB plinth serve killed in a 620 MB limit, the broker gone).
+ROUTER_OOM_SCORE_ADJ = 500
 # How often a data-path process hands the heap memory it freed back to the system
 # (glibc's malloc_trim; plinth/process_tuning.py). glibc keeps freed memory that is
 # not at the top of its heaps: a router whose hostile clients made it hold 1 GiB
@@ -1789,6 +1797,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("the data path's niceness is one Linux accepts", -20 <= DATA_PATH_NICENESS <= 19),
         ("the data path's OOM score adjustment is one Linux accepts",
          -1000 <= DATA_PATH_OOM_SCORE_ADJ <= 1000),
+        ("the router's OOM score adjustment is between Ray's daemons' and its workers'",
+         0 < ROUTER_OOM_SCORE_ADJ < DATA_PATH_OOM_SCORE_ADJ),
         ("a multipart upload's part is one S3 takes (5 MiB to 5 GiB) and a maximal segment "
          "needs fewer than S3's 10,000 parts",
          5 * MiB <= REMOTE_UPLOAD_PART_BYTES <= 5 * GiB

@@ -59,6 +59,7 @@ import sys
 import time
 
 from plinth import limits
+from plinth.counted import counted
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     _watch_until_end_of_file(sys.stdin.fileno(), processes, args.scan_interval_s)
     logging.basicConfig(format="plinth reaper: %(message)s", level=logging.INFO)
     ended = reap(processes, args.grace_s)
-    if ended:
-        log.info("server %d is gone; ended %d processes it started: %s",
-                 processes.server_pid, len(ended), _describe(ended))
+    if ended:   # a server that stops ends them itself: this one was killed or crashed
+        log.warning("server %d is gone without ending what it started (killed: kill -9, or "
+                    "the kernel's OOM killer under a memory limit: see dmesg or the cgroup's "
+                    "memory.events; or it crashed); ended %s it started: %s",
+                    processes.server_pid, counted(len(ended), "process"), _describe(ended))
     return 0
 
 

@@ -29,16 +29,20 @@ at 10,000 records/s"):
   They can still be freed by reference counting; only a cycle among them
   would stay, and what a process made while starting lives as long as it.
 - The interpreter's switch interval: left alone (see the README's table).
-- The OOM killer's preference: raised to DATA_PATH_OOM_SCORE_ADJ (1000), where
-  Ray's workers already are. Under a memory limit (a container's, a cgroup's)
-  the kernel kills the process with the highest oom_score_adj first, and the
-  largest among equals. Ray starts its workers (the shard and controller
-  actors) at 1000 and leaves the driver, the process of ``plinth serve`` that
-  runs the router, at 0: when clients made the router grow to 1.38 GB inside
-  a 1.5 GiB limit, the kernel killed the 70 MB shard, then the controller,
-  then fresh workers, and the router last (tester M, session 40). Equal with
-  the workers, the router is killed first when it is the one that grew; Ray's
-  daemons (raylet, GCS), which every actor needs, stay at 0 below them all.
+- The OOM killer's preference: a shard at DATA_PATH_OOM_SCORE_ADJ (1000), where
+  Ray's workers already are, the router (``plinth serve``, ``plinth router``) at
+  ROUTER_OOM_SCORE_ADJ (500). Under a memory limit (a container's, a cgroup's)
+  the kernel kills the process whose size plus oom_score_adj / 1000 of the
+  limit is largest. Ray starts its workers (the shard and controller actors)
+  at 1000 and leaves the driver, the process of ``plinth serve`` that runs the
+  router, at 0: when clients made the router grow to 1.38 GB inside a 1.5 GiB
+  limit, the kernel killed the 70 MB shard, then the controller, then fresh
+  workers, and the router last (tester M, session 40). At 1000 with the
+  workers, the router was killed as merely the largest: a 196 MB ``plinth
+  serve`` in a 620 MB limit, and the broker was gone for good, where a killed
+  shard is restarted within a second (tester T-ext, session 46). At 500 it goes
+  first only when it holds half the limit more than a worker. Ray's daemons
+  (raylet, GCS), which every actor needs, stay at 0 below them all.
   This runs after Ray has started: a process's children inherit its value,
   and Ray's daemons are children of ``plinth serve``. Raising it needs no
   privilege; a process already above it is left alone.

@@ -1158,7 +1158,8 @@ def serve(options: ServeOptions, ready=print) -> int:
     except Exception as exc:
         server.abandon_start(exc)
         raise
-    tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
+    tune_data_path_process(who="plinth serve",   # the router runs: see process_tuning.py
+                           oom_score_adj=limits.ROUTER_OOM_SCORE_ADJ)
     stop = _stop_on_signal()
     reloads = _reloads(server.router.security, server.kafka)
     hangup = _reload_on_hangup()
@@ -1447,7 +1448,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     with option_os_errors("--listen", options.listen):
         router.start(controller.routing())
-    tune_data_path_process(who="plinth router")   # see process_tuning.py
+    tune_data_path_process(who="plinth router",   # see process_tuning.py
+                           oom_score_adj=limits.ROUTER_OOM_SCORE_ADJ)
     with option_os_errors("--kafka-listen", options.kafka_listen):
         kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)

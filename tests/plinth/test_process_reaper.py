@@ -139,16 +139,23 @@ def test_a_process_that_ignores_sigterm_gets_sigkill_and_an_unrelated_one_lives_
     assert bystander.poll() is None
 
 
-def test_kill_9_of_a_server_ends_everything_it_started(spawned):
+def test_kill_9_of_a_server_ends_everything_it_started_and_says_it_was_killed(spawned):
     # Given a server with its reaper and a child that ignores SIGTERM in a session of its own
-    server = spawned(FAKE_SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = spawned(FAKE_SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     reaper_pid, child_pid = map(int, server.stdout.readline().split())
     spawned.pids += [reaper_pid, child_pid]
-    # When the server is SIGKILLed
+    # When the server is SIGKILLed (as the kernel's OOM killer does)
     server.send_signal(signal.SIGKILL)
     server.wait(10)
     # Then its child and the reaper are gone within the reaper's bound
     wait_until(lambda: not alive(child_pid) and not alive(reaper_pid), timeout_s=10)
+    # And the reaper's line (on the server's stderr, which it shares) says the server was
+    # killed and where to look (T-ext: "server N is gone" alone, after an OOM kill)
+    said = server.stderr.read()
+    assert f"server {server.pid} is gone without ending what it started (killed: kill -9, " \
+           f"or the kernel's OOM killer" in said, said
+    assert f"ended 1 process it started: {child_pid}" in said, said
 
 
 def test_a_server_that_exits_normally_leaves_nothing_behind_once_it_has_exited(spawned):
