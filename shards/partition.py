@@ -529,7 +529,8 @@ class Partition:
             self._save_epochs(epochs)
         active_base_offset = plog.active_base_offset
         try:
-            with self._outage.watch():
+            with self._outage.watch("this replica fetches its leader's entries again, out of "
+                                    "the in-sync set,"):
                 plog.append_checked(checked)
         finally:   # what was written (all of it, but for a storage error) is remembered
             self._record_replicated(checked, summaries, active_base_offset,

@@ -38,16 +38,17 @@ class StorageOutage:
         return self.failed_appends > 0
 
     @contextlib.contextmanager
-    def watch(self):
-        """Around one append; what it raises goes on."""
+    def watch(self, refused: str | None = None):
+        """Around one append; what it raises goes on. ``refused``: who the outage
+        stops, if not ``self.refused`` (a follower's appends stop no producer)."""
         try:
             yield
         except StorageError as exc:
             self.failed_appends += 1
             if self.failed_appends == 1:
-                self.log.warning("appends to %s fail: %s; %s get StorageError until the disk "
-                                 "takes writes again (said once until then)", self.name, exc,
-                                 self.refused)
+                self.log.warning("appends to %s fail: %s; %s until the disk takes writes "
+                                 "again (said once until then)", self.name, exc,
+                                 refused or f"{self.refused} get StorageError")
             raise
         if self.failed_appends:
             self.log.info("appends to %s succeed again, after %d failed", self.name,

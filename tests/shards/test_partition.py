@@ -1249,3 +1249,25 @@ def test_a_partition_the_disk_refuses_to_create_is_a_storage_error_and_leaves_no
     # is left for a later create of the topic to open
     assert str(tmp_path / "g-0") in str(refused.value) and "File too large" in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_followers_refused_append_is_said_as_a_followers_outage_not_as_producers(
+        tmp_path, monkeypatch, caplog):
+    # Given a follower holding its leader's first entry, whose disk is then full
+    leader = open_partition(tmp_path / "a" / "t-3")
+    append_as_leader(leader, batch_of([b"a"]), 1)
+    follower = open_partition(tmp_path / "b" / "t-3")
+    replicate(leader, follower)
+    append_as_leader(leader, batch_of([b"b"]), 1)
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full_disk)   # (replicated entries go whole)
+    # When it appends what it fetched
+    with caplog.at_level(logging.WARNING), pytest.raises(StorageError):
+        replicate(leader, follower)
+    # Then its outage line says what it stops: the replica's own copy, no producer's
+    # write (T-ext: "producers get StorageError", of a follower)
+    (line,) = [r.getMessage() for r in caplog.records if "appends to t-3 fail" in r.getMessage()]
+    assert line.endswith("this replica fetches its leader's entries again, out of the in-sync "
+                         "set, until the disk takes writes again (said once until then)"), line
