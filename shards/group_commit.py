@@ -31,8 +31,9 @@ A partition whose fsync fails keeps its high watermark and stays dirty (the
 next round tries again); only its own produces of the round fail, with a
 StorageError naming it. ``fsync_failed(part, error)`` is told first, and may
 cut what the failed fsync may not have written (ShardServer does: the kernel
-reports a failed writeback once, so the next fsync would succeed without it). Replies keep their order: the reply to a retried
-duplicate, which appends nothing, waits behind the round's fsync too.
+reports a failed writeback once, so the next fsync would succeed without it).
+Replies keep their order: the reply to a retried duplicate, which appends
+nothing, waits behind the round's fsync too.
 
 Threads. Only the loop thread calls in. During a commit, pool threads run
 ``PartitionLog.flush`` of the dirty partitions, one partition each, while the

@@ -275,7 +275,8 @@ def test_a_follower_whose_fsync_fails_cuts_what_it_fetched_and_fetches_it_again(
     assert [(p.partition, p.fetch_offset) for p in last.partitions if p.partition == 1] == [(1, 3)]
 
 
-def next_fetch_of(leader: FakeLeader, partition: int) -> tuple[list, protocol.ReplicaFetchAllRequest]:
+def next_fetch_of(leader: FakeLeader,
+                  partition: int) -> tuple[list, protocol.ReplicaFetchAllRequest]:
     """The next fetch carrying ``partition``; those before it are answered with nothing
     new (the others' fetches go on while it waits for its entries to be durable)."""
     for _ in range(len(PARTITIONS) * 4):
