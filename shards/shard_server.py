@@ -115,6 +115,7 @@ from plinth.errors import (BrokerError, CorruptDataError, InternalError, Malform
 from plinth.format import batch_formats
 from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
+from plinth.log_limit import LogLimit
 from plinth.loopback import is_loopback
 from plinth.name_pages import NamesPage, page_of
 from plinth.shards.deleted_partitions import DeletedPartitions
@@ -225,6 +226,8 @@ class ShardServer:
                                          reply=self._reply, readable=self._readable,
                                          stats=self.stats,
                                          fsync_failed=self._cut_after_failed_fsync)
+        # A line per partition per interval: a disk that fails fsyncs fails every retry
+        self._fsync_failures_said = LogLimit(log)
         self._purgatory = FetchPurgatory()
         self._answer_parked_fetch = self._answer_parked   # bound once, not per parked fetch
         self._groups: GroupRequests | None = None
@@ -1599,23 +1602,25 @@ class ShardServer:
         that it hands the partition to an in-sync replica (control/disk_moves.py),
         which fetches the whole log first; here it then follows, and its next fsync
         cuts what it had not written and fetches it again (README, Reliability)."""
+        said = self._fsync_failures_said   # (producers retry every few ms)
         if type(self._roles.get(part.key)) is Led:
-            log.error("%s; not cut: %s leads %s, and asks the controller to move it",
-                      error, self.shard_id, part.name)
+            said.log(logging.ERROR, part.name, "%s; not cut: %s leads %s, and asks the "
+                     "controller to move it", error, self.shard_id, part.name)
             self._replication.append_refused(part, error, time.monotonic())
             return
         try:
             cut = part.cut_unflushed()
         except (StorageError, CorruptDataError) as exc:   # the disk refuses it too: retried
-            log.error("%s, and cutting what it may not have written failed too: %s",
-                      error, exc)
+            said.log(logging.ERROR, part.name, "%s, and cutting what it may not have written "
+                     "failed too: %s", error, exc)
             return
         if cut.old_end_offset > cut.end_offset:
-            log.error("%s: cut offsets %d to %d (%d bytes), written since its last good "
-                      "fsync%s", error, cut.end_offset, cut.old_end_offset - 1, cut.bytes,
-                      "" if self._group_commit.fsync_policy == "always" else
-                      f", which fsync policy {self._group_commit.fsync_policy!r} had "
-                      f"acknowledged before their fsync")
+            said.log(logging.ERROR, part.name, "%s: cut offsets %d to %d (%d bytes), written "
+                     "since its last good fsync%s", error, cut.end_offset,
+                     cut.old_end_offset - 1, cut.bytes,
+                     "" if self._group_commit.fsync_policy == "always" else
+                     f", which fsync policy {self._group_commit.fsync_policy!r} had "
+                     f"acknowledged before their fsync")
 
     def _readable(self, part: Partition) -> None:
         """Group commit moved ``part``'s high watermark: answer the fetches waiting for it."""

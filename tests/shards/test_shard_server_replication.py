@@ -594,7 +594,7 @@ def test_with_the_cluster_keys_followers_replicate_and_a_keyless_dealer_gets_not
 # --- A leader's failed fsync ------------------------------------------------------------
 
 def test_a_leader_whose_fsync_fails_refuses_produces_asks_to_be_moved_and_catches_up_as_follower(
-        cluster, monkeypatch):
+        cluster, monkeypatch, caplog):
     # Given a leader s0 and two followers holding offset 0
     from tests.shards.test_storage_faults import LostWriteback
     c = cluster()
@@ -612,6 +612,9 @@ def test_a_leader_whose_fsync_fails_refuses_produces_asks_to_be_moved_and_catche
     assert "not cut yet" in str(produce(router, [b"c"]).error)
     c.wait_for(lambda: c.controller.disk_refusals, "s0 told the controller")
     assert c.controller.disk_refusals[0][0] == "s0"
+    # (in one line, not one per refused produce: producers retry every few ms)
+    assert len([r for r in caplog.records if "asks the controller to move it" in
+                r.getMessage()]) == 1
     # And once s1 leads, s0 follows: its next fsync fails, so it cuts what it had not
     # written and fetches it again, and ends with s1's log, byte for byte
     elected = c.controller.elect("s1", ("s1", "s2"))
