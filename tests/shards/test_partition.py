@@ -636,14 +636,20 @@ def test_a_flipped_byte_in_replicated_entries_refuses_the_run_and_changes_nothin
     assert replicate(leader, follower) == 3
 
 
+def leader_and_follower(tmp_path, leader_epoch: int) -> tuple[Partition, Partition]:
+    """A leader with one entry ("a") in ``leader_epoch``, and a follower holding it."""
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    append_as_leader(leader, batch_of([b"a"]), leader_epoch)
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    replicate(leader, follower)
+    return leader, follower
+
+
 @pytest.mark.parametrize("epoch_starts, offset", [([(4, 2)], 2), ([(4, 5)], 5), ([(0, 1)], 1)])
 def test_an_epoch_that_would_start_anywhere_but_at_a_new_batch_is_refused(
         tmp_path, epoch_starts, offset):
     # Given a follower in epoch 3 and a run of two 2-record batches from offset 1
-    leader = open_partition(tmp_path / "leader" / "t-3")
-    append_as_leader(leader, batch_of([b"a"]), 3)
-    follower = open_partition(tmp_path / "follower" / "t-3")
-    replicate(leader, follower)
+    leader, follower = leader_and_follower(tmp_path, 3)
     append_as_leader(leader, batch_of([b"b", b"c"]), 4)
     append_as_leader(leader, batch_of([b"d", b"e"]), 4)
     # When an epoch start is inside a batch, past the run, or older than epoch 3
@@ -1254,10 +1260,7 @@ def test_a_partition_the_disk_refuses_to_create_is_a_storage_error_and_leaves_no
 def test_a_followers_refused_append_is_said_as_a_followers_outage_not_as_producers(
         tmp_path, monkeypatch, caplog):
     # Given a follower holding its leader's first entry, whose disk is then full
-    leader = open_partition(tmp_path / "a" / "t-3")
-    append_as_leader(leader, batch_of([b"a"]), 1)
-    follower = open_partition(tmp_path / "b" / "t-3")
-    replicate(leader, follower)
+    leader, follower = leader_and_follower(tmp_path, 1)
     append_as_leader(leader, batch_of([b"b"]), 1)
 
     def full_disk(fd, data):
