@@ -187,8 +187,9 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
               sleep_s: Callable[[float], None] = time.sleep) -> dict[PartitionId, BrokerError | None]:
     """Ask each partition's leader to hand it over until the replica it goes to
     (``ask.to``) holds the whole log, for at most LEADER_HANDOVER_WAIT_MS (a query
-    thread: it waits for the shards, and the controller's elections go on meanwhile). Returns, per partition,
-    None once handed over, else why not; a leader that does not answer is an error."""
+    thread: it waits for the shards, and the controller's elections go on
+    meanwhile). Returns, per partition, None once handed over, else why not; a
+    leader that does not answer is an error."""
     outcome: dict[PartitionId, BrokerError | None] = {}
     waiting = {ask.pid: ask for ask in asks}
     started_s = clock_s()

@@ -1266,15 +1266,14 @@ KAFKA_LISTENER_STOP_WAIT_S = 10.0
 # thread's CPU weight, so on a busy machine every record waited for the CPU
 # there. 0 is what the router, the clients and Ray's daemons run at.
 DATA_PATH_NICENESS = 0
-# The OOM killer's preference (/proc/<pid>/oom_score_adj, -1000..1000) of every
-# data-path process: the router's (plinth serve, plinth router) as Ray's workers
-# (shard and controller actors) already have, so that a memory limit reached
-# kills the largest of them, the one whose memory grew, and never first a shard
-# that did nothing wrong while the router, at 0, held the memory (tester M,
+# The OOM killer's preference (/proc/<pid>/oom_score_adj, -1000..1000) of a shard's
+# process, as Ray gives its workers (shard and controller actors). The router's
+# (plinth serve, plinth router) is raised from Ray's 0 too, never to leave a shard
+# that did nothing wrong killed first while the router held the memory (tester M,
 # session 40: the shard and the controller were killed before a 1.38 GB router).
 # Ray's own daemons stay at 0, below them: without them every actor dies.
 DATA_PATH_OOM_SCORE_ADJ = 1000
-# ... but the process of plinth serve (and of plinth router) at half that: its death
+# ... and the router's (plinth serve's, plinth router's) to half that: its death
 # ends the broker (every shard and the controller go with it; nothing restarts it),
 # where a shard's is over within a second (Ray restarts it). The kernel adds
 # oom_score_adj / 1000 of the memory limit to a process's size, so at 500 the router
