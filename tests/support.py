@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -249,3 +250,31 @@ def processes_naming(text: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+class LostWriteback:
+    """os.fsync as the kernel answers it when a writeback fails (PostgreSQL's
+    "fsyncgate"; seen on ext4 over a disk that ran out of room under it): the next
+    fsync of a ``.log`` file fails once, the bytes written since its last good fsync
+    are gone (zeros, as the unwritten extents read back), and later fsyncs succeed.
+    ``within``: only a ``.log`` file whose path holds it (one shard's, say)."""
+
+    def __init__(self, monkeypatch, within: str = "/"):
+        self._within = within
+        self._fsync = os.fsync
+        # (device, inode) -> the file's size at its last good fsync
+        self._synced_bytes: dict[tuple[int, int], int] = {}
+        self.armed = False
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        stat = os.fstat(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if self.armed and path.endswith(".log") and self._within in path:
+            self.armed = False
+            synced = self._synced_bytes.get((stat.st_dev, stat.st_ino), 0)
+            os.pwrite(fd, bytes(stat.st_size - synced), synced)
+            self._fsync(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        self._fsync(fd)
+        self._synced_bytes[(stat.st_dev, stat.st_ino)] = stat.st_size

@@ -17,7 +17,7 @@ from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.shards.offset_store import DIR_NAME, OffsetStore
 from plinth.shards.partition_log import LogConfig, PartitionLog
-from tests.shards.test_storage_faults import LostWriteback
+from tests.support import LostWriteback
 
 
 class WallClock:

@@ -26,8 +26,7 @@ from plinth.shards.shard_calls import Leadership
 from plinth.shards.shard_server import ShardServer
 from tests.shards.test_shard_server_replication import (CLIENT, WAIT_S, batch_of, cluster,  # noqa: F401
                                                         produce, reply_of)
-from tests.shards.test_storage_faults import LostWriteback
-from tests.support import fill_file_system
+from tests.support import LostWriteback, fill_file_system
 
 LEADERSHIP = Leadership(replicas=("lead", "s1"), leader="lead", leader_epoch=3,
                         in_sync=("lead", "s1"), partition_epoch=1, controller_epoch=1)

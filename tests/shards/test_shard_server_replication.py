@@ -28,6 +28,7 @@ from plinth.format.record_batch import BatchBuilder
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import Leadership, PartitionId
 from plinth.shards.shard_server import ShardServer
+from tests.support import LostWriteback
 
 NOW_MS = time.time_ns() // 1_000_000
 CLIENT = b"client-1"
@@ -596,7 +597,6 @@ def test_with_the_cluster_keys_followers_replicate_and_a_keyless_dealer_gets_not
 def test_a_leader_whose_fsync_fails_refuses_produces_asks_to_be_moved_and_catches_up_as_follower(
         cluster, monkeypatch, caplog):
     # Given a leader s0 and two followers holding offset 0
-    from tests.shards.test_storage_faults import LostWriteback
     c = cluster()
     router = c.router("s0")
     assert produce(router, [b"a"]).error is None

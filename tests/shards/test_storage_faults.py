@@ -7,7 +7,6 @@ middle of a segment is reported by its CRC, never returned as data."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 from tests.shards.test_shard_server import (fetch, idempotent_batch, produce, produce_raw,
                                             roundtrip, values_in)
+from tests.support import LostWriteback
 
 @pytest.fixture
 def small_fs(tmp_path):
@@ -194,34 +194,6 @@ def test_a_corrupt_entry_in_the_middle_of_a_segment_is_an_error_not_data(tmp_pat
 def roundtrip_fetch(sock, offset, bytes_max=1 << 20):
     return roundtrip(sock, protocol.encode_fetch(9, "t", 0, offset, bytes_max, 0))
 
-
-
-class LostWriteback:
-    """os.fsync as the kernel answers it when a writeback fails (PostgreSQL's
-    "fsyncgate"; seen on ext4 over a disk that ran out of room under it): the next
-    fsync of a ``.log`` file fails once, the bytes written since its last good fsync
-    are gone (zeros, as the unwritten extents read back), and later fsyncs succeed.
-    ``within``: only a ``.log`` file whose path holds it (one shard's, say)."""
-
-    def __init__(self, monkeypatch, within: str = "/"):
-        self._within = within
-        self._fsync = os.fsync
-        # (device, inode) -> the file's size at its last good fsync
-        self._synced_bytes: dict[tuple[int, int], int] = {}
-        self.armed = False
-        monkeypatch.setattr(os, "fsync", self)
-
-    def __call__(self, fd: int) -> None:
-        stat = os.fstat(fd)
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        if self.armed and path.endswith(".log") and self._within in path:
-            self.armed = False
-            synced = self._synced_bytes.get((stat.st_dev, stat.st_ino), 0)
-            os.pwrite(fd, bytes(stat.st_size - synced), synced)
-            self._fsync(fd)
-            raise OSError(errno.EIO, "Input/output error")
-        self._fsync(fd)
-        self._synced_bytes[(stat.st_dev, stat.st_ino)] = stat.st_size
 
 
 def shard_with_t0(directory) -> tuple[ShardServer, zmq.Socket]:
